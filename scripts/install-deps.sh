@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package the project needs. Idempotent; run as root (or via sudo).
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git ca-certificates clang-format
+  libtorch-dev libopenblas-dev libopenblas0-openmp
+  libopencv-dev libgoogle-perftools-dev
+  libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  gnuplot-nox
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# LibTorch links whatever libblas.so.3 is selected; the reference BLAS is ~30x slower.
+openblas=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas | head -1 || true)
+if [ -n "$openblas" ]; then
+  current=$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || true)
+  if [ "$current" != "$(readlink -f "$openblas")" ]; then
+    ${SUDO:-} update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas" >/dev/null
+  fi
+fi
+echo "install-deps: all packages present"

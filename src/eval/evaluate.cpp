@@ -1,0 +1,135 @@
+#include "eval/evaluate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <sstream>
+
+#include "data/image.h"
+#include "data/loader.h"
+#include "util/progress.h"
+
+namespace malaria {
+
+namespace fs = std::filesystem;
+
+nlohmann::json Evaluation::to_json() const {
+  nlohmann::json j = metrics.to_json();
+  j["images"] = samples.size();
+  j["seconds"] = seconds;
+  j["images_per_second"] = images_per_second;
+  j["patients"] = malaria::to_json(patients);
+  return j;
+}
+
+std::string Evaluation::to_text() const {
+  std::ostringstream out;
+  char line[200];
+  const auto& m = metrics;
+  std::snprintf(line, sizeof line,
+                "images %zu   loss %.4f   accuracy %.4f   ROC AUC %.4f   threshold %.2f\n"
+                "sensitivity (recall) %.4f   specificity %.4f   precision %.4f   F1 %.4f\n\n",
+                samples.size(), m.loss, m.accuracy, m.roc_auc, m.threshold, m.recall, m.specificity,
+                m.precision, m.f1);
+  out << line;
+  const auto& c = m.confusion;
+  out << "Confusion matrix (rows: true, columns: predicted)\n";
+  std::snprintf(line, sizeof line, "%14s %12s %12s\n%14s %12ld %12ld\n%14s %12ld %12ld\n\n", "",
+                "Uninfected", "Parasitized", "Uninfected", c.tn, c.fp, "Parasitized", c.fn, c.tp);
+  out << line;
+  out << "Classification report\n" << classification_report(m) << '\n';
+
+  // Worst patients first: where a reader should look.
+  std::vector<PatientResult> sorted = patients;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.accuracy() < b.accuracy(); });
+  const size_t shown = std::min<size_t>(sorted.size(), 15);
+  out << "Per patient (" << patients.size() << " patients"
+      << (shown < sorted.size() ? ", " + std::to_string(shown) + " least accurate shown" : std::string())
+      << ")\n";
+  std::snprintf(line, sizeof line, "%-22s %7s %9s %12s %12s\n", "patient", "cells", "accuracy",
+                "parasitemia", "predicted");
+  out << line;
+  for (size_t i = 0; i < shown; ++i) {
+    const auto& p = sorted[i];
+    std::snprintf(line, sizeof line, "%-22s %7ld %9.4f %11.1f%% %11.1f%%\n", p.patient.c_str(), p.cells,
+                  p.accuracy(), 100 * p.true_parasitemia(), 100 * p.predicted_parasitemia());
+    out << line;
+  }
+  std::snprintf(line, sizeof line, "\n%.1f s, %.0f images/s\n", seconds, images_per_second);
+  out << line;
+  return out.str();
+}
+
+Evaluation evaluate_model(const Classifier& model, const std::vector<Sample>& samples,
+                          const EvaluateOptions& options) {
+  LoaderOptions lo;
+  lo.image_size = model.image_size();
+  lo.batch_size = options.batch_size;
+  lo.workers = options.workers;
+  BatchLoader loader(samples, lo);
+  loader.start_epoch(0);
+
+  Evaluation ev;
+  ev.samples = samples;
+  ev.probabilities.resize(samples.size());
+  std::vector<int> labels;
+  for (const auto& s : samples) labels.push_back(s.label);
+  ProgressBar bar(samples.size(), "evaluate");
+  size_t done = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (auto batch = loader.next()) {
+    const auto prob = model.predict(batch->pixels.data(), batch->size());
+    for (size_t i = 0; i < batch->size(); ++i) ev.probabilities[batch->items[i]] = prob[i];
+    done += batch->size();
+    if (options.progress) bar.update(done);
+  }
+  ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ev.images_per_second = ev.seconds > 0 ? samples.size() / ev.seconds : 0;
+  if (options.progress) bar.finish();
+  ev.metrics = compute_metrics(ev.probabilities, labels, model.threshold());
+  ev.patients = per_patient(samples, ev.probabilities, model.threshold());
+  return ev;
+}
+
+std::vector<FilePrediction> predict_files(const Classifier& model, const std::vector<std::string>& paths,
+                                          int batch_size) {
+  std::vector<FilePrediction> out;
+  for (const auto& p : paths) {
+    if (fs::is_directory(p)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(p))
+        if (e.is_regular_file() && is_image_file(e.path())) found.push_back(e.path().string());
+      std::sort(found.begin(), found.end());
+      for (auto& f : found) out.push_back({f, "", 0, ""});
+    } else {
+      out.push_back({p, fs::exists(p) ? "" : p + ": no such file", 0, ""});
+    }
+  }
+  std::vector<size_t> pending;
+  std::vector<cv::Mat> images;
+  auto flush = [&] {
+    const auto prob = model.predict_images(images);
+    for (size_t i = 0; i < pending.size(); ++i) {
+      auto& r = out[pending[i]];
+      r.probability = prob[i];
+      r.label = kClassNames[prob[i] >= model.threshold() ? kParasitized : kUninfected];
+    }
+    pending.clear();
+    images.clear();
+  };
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!out[i].error.empty()) continue;
+    try {
+      images.push_back(read_image(out[i].path));
+      pending.push_back(i);
+    } catch (const ImageError& e) {
+      out[i].error = e.what();
+    }
+    if (static_cast<int>(images.size()) >= batch_size) flush();
+  }
+  if (!images.empty()) flush();
+  return out;
+}
+
+}  // namespace malaria

@@ -1,0 +1,49 @@
+// A trained model loaded from its file, ready for inference. Torch-free header: the CLI, the
+// evaluator and the server use it without compiling LibTorch headers.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace malaria {
+
+class ModelFileError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr const char* kModelFormat = "malaria-cell-classifier";
+inline constexpr int kModelFormatVersion = 1;
+
+class Classifier {
+ public:
+  static Classifier load(const std::string& path);
+  Classifier(Classifier&&) noexcept;
+  Classifier& operator=(Classifier&&) noexcept;
+  ~Classifier();
+
+  const nlohmann::json& metadata() const;
+  int image_size() const;
+  double threshold() const;
+  std::string arch() const;
+
+  // P(Parasitized) for n preprocessed images (n x 3 x S x S floats in [0,1]). Thread-safe.
+  std::vector<float> predict(const float* chw, size_t n) const;
+  // Decoded 8-bit BGR images of any size, preprocessed exactly as in training.
+  std::vector<float> predict_images(const std::vector<cv::Mat>& bgr) const;
+
+ private:
+  struct Impl;
+  explicit Classifier(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Sets LibTorch's intra-op thread count (0: all cores). LibTorch alone would pick 1 here.
+void set_compute_threads(int threads);
+int compute_threads();
+
+}  // namespace malaria

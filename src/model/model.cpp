@@ -1,0 +1,218 @@
+#include "model/model.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "model/architecture.h"
+#include "model/classifier.h"
+#include "util/files.h"
+
+namespace malaria {
+
+namespace nn = torch::nn;
+
+CellClassifierImpl::CellClassifierImpl(nn::Sequential features_, nn::Sequential head_)
+    : features(register_module("features", features_)), head(register_module("head", head_)) {}
+
+torch::Tensor CellClassifierImpl::forward(torch::Tensor x) { return head->forward(features->forward(x)); }
+
+std::vector<std::string> architecture_names() { return {"cellnet", "seed"}; }
+std::string default_architecture() { return "cellnet"; }
+
+namespace {
+
+nn::Conv2d conv3x3(int64_t in, int64_t out, bool bias) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(bias));
+}
+
+// The original Keras network, layer for layer (Conv -> ReLU -> BatchNorm order included).
+CellClassifier seed_network(int image_size) {
+  nn::Sequential f;
+  f->push_back("conv1", conv3x3(3, 32, true));
+  f->push_back("relu1", nn::ReLU());
+  f->push_back("bn1", nn::BatchNorm2d(32));
+  f->push_back("pool1", nn::MaxPool2d(2));
+  f->push_back("conv2", conv3x3(32, 64, true));
+  f->push_back("relu2", nn::ReLU());
+  f->push_back("pool2", nn::MaxPool2d(2));
+  f->push_back("conv3", conv3x3(64, 128, true));
+  f->push_back("relu3", nn::ReLU());
+  f->push_back("pool3", nn::MaxPool2d(2));
+  const int64_t side = image_size / 8;
+  nn::Sequential h;
+  h->push_back("flatten", nn::Flatten());
+  h->push_back("dense1", nn::Linear(128 * side * side, 128));
+  h->push_back("relu4", nn::ReLU());
+  h->push_back("dropout", nn::Dropout(0.3));
+  h->push_back("dense2", nn::Linear(128, 1));
+  return CellClassifier(f, h);
+}
+
+// Ours: Conv-BN-ReLU stages that double the width as they halve the side, then global average
+// pooling, so the head has 129 weights and the parameter count does not grow with image size.
+CellClassifier cellnet(int /*image_size*/) {
+  nn::Sequential f;
+  const std::vector<int64_t> widths = {16, 32, 64, 128};
+  int64_t in = 3;
+  for (size_t i = 0; i < widths.size(); ++i) {
+    const std::string n = std::to_string(i + 1);
+    f->push_back("conv" + n, conv3x3(in, widths[i], false));
+    f->push_back("bn" + n, nn::BatchNorm2d(widths[i]));
+    f->push_back("relu" + n, nn::ReLU());
+    if (i + 1 < widths.size()) f->push_back("pool" + n, nn::MaxPool2d(2));
+    in = widths[i];
+  }
+  nn::Sequential h;
+  h->push_back("gap", nn::AdaptiveAvgPool2d(1));
+  h->push_back("flatten", nn::Flatten());
+  h->push_back("dropout", nn::Dropout(0.2));
+  h->push_back("dense", nn::Linear(in, 1));
+  return CellClassifier(f, h);
+}
+
+}  // namespace
+
+CellClassifier build_model(const std::string& arch, int image_size) {
+  if (image_size < 16 || image_size > 512 || image_size % 8 != 0)
+    throw std::invalid_argument("image size must be a multiple of 8 between 16 and 512, got " +
+                                std::to_string(image_size));
+  if (arch == "seed") return seed_network(image_size);
+  if (arch == "cellnet") return cellnet(image_size);
+  std::string names;
+  for (const auto& a : architecture_names()) names += (names.empty() ? "" : ", ") + a;
+  throw std::invalid_argument("unknown architecture '" + arch + "' (available: " + names + ")");
+}
+
+ArchitectureSummary summarize_architecture(const std::string& arch, int image_size) {
+  CellClassifier model = build_model(arch, image_size);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  ArchitectureSummary s;
+  s.arch = arch;
+  s.image_size = image_size;
+  torch::Tensor x = torch::zeros({1, 3, image_size, image_size});
+  for (nn::Sequential* seq : {&model->features, &model->head}) {
+    const auto children = (*seq)->named_children();
+    size_t i = 0;
+    for (auto& any : **seq) {
+      x = any.forward(x);
+      const auto& child = children[i++];
+      const auto& module = child.value();
+      LayerInfo layer;
+      layer.name = child.key();
+      layer.type = module->name();
+      if (auto pos = layer.type.rfind("::"); pos != std::string::npos) layer.type = layer.type.substr(pos + 2);
+      if (layer.type.size() > 4 && layer.type.substr(layer.type.size() - 4) == "Impl")
+        layer.type.resize(layer.type.size() - 4);
+      layer.output_shape.assign(x.sizes().begin() + 1, x.sizes().end());
+      int64_t trainable = 0, frozen = 0;
+      for (const auto& p : module->parameters()) trainable += p.numel();
+      for (const auto& b : module->named_buffers())
+        if (b.key().find("running_") != std::string::npos) frozen += b.value().numel();
+      layer.params = trainable + frozen;
+      s.trainable_params += trainable;
+      s.non_trainable_params += frozen;
+      s.layers.push_back(layer);
+    }
+  }
+  s.total_params = s.trainable_params + s.non_trainable_params;
+  return s;
+}
+
+std::string format_summary(const ArchitectureSummary& s) {
+  std::ostringstream out;
+  auto rule = [&](char c) { out << std::string(72, c) << '\n'; };
+  char line[160];
+  out << "Model: \"" << s.arch << "\" (input 3x" << s.image_size << "x" << s.image_size << ")\n";
+  rule('_');
+  std::snprintf(line, sizeof line, "%-32s %-26s %12s\n", "Layer (type)", "Output Shape", "Param #");
+  out << line;
+  rule('=');
+  for (const auto& l : s.layers) {
+    std::string shape = "(None";
+    for (auto d : l.output_shape) shape += ", " + std::to_string(d);
+    shape += ")";
+    const std::string name = l.name + " (" + l.type + ")";
+    std::snprintf(line, sizeof line, "%-32s %-26s %12lld\n", name.c_str(), shape.c_str(),
+                  static_cast<long long>(l.params));
+    out << line;
+  }
+  rule('=');
+  out << "Total params: " << s.total_params << "\n";
+  out << "Trainable params: " << s.trainable_params << "\n";
+  out << "Non-trainable params: " << s.non_trainable_params << "\n";
+  rule('_');
+  return out.str();
+}
+
+void save_model_file(const std::string& path, CellClassifier& model, const nlohmann::json& metadata) {
+  write_file_atomic(path, [&](const std::string& tmp) {
+    torch::serialize::OutputArchive archive;
+    archive.write("malaria_metadata", c10::IValue(metadata.dump()));
+    model->save(archive);
+    archive.save_to(tmp);
+  });
+}
+
+LoadedModel load_model_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(path)) throw ModelFileError("model file not found: " + path);
+  if (fs::is_directory(path)) throw ModelFileError(path + " is a folder, not a model file");
+  char magic[2] = {0, 0};
+  std::ifstream(path, std::ios::binary).read(magic, 2);
+  if (magic[0] != 'P' || magic[1] != 'K')
+    throw ModelFileError(path + " is not a malaria model file (expected a model.pt written by 'malaria train')");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const std::exception& e) {
+    throw ModelFileError(path + " is truncated or corrupt and cannot be read; re-copy it or retrain");
+  }
+  c10::IValue meta_value;
+  bool has_meta = false;
+  try {
+    has_meta = archive.try_read("malaria_metadata", meta_value) && meta_value.isString();
+  } catch (const std::exception&) {
+    has_meta = false;
+  }
+  if (!has_meta) throw ModelFileError(path + " is a LibTorch archive but not a malaria model file (no metadata)");
+  LoadedModel loaded;
+  try {
+    loaded.metadata = nlohmann::json::parse(meta_value.toStringRef());
+  } catch (const std::exception&) {
+    throw ModelFileError(path + ": model metadata is corrupt");
+  }
+  if (loaded.metadata.value("format", "") != kModelFormat)
+    throw ModelFileError(path + " is not a malaria model file (format field missing)");
+  if (loaded.metadata.value("format_version", 0) > kModelFormatVersion)
+    throw ModelFileError(path + " was written by a newer version of malaria; upgrade to read it");
+  try {
+    loaded.model = build_model(loaded.metadata.at("arch").get<std::string>(),
+                               loaded.metadata.at("image_size").get<int>());
+    loaded.model->load(archive);
+  } catch (const std::exception& e) {
+    throw ModelFileError(path + ": weights do not match the recorded architecture (" +
+                         std::string(e.what()).substr(0, 200) + ")");
+  }
+  loaded.model->eval();
+  return loaded;
+}
+
+std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module) {
+  std::vector<torch::Tensor> state;
+  for (const auto& p : module.parameters()) state.push_back(p.detach().clone());
+  for (const auto& b : module.buffers()) state.push_back(b.detach().clone());
+  return state;
+}
+
+void restore_state(torch::nn::Module& module, const std::vector<torch::Tensor>& state) {
+  torch::NoGradGuard no_grad;
+  size_t i = 0;
+  for (auto& p : module.parameters()) p.copy_(state.at(i++));
+  for (auto& b : module.buffers()) b.copy_(state.at(i++));
+}
+
+}  // namespace malaria

@@ -1,0 +1,38 @@
+// The networks (LibTorch modules) and the model file format. Include only where torch is needed.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace malaria {
+
+// One logit for Parasitized. `features` ends at the last convolutional activation (Grad-CAM and
+// feature maps tap it); `head` turns it into the logit.
+struct CellClassifierImpl : torch::nn::Module {
+  CellClassifierImpl(torch::nn::Sequential features, torch::nn::Sequential head);
+  torch::Tensor forward(torch::Tensor x);
+
+  torch::nn::Sequential features, head;
+};
+TORCH_MODULE(CellClassifier);
+
+CellClassifier build_model(const std::string& arch, int image_size);
+
+// The file is a LibTorch archive holding the weights and a "malaria_metadata" JSON string.
+// Written atomically (temporary file, then rename).
+void save_model_file(const std::string& path, CellClassifier& model, const nlohmann::json& metadata);
+
+struct LoadedModel {
+  CellClassifier model{nullptr};
+  nlohmann::json metadata;
+};
+// Throws ModelFileError (classifier.h) for a missing, truncated, corrupt or foreign file.
+LoadedModel load_model_file(const std::string& path);
+
+// Copies of parameters and buffers, to keep the best epoch's weights in memory.
+std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module);
+void restore_state(torch::nn::Module& module, const std::vector<torch::Tensor>& state);
+
+}  // namespace malaria

@@ -1,0 +1,53 @@
+// `malaria train`: split, stream, fit with Adam and early stopping, checkpoint, evaluate, save.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "data/augment.h"
+#include "data/dataset.h"
+
+namespace malaria {
+
+struct TrainOptions {
+  std::string data_dir;
+  std::string out_dir;
+  std::string arch = "cellnet";
+  int image_size = 64;
+  int epochs = 20;
+  int batch_size = 32;
+  double learning_rate = 5e-4;
+  int patience = 10;  // epochs without a better validation loss before stopping
+  SplitMode split = SplitMode::Patient;
+  SplitFractions fractions;
+  uint64_t seed = 42;
+  int threads = 0;  // LibTorch threads; 0: all cores
+  int workers = 1;  // data-loading threads
+  bool cache = false;
+  bool strict = false;
+  AugmentConfig augment;
+  double time_limit_minutes = 0;  // stop after the epoch that crosses it; 0: no limit
+  size_t max_steps = 0;           // cap on batches per epoch (benchmarks); 0: whole epoch
+  bool quiet = false;             // no progress bars
+
+  nlohmann::json to_json() const;
+  static TrainOptions from_json(const nlohmann::json& j);
+};
+
+struct TrainOutcome {
+  bool interrupted = false;  // a checkpoint was saved; continue with --resume
+  std::string model_path;
+  int epochs_run = 0, best_epoch = 0;
+  double train_seconds = 0, train_images_per_second = 0;
+  nlohmann::json test;  // evaluation of the test split (empty when there is none)
+};
+
+// Runs a whole training job into options.out_dir. Ctrl-C/SIGTERM save a checkpoint and return
+// with interrupted=true.
+TrainOutcome run_training(const TrainOptions& options);
+
+// Continues the interrupted run in run_dir with its recorded configuration. `threads` overrides
+// the recorded thread count when > 0.
+TrainOutcome resume_training(const std::string& run_dir, int threads = 0);
+
+}  // namespace malaria
