@@ -22,7 +22,7 @@ cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t 
   const bool hflip = config.horizontal_flip && unit(rng) < 0.5;
   const bool vflip = config.vertical_flip && unit(rng) < 0.5;
 
-  cv::Mat out = rgb;
+  cv::Mat out;  // never aliases the input: cached images must stay untouched
   if (angle != 0.0 || scale != 1.0) {
     const cv::Point2f center((rgb.cols - 1) * 0.5f, (rgb.rows - 1) * 0.5f);
     const cv::Mat m = cv::getRotationMatrix2D(center, angle, scale);

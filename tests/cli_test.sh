@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# End-to-end checks of the `malaria` binary: errors users see, interrupt and resume, model info.
+set -euo pipefail
+bin=$1
+data=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+# A wrong folder explains the layout and where to get the data.
+if "$bin" inspect --data "$work/nowhere" >"$work/out" 2>&1; then fail "inspect accepted a missing folder"; fi
+grep -q "expected layout" "$work/out" || fail "no layout help: $(cat "$work/out")"
+grep -q "cell_images.zip" "$work/out" || fail "no download hint"
+
+# A small real dataset: 120 images per class.
+mkdir -p "$work/data/Parasitized" "$work/data/Uninfected"
+for c in Parasitized Uninfected; do
+  ls "$data/$c" | awk 'NR % 80 == 1' | head -120 | while read -r f; do ln -s "$data/$c/$f" "$work/data/$c/$f"; done
+done
+"$bin" inspect --data "$work/data" | grep -q "Parasitized      120 images" || fail "inspect counts"
+
+# Ctrl-C during training saves a checkpoint and exits 130; --resume finishes the run.
+"$bin" --threads 2 train --data "$work/data" --out "$work/run" --epochs 3 --batch-size 8 >"$work/train.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do grep -q "^epoch 1/3 " "$work/train.log" && break; sleep 0.1; done
+grep -q "^epoch 1/3 " "$work/train.log" || fail "first epoch never finished: $(tail -5 "$work/train.log")"
+kill -INT "$pid"
+set +e; wait "$pid"; code=$?; set -e
+[ "$code" -eq 130 ] || fail "interrupted train exited $code, expected 130: $(tail -5 "$work/train.log")"
+[ -f "$work/run/checkpoint/state.json" ] || fail "no checkpoint after Ctrl-C"
+[ ! -f "$work/run/model.pt" ] || fail "model.pt written by an interrupted run"
+grep -q "resume" "$work/train.log" || fail "no resume hint"
+"$bin" train --resume "$work/run" >"$work/resume.log" 2>&1 || fail "resume failed: $(tail -5 "$work/resume.log")"
+grep -q "resuming" "$work/resume.log" || fail "resume did not continue the run"
+[ "$(tail -n +2 "$work/run/history.csv" | wc -l)" -eq 3 ] || fail "history does not hold 3 epochs"
+[ -f "$work/run/model.pt" ] || fail "no model after resume"
+
+# Model info, and a truncated model file.
+"$bin" info "$work/run/model.pt" | grep -q "cellnet" || fail "info does not name the architecture"
+head -c 5000 "$work/run/model.pt" >"$work/cut.pt"
+if "$bin" info "$work/cut.pt" >"$work/out" 2>&1; then fail "truncated model accepted"; fi
+grep -q "truncated or corrupt" "$work/out" || fail "unclear truncated-model error: $(cat "$work/out")"
+
+# predict: a corrupt file gets an error row, the others still get answers; exit 2 flags it.
+printf 'not an image' >"$work/bad.png"
+set +e; "$bin" predict --model "$work/run/model.pt" --csv "$work/data/Parasitized" "$work/bad.png" >"$work/pred.csv" 2>&1; code=$?; set -e
+[ "$code" -eq 2 ] || fail "predict exit code $code with a bad file"
+[ "$(grep -c -E ',(Parasitized|Uninfected),' "$work/pred.csv")" -eq 120 ] || fail "predict rows: $(head -3 "$work/pred.csv")"
+grep -q "bad.png" "$work/pred.csv" || fail "bad file not reported"
+echo "cli_test: all checks passed"

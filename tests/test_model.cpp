@@ -1,0 +1,104 @@
+#include <gtest/gtest.h>
+
+#include "model/architecture.h"
+#include "model/classifier.h"
+#include "model/model.h"
+#include "test_helpers.h"
+
+using namespace malaria;
+using testing_support::TempDir;
+
+TEST(Architecture, SeedMatchesKerasParameterCountAt128) {
+  const auto s = summarize_architecture("seed", 128);
+  EXPECT_EQ(s.total_params, 4287937);
+  EXPECT_EQ(s.trainable_params, 4287873);
+  EXPECT_EQ(s.non_trainable_params, 64);
+  EXPECT_EQ(s.layers.back().output_shape, std::vector<int64_t>{1});
+}
+
+TEST(Architecture, CellnetIsFarSmallerThanSeed) {
+  const auto ours = summarize_architecture("cellnet", 64);
+  const auto seed = summarize_architecture("seed", 64);
+  EXPECT_LT(ours.total_params * 10, seed.total_params);
+  // Global average pooling: the parameter count does not depend on the input size.
+  EXPECT_EQ(summarize_architecture("cellnet", 128).total_params, ours.total_params);
+  const std::string table = format_summary(ours);
+  EXPECT_NE(table.find("Total params: " + std::to_string(ours.total_params)), std::string::npos);
+}
+
+TEST(Architecture, UnknownNamesAndSizesAreRejected) {
+  EXPECT_THROW(build_model("resnet9000", 64), std::invalid_argument);
+  EXPECT_THROW(build_model("seed", 60), std::invalid_argument);
+}
+
+TEST(Architecture, ForwardGivesOneLogitPerImage) {
+  for (const auto& arch : architecture_names()) {
+    auto model = build_model(arch, 64);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(model->forward(torch::rand({3, 3, 64, 64})).sizes(), (std::vector<int64_t>{3, 1})) << arch;
+  }
+}
+
+namespace {
+nlohmann::json test_metadata(const std::string& arch, int size) {
+  return {{"format", kModelFormat}, {"format_version", kModelFormatVersion}, {"arch", arch},
+          {"image_size", size},     {"threshold", 0.42},                     {"name", "unit"}};
+}
+}  // namespace
+
+TEST(ModelFile, RoundTripKeepsWeightsAndMetadata) {
+  TempDir dir;
+  torch::manual_seed(3);
+  auto model = build_model("cellnet", 32);
+  // Move BatchNorm statistics away from their defaults so that buffers are checked too.
+  model->train();
+  model->forward(torch::rand({8, 3, 32, 32}));
+  model->eval();
+  save_model_file(dir / "m.pt", model, test_metadata("cellnet", 32));
+  EXPECT_FALSE(std::filesystem::exists(dir / "m.pt.tmp"));
+
+  const Classifier loaded = Classifier::load(dir / "m.pt");
+  EXPECT_EQ(loaded.arch(), "cellnet");
+  EXPECT_EQ(loaded.image_size(), 32);
+  EXPECT_DOUBLE_EQ(loaded.threshold(), 0.42);
+  const auto x = torch::rand({4, 3, 32, 32});
+  torch::NoGradGuard no_grad;
+  const auto expected = torch::sigmoid(model->forward(x)).reshape({-1});
+  const auto got = loaded.predict(x.data_ptr<float>(), 4);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(got[i], expected[i].item<float>(), 1e-6);
+}
+
+TEST(ModelFile, MissingTruncatedAndForeignFilesGiveClearErrors) {
+  TempDir dir;
+  auto model = build_model("cellnet", 32);
+  save_model_file(dir / "m.pt", model, test_metadata("cellnet", 32));
+  const std::string bytes = testing_support::read_bytes(dir / "m.pt");
+
+  auto message = [](const std::string& path) {
+    try {
+      Classifier::load(path);
+    } catch (const ModelFileError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(dir / "absent.pt").find("not found"), std::string::npos);
+
+  testing_support::write_bytes(dir / "cut.pt", bytes.substr(0, bytes.size() / 2));
+  EXPECT_NE(message(dir / "cut.pt").find("truncated or corrupt"), std::string::npos);
+
+  testing_support::write_bytes(dir / "notes.txt", "these are not weights");
+  EXPECT_NE(message(dir / "notes.txt").find("not a malaria model file"), std::string::npos);
+
+  // A genuine LibTorch archive that is not ours.
+  torch::serialize::OutputArchive other;
+  other.write("w", torch::ones({2}));
+  other.save_to(dir / "other.pt");
+  EXPECT_NE(message(dir / "other.pt").find("not a malaria model file"), std::string::npos);
+
+  // Right metadata, wrong weights.
+  auto seed = build_model("seed", 32);
+  save_model_file(dir / "mismatch.pt", seed, test_metadata("cellnet", 32));
+  EXPECT_NE(message(dir / "mismatch.pt").find("do not match"), std::string::npos);
+}

@@ -1,0 +1,68 @@
+// Integration: short training runs on real NIH images from ../shared/data.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "eval/evaluate.h"
+#include "model/classifier.h"
+#include "test_helpers.h"
+#include "train/trainer.h"
+#include "util/files.h"
+
+using namespace malaria;
+using testing_support::TempDir;
+
+TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
+  TempDir dir;
+  testing_support::link_subset(dir / "data", 300);
+  TrainOptions o;
+  o.data_dir = dir / "data";
+  o.out_dir = dir / "run";
+  o.epochs = 4;
+  o.quiet = true;
+  o.cache = true;
+  const TrainOutcome outcome = run_training(o);
+  ASSERT_FALSE(outcome.interrupted);
+  for (const char* f : {"model.pt", "split.csv", "config.json", "data_summary.json", "history.csv",
+                        "history.json", "evaluation.json", "evaluation.txt"})
+    EXPECT_TRUE(std::filesystem::exists(dir / ("run/" + std::string(f)))) << f;
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoint"));
+
+  const auto history = nlohmann::json::parse(read_text(dir / "run/history.json"));
+  ASSERT_EQ(history.size(), 4u);
+  EXPECT_LT(history.back()["train_loss"].get<double>(), history.front()["train_loss"].get<double>());
+  EXPECT_GT(outcome.test["accuracy"].get<double>(), 0.75);
+  EXPECT_GT(outcome.test["roc_auc"].get<double>(), 0.8);
+
+  // The model file carries what it was trained on.
+  const Classifier model = Classifier::load(outcome.model_path);
+  const auto& meta = model.metadata();
+  EXPECT_EQ(meta["arch"], "cellnet");
+  EXPECT_EQ(meta["training"]["seed"], 42);
+  EXPECT_EQ(meta["data"]["dataset"]["images"], 600);
+  EXPECT_TRUE(meta["validation"].contains("accuracy"));
+  EXPECT_TRUE(meta["test"].contains("roc_auc"));
+
+  // evaluate and predict agree on every test image.
+  const Split split = read_split_csv(dir / "run/split.csv");
+  const Evaluation ev = evaluate_model(model, split.test, {64, 1, false});
+  std::vector<std::string> paths;
+  for (const auto& s : split.test) paths.push_back(s.path);
+  const auto predictions = predict_files(model, paths);
+  ASSERT_EQ(predictions.size(), split.test.size());
+  for (size_t i = 0; i < predictions.size(); ++i) {
+    ASSERT_TRUE(predictions[i].error.empty());
+    EXPECT_NEAR(predictions[i].probability, ev.probabilities[i], 1e-5) << paths[i];
+  }
+  EXPECT_NEAR(ev.metrics.accuracy, outcome.test["accuracy"].get<double>(), 1e-9);
+}
+
+TEST(Training, RefusesToOverwriteAnInterruptedRun) {
+  TempDir dir;
+  testing_support::write_bytes(dir / "run/checkpoint/state.json", "{}");
+  TrainOptions o;
+  o.data_dir = dir / "data";
+  o.out_dir = dir / "run";
+  EXPECT_THROW(run_training(o), std::runtime_error);
+}
