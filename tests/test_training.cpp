@@ -19,7 +19,8 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   TrainOptions o;
   o.data_dir = dir / "data";
   o.out_dir = dir / "run";
-  o.epochs = 4;
+  o.epochs = 8;
+  o.batch_size = 16;
   o.quiet = true;
   o.cache = true;
   const TrainOutcome outcome = run_training(o);
@@ -30,7 +31,7 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoint"));
 
   const auto history = nlohmann::json::parse(read_text(dir / "run/history.json"));
-  ASSERT_EQ(history.size(), 4u);
+  ASSERT_EQ(history.size(), 8u);
   EXPECT_LT(history.back()["train_loss"].get<double>(), history.front()["train_loss"].get<double>());
   EXPECT_GT(outcome.test["accuracy"].get<double>(), 0.75);
   EXPECT_GT(outcome.test["roc_auc"].get<double>(), 0.8);
