@@ -12,6 +12,7 @@
 #include "eval/evaluate.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
+#include "serve/server.h"
 #include "train/trainer.h"
 #include "util/files.h"
 
@@ -159,10 +160,32 @@ int main(int argc, char** argv) {
   summary->add_option("--arch", sum_arch)->check(CLI::IsMember(architecture_names()))->capture_default_str();
   summary->add_option("--image-size", sum_size)->capture_default_str();
 
+  // serve
+  auto* serve = app.add_subcommand("serve", "Serve the upload page, JSON API and API docs over HTTP");
+  ServerOptions sopt;
+  double band = -1;
+  serve->add_option("--model", sopt.model_path, "model file")->required();
+  serve->add_option("--host", sopt.host, "address to bind (loopback unless told otherwise)")->capture_default_str();
+  serve->add_option("--port", sopt.port)->capture_default_str()->check(CLI::Range(0, 65535));
+  serve->add_option("--max-batch", sopt.max_batch, "images per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  serve->add_option("--batch-wait-ms", sopt.batch_wait_ms, "extra wait to fill a batch")->capture_default_str();
+  serve->add_option("--queue", sopt.queue_capacity, "images allowed to wait before 503")->capture_default_str();
+  serve->add_option("--http-threads", sopt.http_threads, "connections served at once")->capture_default_str();
+  serve->add_option("--max-upload-mb", sopt.max_upload_mb, "largest request body")->capture_default_str();
+  serve->add_option("--max-files", sopt.max_files, "most images in one request")->capture_default_str();
+  serve->add_option("--api-key", sopt.api_key, "require 'Authorization: Bearer KEY' on /api/ routes");
+  serve->add_option("--cors-origin", sopt.cors_origin, "allow this origin to call the API from a browser");
+  serve->add_option("--inconclusive-band", band, "|p - threshold| below this is Inconclusive (default: model's, 0.15)");
+
   CLI11_PARSE(app, argc, argv);
 
   try {
     set_compute_threads(threads);
+    if (*serve) {
+      sopt.compute_threads = threads;
+      sopt.inconclusive_band = band;
+      return run_server(sopt);
+    }
     if (*inspect) return cmd_inspect(data_dir, strict, as_json);
 
     if (*train) {

@@ -9,6 +9,7 @@ packages=(
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox
+  nodejs npm chromium wrk
 )
 
 missing=()
@@ -31,5 +32,10 @@ if [ -n "$openblas" ]; then
   if [ "$current" != "$(readlink -f "$openblas")" ]; then
     ${SUDO:-} update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas" >/dev/null
   fi
+fi
+# Front-end packages (Swagger UI, Playwright, OpenAPI validator), pinned by web/package-lock.json.
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$here/web/node_modules/swagger-ui-dist" ] || [ "$here/web/package-lock.json" -nt "$here/web/node_modules/.package-lock.json" ]; then
+  (cd "$here/web" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "install-deps: all packages present"

@@ -1,0 +1,20 @@
+// Turns P(Parasitized) into what a person acts on: a label, a confidence, and a decision that is
+// "Inconclusive" inside a band around the threshold, where a microscopist should look.
+#pragma once
+
+#include <string>
+
+namespace malaria {
+
+inline constexpr double kDefaultInconclusiveBand = 0.15;
+inline constexpr const char* kInconclusive = "Inconclusive";
+
+struct CellDecision {
+  std::string label;     // Parasitized or Uninfected: the side of the threshold
+  double confidence;     // probability of that label
+  std::string decision;  // label, or Inconclusive when |p - threshold| < band
+};
+
+CellDecision decide(double probability_parasitized, double threshold, double band = kDefaultInconclusiveBand);
+
+}  // namespace malaria

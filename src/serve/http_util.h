@@ -1,0 +1,19 @@
+// Small helpers for the HTTP layer: escaping, encoding, JSON error bodies.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace malaria {
+
+std::string html_escape(std::string_view text);
+std::string base64_encode(std::string_view bytes);
+std::string json_error(const std::string& message, int status);
+// FNV-1a 64-bit digest as 16 hex digits: a stable id for a model file's bytes.
+std::string fnv1a_hex(std::string_view bytes);
+// Compares without an early exit, so the time taken does not reveal how much of a key matched.
+bool constant_time_equal(std::string_view a, std::string_view b);
+std::string mime_for_format(const std::string& format);
+
+}  // namespace malaria

@@ -1,0 +1,65 @@
+#include "serve/prometheus.h"
+
+#include <sstream>
+
+namespace malaria {
+
+void MetricsRegistry::describe(const std::string& name, const std::string& help, const std::string& type,
+                               std::vector<double> buckets) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& f = families_[name];
+  f.help = help;
+  f.type = type;
+  f.buckets = std::move(buckets);
+}
+
+void MetricsRegistry::count(const std::string& name, const std::string& labels, double by) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_[name].counters[labels] += by;
+}
+
+void MetricsRegistry::observe(const std::string& name, const std::string& labels, double value) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto& f = families_[name];
+  auto& h = f.histograms[labels];
+  if (h.counts.empty()) h.counts.assign(f.buckets.size(), 0);
+  for (size_t i = 0; i < f.buckets.size(); ++i)
+    if (value <= f.buckets[i]) {
+      h.counts[i] += 1;
+      break;
+    }
+  h.sum += value;
+  h.count += 1;
+}
+
+namespace {
+std::string with_label(const std::string& labels, const std::string& extra) {
+  if (labels.empty()) return "{" + extra + "}";
+  return "{" + labels + "," + extra + "}";
+}
+std::string braces(const std::string& labels) { return labels.empty() ? "" : "{" + labels + "}"; }
+}  // namespace
+
+std::string MetricsRegistry::render() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::ostringstream out;
+  for (const auto& [name, f] : families_) {
+    out << "# HELP " << name << ' ' << f.help << "\n# TYPE " << name << ' ' << f.type << '\n';
+    for (const auto& [labels, v] : f.counters) out << name << braces(labels) << ' ' << v << '\n';
+    for (const auto& [labels, h] : f.histograms) {
+      double cumulative = 0;
+      for (size_t i = 0; i < f.buckets.size(); ++i) {
+        cumulative += h.counts[i];
+        std::ostringstream le;
+        le << f.buckets[i];
+        out << name << "_bucket" << with_label(labels, "le=\"" + le.str() + "\"") << ' ' << cumulative << '\n';
+      }
+      out << name << "_bucket" << with_label(labels, "le=\"+Inf\"") << ' ' << h.count << '\n';
+      out << name << "_sum" << braces(labels) << ' ' << h.sum << '\n';
+      out << name << "_count" << braces(labels) << ' ' << h.count << '\n';
+    }
+  }
+  return out.str();
+}
+
+}  // namespace malaria

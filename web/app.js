@@ -1,0 +1,128 @@
+// Upload page: sends the chosen images to /api/v1/predict and shows one row per cell.
+"use strict";
+
+const form = document.getElementById("upload-form");
+const input = document.getElementById("file-input");
+const dropZone = document.getElementById("drop-zone");
+const statusLine = document.getElementById("status");
+const submitButton = document.getElementById("submit");
+const rows = document.getElementById("result-rows");
+const summary = document.getElementById("summary");
+const results = document.getElementById("results");
+let lastResults = [];
+
+function authHeaders() {
+  const key = document.getElementById("api-key").value.trim();
+  return key ? { Authorization: "Bearer " + key } : {};
+}
+
+function element(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function loadModelInfo() {
+  const info = document.getElementById("model-info");
+  try {
+    const response = await fetch("/api/v1/model", { headers: authHeaders() });
+    const model = await response.json();
+    if (!response.ok) throw new Error(model.error || response.statusText);
+    const pct = (x) => (x === undefined ? "-" : (100 * x).toFixed(2) + "%");
+    const data = model.data || {};
+    const dataset = data.dataset || {};
+    const test = model.test || {};
+    const entries = [
+      ["Model", `${model.name} (${model.id})`],
+      ["Architecture", `${model.arch}, ${model.image_size}×${model.image_size} input, ${model.parameters} parameters`],
+      ["Training data", `${dataset.images ?? "?"} NIH cell images of ${dataset.patients ?? "?"} patients, ${data.split_mode ?? "?"}-level split`],
+      ["Validation accuracy", pct(model.validation && model.validation.accuracy)],
+      ["Test (unseen patients)", `accuracy ${pct(test.accuracy)}, sensitivity ${pct(test.sensitivity)}, specificity ${pct(test.specificity)}, AUC ${test.roc_auc === undefined ? "-" : test.roc_auc.toFixed(4)}`],
+      ["Decision threshold", `${model.threshold}; inconclusive within ±${model.inconclusive_band}`],
+      ["Created", model.created],
+    ];
+    info.replaceChildren(...entries.flatMap(([k, v]) => [element("dt", { textContent: k }), element("dd", { textContent: v })]));
+  } catch (err) {
+    info.replaceChildren(element("dt", { textContent: "Model" }), element("dd", { className: "error", textContent: "unavailable: " + err.message }));
+  }
+}
+
+function renderResults(files, response) {
+  rows.replaceChildren();
+  lastResults = response.results;
+  response.results.forEach((r, i) => {
+    const thumb = element("img", { alt: r.filename, src: URL.createObjectURL(files[i]) });
+    let labelCell, probCell, decisionCell;
+    if (r.error) {
+      labelCell = element("td", { className: "error", textContent: r.error, colSpan: 2 });
+      decisionCell = element("td", {}, [element("span", { className: "badge Error", textContent: "Error" })]);
+      rows.append(element("tr", {}, [element("td", {}, [thumb]), element("td", { textContent: r.filename }), labelCell, decisionCell]));
+      return;
+    }
+    const bar = element("span", { className: "bar", title: "probability of Parasitized" }, [element("span")]);
+    bar.firstChild.style.width = (100 * r.probability_parasitized).toFixed(1) + "%";
+    labelCell = element("td", { textContent: r.label });
+    probCell = element("td", {}, [bar, element("span", { className: "prob", textContent: (100 * r.probability_parasitized).toFixed(2) + "%" })]);
+    decisionCell = element("td", {}, [element("span", { className: "badge " + r.decision, textContent: r.decision })]);
+    rows.append(element("tr", { className: "result" }, [element("td", {}, [thumb]), element("td", { textContent: r.filename }), labelCell, probCell, decisionCell]));
+  });
+  const s = response.summary;
+  summary.replaceChildren(
+    element("span", {}, [element("b", { textContent: s.cells }), " cells"]),
+    element("span", {}, [element("b", { textContent: s.parasitized }), " parasitized"]),
+    element("span", {}, [element("b", { textContent: s.parasitized_percent.toFixed(1) + "%" }), " parasitized (parasitemia estimate)"]),
+    element("span", {}, [element("b", { textContent: s.inconclusive }), " inconclusive"]),
+    element("span", {}, [element("b", { textContent: s.errors }), " errors"]));
+  results.hidden = false;
+}
+
+async function classify(files) {
+  if (!files.length) return;
+  const body = new FormData();
+  for (const f of files) body.append("file", f, f.name);
+  submitButton.disabled = true;
+  statusLine.textContent = `Classifying ${files.length} image${files.length > 1 ? "s" : ""}…`;
+  try {
+    const response = await fetch("/api/v1/predict", { method: "POST", body, headers: authHeaders() });
+    const payload = await response.json();
+    if (!payload.results) throw new Error(payload.error || response.statusText);
+    renderResults(files, payload);
+    statusLine.textContent = response.ok ? "Done." : payload.error || "Some files could not be classified.";
+  } catch (err) {
+    statusLine.textContent = "Error: " + err.message;
+    statusLine.className = "error";
+  } finally {
+    submitButton.disabled = false;
+  }
+}
+
+function csvField(value) {
+  const s = String(value ?? "");
+  return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
+
+document.getElementById("download-csv").addEventListener("click", () => {
+  const header = ["filename", "label", "probability_parasitized", "confidence", "decision", "error"];
+  const lines = [header.join(",")].concat(lastResults.map((r) => header.map((k) => csvField(r[k])).join(",")));
+  const url = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+  const a = element("a", { href: url, download: "malaria-results.csv" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  URL.revokeObjectURL(url);
+});
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  classify([...input.files]);
+});
+
+for (const type of ["dragenter", "dragover"])
+  dropZone.addEventListener(type, (e) => { e.preventDefault(); dropZone.classList.add("dragging"); });
+for (const type of ["dragleave", "drop"])
+  dropZone.addEventListener(type, (e) => { e.preventDefault(); dropZone.classList.remove("dragging"); });
+dropZone.addEventListener("drop", (e) => classify([...e.dataTransfer.files]));
+document.getElementById("api-key").addEventListener("change", loadModelInfo);
+
+loadModelInfo();
