@@ -180,12 +180,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    set_compute_threads(threads);
     if (*serve) {
       sopt.compute_threads = threads;
       sopt.inconclusive_band = band;
       return run_server(sopt);
     }
+    set_compute_threads(threads);
     if (*inspect) return cmd_inspect(data_dir, strict, as_json);
 
     if (*train) {

@@ -1,7 +1,9 @@
 #include "serve/server.h"
 
 #include <httplib.h>
-#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -424,25 +426,35 @@ class App {
 
 }  // namespace
 
-int run_server(const ServerOptions& options) {
-  // Block the stop signals in every thread (they inherit the mask); one thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+namespace {
+// Libraries start threads before main (OpenBLAS, OpenMP), so the stop signals cannot be kept for
+// one thread with a mask: the handler, whichever thread runs it, writes to a pipe that a
+// watcher thread reads (the self-pipe pattern; write() is async-signal-safe).
+int g_stop_pipe[2] = {-1, -1};
+extern "C" void on_server_signal(int sig) {
+  const char c = static_cast<char>(sig);
+  [[maybe_unused]] auto n = ::write(g_stop_pipe[1], &c, 1);
+}
+}  // namespace
 
+int run_server(const ServerOptions& options) {
   set_compute_threads(options.compute_threads);
   App app(options);
   auto& svr = app.server();
   if (!svr.bind_to_port(options.host, options.port))
     throw std::runtime_error("cannot listen on " + options.host + ":" + std::to_string(options.port) +
                              " (address in use or not allowed)");
-  std::atomic<bool> stopping{false};
+  if (::pipe(g_stop_pipe) != 0) throw std::runtime_error("cannot create the shutdown pipe");
+  struct sigaction action {};
+  action.sa_handler = on_server_signal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
   std::thread stopper([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    stopping = true;
+    char sig = 0;
+    while (::read(g_stop_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    if (sig == 0) return;  // the pipe was closed: the server stopped by itself
     spdlog::info("received {}, finishing requests in flight", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.set_ready(false);
     svr.stop();
@@ -451,8 +463,9 @@ int run_server(const ServerOptions& options) {
   spdlog::info("serving model {} at http://{}:{}/ ({} compute threads)", app.model_id(), options.host, options.port,
                compute_threads());
   const bool ok = svr.listen_after_bind();
-  if (!stopping) pthread_kill(stopper.native_handle(), SIGTERM);  // listen failed: release the waiter
+  ::close(g_stop_pipe[1]);  // releases the watcher if no signal came
   stopper.join();
+  ::close(g_stop_pipe[0]);
   spdlog::info("stopped");
   return ok ? 0 : 1;
 }

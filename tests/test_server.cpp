@@ -1,0 +1,278 @@
+// Exercises every route and every bad input of the real server binary over HTTP.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "eval/evaluate.h"
+#include "model/classifier.h"
+#include "server_fixture.h"
+#include "test_helpers.h"
+
+using json = nlohmann::json;
+using testing_support::read_bytes;
+using testing_support::ServerProcess;
+
+namespace {
+
+std::vector<std::string> real_images(size_t per_class) {
+  const std::string root = testing_support::data_root() + "/cell_images_128";
+  std::vector<std::string> out;
+  for (const char* cls : {"Parasitized", "Uninfected"}) {
+    std::vector<std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator(root + "/" + cls)) files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+    for (size_t i = 0; i < per_class && i * 37 < files.size(); ++i) out.push_back(files[i * 37]);
+  }
+  return out;
+}
+
+httplib::MultipartFormDataItems form(const std::vector<std::pair<std::string, std::string>>& files) {
+  httplib::MultipartFormDataItems items;
+  for (const auto& [name, bytes] : files) items.push_back({"file", bytes, name, "image/png"});
+  return items;
+}
+
+std::string png_claiming(int w, int h) {
+  std::vector<uint8_t> png;
+  cv::imencode(".png", cv::Mat(4, 4, CV_8UC3, cv::Scalar(1, 2, 3)), png);
+  auto put32 = [&](size_t at, uint32_t v) {
+    png[at] = v >> 24, png[at + 1] = (v >> 16) & 255, png[at + 2] = (v >> 8) & 255, png[at + 3] = v & 255;
+  };
+  put32(16, w);
+  put32(20, h);
+  return std::string(png.begin(), png.end());
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::is_directory(testing_support::data_root() + "/cell_images_128")) return;
+    server_ = new ServerProcess({"--max-files", "40", "--max-upload-mb", "2"});
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    if (!server_) GTEST_SKIP() << "shared data missing";
+  }
+  static ServerProcess* server_;
+};
+ServerProcess* ServerTest::server_ = nullptr;
+
+}  // namespace
+
+TEST_F(ServerTest, HealthReadyModelAndDocs) {
+  auto c = server_->client();
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(json::parse(health->body)["status"], "ok");
+  auto ready = c.Get("/ready");
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_TRUE(json::parse(ready->body)["ready"].get<bool>());
+
+  auto model = c.Get("/api/v1/model");
+  ASSERT_EQ(model->status, 200);
+  const auto meta = json::parse(model->body);
+  EXPECT_EQ(meta["arch"], malaria::Classifier::load(MALARIA_TEST_MODEL).arch());
+  EXPECT_TRUE(meta.contains("id"));
+  EXPECT_TRUE(meta.contains("validation"));
+
+  auto openapi = c.Get("/openapi.json");
+  ASSERT_EQ(openapi->status, 200);
+  const auto spec = json::parse(openapi->body);
+  for (const char* path : {"/api/v1/predict", "/api/v1/model", "/predict/", "/health", "/ready", "/metrics", "/docs", "/"})
+    EXPECT_TRUE(spec["paths"].contains(path)) << path;
+
+  auto docs = c.Get("/docs");
+  ASSERT_EQ(docs->status, 200);
+  EXPECT_NE(docs->body.find("swagger-ui-bundle.js"), std::string::npos);
+  auto bundle = c.Get("/docs/swagger-ui-bundle.js");
+  ASSERT_EQ(bundle->status, 200);
+  EXPECT_GT(bundle->body.size(), 100000u);  // the real Swagger UI, served from the binary
+
+  auto page = c.Get("/");
+  ASSERT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("action=\"/predict/\""), std::string::npos);
+  EXPECT_NE(page->body.find("does not"), std::string::npos);  // the assistive-use statement
+  EXPECT_EQ(page->get_header_value("X-Content-Type-Options"), "nosniff");
+  EXPECT_NE(page->get_header_value("Content-Security-Policy").find("default-src 'self'"), std::string::npos);
+}
+
+TEST_F(ServerTest, PredictMatchesTheCommandLinePathOnRealImages) {
+  const auto paths = real_images(6);
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& p : paths) files.push_back({std::filesystem::path(p).filename().string(), read_bytes(p)});
+  auto c = server_->client();
+  auto res = c.Post("/api/v1/predict", form(files));
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->get_header_value("Cache-Control"), "no-store");
+  const auto body = json::parse(res->body);
+  const malaria::Classifier model = malaria::Classifier::load(MALARIA_TEST_MODEL);
+  const auto expected = malaria::predict_files(model, paths);
+  ASSERT_EQ(body["results"].size(), paths.size());
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const auto& r = body["results"][i];
+    EXPECT_EQ(r["filename"], files[i].first);
+    EXPECT_NEAR(r["probability_parasitized"].get<double>(), expected[i].probability, 1e-5);
+    EXPECT_EQ(r["label"], expected[i].label);
+    EXPECT_GE(r["confidence"].get<double>(), 0.5);
+    EXPECT_TRUE(r["decision"] == r["label"] || r["decision"] == "Inconclusive");
+  }
+  EXPECT_EQ(body["summary"]["cells"], paths.size());
+
+  // A raw image body works too, whatever Content-Type claims.
+  auto raw = c.Post("/api/v1/predict", files[0].second, "application/octet-stream");
+  ASSERT_EQ(raw->status, 200);
+  EXPECT_NEAR(json::parse(raw->body)["results"][0]["probability_parasitized"].get<double>(), expected[0].probability, 1e-5);
+}
+
+TEST_F(ServerTest, OneBadFileDoesNotFailTheOthers) {
+  const auto paths = real_images(1);
+  auto c = server_->client();
+  std::string truncated = read_bytes(paths[0]);
+  truncated.resize(truncated.size() / 3);
+  auto res = c.Post("/api/v1/predict", form({{"good.png", read_bytes(paths[0])},
+                                             {"notes.txt", "just text"},
+                                             {"cut.png", truncated}}));
+  ASSERT_EQ(res->status, 200);
+  const auto body = json::parse(res->body);
+  EXPECT_TRUE(body["results"][0].contains("label"));
+  EXPECT_EQ(body["results"][1]["status"], 415);
+  EXPECT_NE(body["results"][1]["error"].get<std::string>().find("notes.txt"), std::string::npos);
+  EXPECT_EQ(body["results"][2]["status"], 422);
+  EXPECT_EQ(body["summary"]["errors"], 2);
+}
+
+TEST_F(ServerTest, BadInputsGetTheRightStatusAndAJsonError) {
+  auto c = server_->client();
+  auto expect_error = [](const httplib::Result& r, int status, const std::string& needle) {
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, status) << r->body;
+    const auto body = json::parse(r->body);
+    EXPECT_NE(body.dump().find(needle), std::string::npos) << body.dump();
+  };
+  expect_error(c.Post("/api/v1/predict", form({{"a.txt", "hello"}})), 415, "not a PNG");
+  expect_error(c.Post("/api/v1/predict", "", "application/octet-stream"), 400, "no file");
+  expect_error(c.Post("/api/v1/predict", form({{"bomb.png", png_claiming(100000, 100000)}})), 422, "bomb.png");
+  expect_error(c.Post("/api/v1/predict", std::string(3 * 1024 * 1024, 'x'), "application/octet-stream"), 413, "too large");
+  std::vector<std::pair<std::string, std::string>> many(41, {"x.png", "x"});
+  expect_error(c.Post("/api/v1/predict", form(many)), 413, "too many files");
+  expect_error(c.Get("/no/such/route"), 404, "no such route");
+  auto wrong = c.Get("/api/v1/predict");
+  expect_error(wrong, 405, "not allowed");
+  EXPECT_EQ(wrong->get_header_value("Allow"), "POST");
+  expect_error(c.Delete("/api/v1/model"), 405, "not allowed");
+}
+
+TEST_F(ServerTest, FormRouteAnswersWithTheOriginalResultPage) {
+  const auto paths = real_images(1);
+  auto c = server_->client();
+  auto res = c.Post("/predict/", form({{"cell.png", read_bytes(paths[0])}}));
+  ASSERT_EQ(res->status, 200);
+  EXPECT_NE(res->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_TRUE(std::regex_search(res->body, std::regex(R"(Prediction: (Parasitized|Uninfected) \(Confidence: \d+\.\d\d%\))")));
+  EXPECT_NE(res->body.find("data:image/png;base64,"), std::string::npos);
+  auto bad = c.Post("/predict/", form({{"notes.txt", "hello"}}));
+  EXPECT_EQ(bad->status, 415);
+  EXPECT_NE(bad->body.find("notes.txt"), std::string::npos);
+  EXPECT_NE(bad->get_header_value("Content-Type").find("text/html"), std::string::npos);
+}
+
+TEST_F(ServerTest, ConcurrentClientsAllGetTheRightAnswer) {
+  const auto paths = real_images(8);
+  const malaria::Classifier model = malaria::Classifier::load(MALARIA_TEST_MODEL);
+  const auto expected = malaria::predict_files(model, paths);
+  std::vector<std::string> bytes;
+  for (const auto& p : paths) bytes.push_back(read_bytes(p));
+  std::atomic<int> ok{0}, wrong{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t)
+    clients.emplace_back([&, t] {
+      auto c = server_->client();
+      for (int i = 0; i < 50; ++i) {
+        const size_t k = (t * 50 + i) % bytes.size();
+        auto res = c.Post("/api/v1/predict", bytes[k], "image/png");
+        if (!res || res->status != 200) {
+          failed++;
+          continue;
+        }
+        const double p = json::parse(res->body)["results"][0]["probability_parasitized"];
+        (std::abs(p - expected[k].probability) < 1e-5 ? ok : wrong)++;
+      }
+    });
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(ok, 400);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(failed, 0);
+
+  // Metrics saw them, and batching happened.
+  auto metrics = server_->client().Get("/metrics");
+  ASSERT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("malaria_http_requests_total{route=\"/api/v1/predict\",status=\"200\"}"), std::string::npos);
+  EXPECT_NE(metrics->body.find("malaria_inference_batch_size_count"), std::string::npos);
+  EXPECT_NE(metrics->body.find("malaria_predictions_total{decision=\"Parasitized\"}"), std::string::npos);
+}
+
+TEST(ServerOptions, ApiKeyGuardsApiRoutesOnly) {
+  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  ServerProcess server({"--api-key", "s3cret", "--cors-origin", "https://lab.example"});
+  auto c = server.client();
+  auto denied = c.Get("/api/v1/model");
+  ASSERT_EQ(denied->status, 401);
+  EXPECT_NE(json::parse(denied->body)["error"].get<std::string>().find("API key"), std::string::npos);
+  EXPECT_EQ(c.Get("/api/v1/model", {{"Authorization", "Bearer wrong"}})->status, 401);
+  auto allowed = c.Get("/api/v1/model", {{"Authorization", "Bearer s3cret"}});
+  EXPECT_EQ(allowed->status, 200);
+  EXPECT_EQ(allowed->get_header_value("Access-Control-Allow-Origin"), "https://lab.example");
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  EXPECT_EQ(c.Options("/api/v1/predict")->status, 204);
+}
+
+TEST(ServerOptions, FullQueueAnswers503WithRetryAfter) {
+  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  // The worker waits 300 ms to fill a batch, so a second request finds the one-image queue full.
+  ServerProcess server({"--queue", "1", "--max-batch", "64", "--batch-wait-ms", "300"});
+  const std::string png = read_bytes(real_images(1)[0]);
+  std::thread first([&] { server.client().Post("/api/v1/predict", png, "image/png"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto res = server.client().Post("/api/v1/predict", png, "image/png");
+  first.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->get_header_value("Retry-After"), "1");
+}
+
+TEST(ServerOptions, SigtermFinishesTheRequestInFlight) {
+  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  ServerProcess server({"--batch-wait-ms", "500", "--max-batch", "64"});
+  const std::string png = read_bytes(real_images(1)[0]);
+  int status = 0;
+  std::thread request([&] {
+    if (auto r = server.client().Post("/api/v1/predict", png, "image/png")) status = r->status;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ::kill(server.pid(), SIGTERM);
+  request.join();
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(server.wait_exit(), 0);
+}
+
+TEST(ServerOptions, RefusesABadModelFileClearly) {
+  testing_support::TempDir dir;
+  testing_support::write_bytes(dir / "bad.pt", "not a model");
+  const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + (dir / "bad.pt") + " --port " +
+                          std::to_string(testing_support::free_port()) + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_NE(out.find("not a malaria model file"), std::string::npos) << out;
+}
