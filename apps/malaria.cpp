@@ -106,6 +106,8 @@ int main(int argc, char** argv) {
   train->add_option("--epochs", topt.epochs)->capture_default_str()->check(CLI::PositiveNumber);
   train->add_option("--batch-size", topt.batch_size)->capture_default_str()->check(CLI::PositiveNumber);
   train->add_option("--lr", topt.learning_rate, "Adam learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--lr-schedule", topt.lr_schedule, "cosine (decay to 1%) or constant")
+      ->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
   train->add_option("--patience", topt.patience, "early stopping: epochs without a better validation loss")
       ->capture_default_str();
   train->add_option("--split", split_mode, "patient (no patient in two splits) or random")

@@ -52,12 +52,13 @@ function renderResults(files, response) {
   rows.replaceChildren();
   lastResults = response.results;
   response.results.forEach((r, i) => {
-    const thumb = element("img", { alt: r.filename, src: URL.createObjectURL(files[i]) });
+    const thumb = r.error ? element("span", { className: "placeholder" })
+                          : element("img", { alt: r.filename, src: URL.createObjectURL(files[i]) });
     let labelCell, probCell, decisionCell;
     if (r.error) {
       labelCell = element("td", { className: "error", textContent: r.error, colSpan: 2 });
       decisionCell = element("td", {}, [element("span", { className: "badge Error", textContent: "Error" })]);
-      rows.append(element("tr", {}, [element("td", {}, [thumb]), element("td", { textContent: r.filename }), labelCell, decisionCell]));
+      rows.append(element("tr", {}, [element("td", {}, [thumb]), element("td", { className: "file", textContent: r.filename }), labelCell, decisionCell]));
       return;
     }
     const bar = element("span", { className: "bar", title: "probability of Parasitized" }, [element("span")]);
@@ -65,7 +66,7 @@ function renderResults(files, response) {
     labelCell = element("td", { textContent: r.label });
     probCell = element("td", {}, [bar, element("span", { className: "prob", textContent: (100 * r.probability_parasitized).toFixed(2) + "%" })]);
     decisionCell = element("td", {}, [element("span", { className: "badge " + r.decision, textContent: r.decision })]);
-    rows.append(element("tr", { className: "result" }, [element("td", {}, [thumb]), element("td", { textContent: r.filename }), labelCell, probCell, decisionCell]));
+    rows.append(element("tr", { className: "result" }, [element("td", {}, [thumb]), element("td", { className: "file", textContent: r.filename }), labelCell, probCell, decisionCell]));
   });
   const s = response.summary;
   summary.replaceChildren(

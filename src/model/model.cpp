@@ -19,7 +19,7 @@ CellClassifierImpl::CellClassifierImpl(nn::Sequential features_, nn::Sequential 
 
 torch::Tensor CellClassifierImpl::forward(torch::Tensor x) { return head->forward(features->forward(x)); }
 
-std::vector<std::string> architecture_names() { return {"cellnet", "seed"}; }
+std::vector<std::string> architecture_names() { return {"cellnet", "cellnet2", "seed"}; }
 std::string default_architecture() { return "cellnet"; }
 
 namespace {
@@ -53,17 +53,22 @@ CellClassifier seed_network(int image_size) {
 
 // Ours: Conv-BN-ReLU stages that double the width as they halve the side, then global average
 // pooling, so the head has 129 weights and the parameter count does not grow with image size.
-CellClassifier cellnet(int /*image_size*/) {
+CellClassifier cellnet(int /*image_size*/, bool deep) {
   nn::Sequential f;
   const std::vector<int64_t> widths = {16, 32, 64, 128};
   int64_t in = 3;
-  for (size_t i = 0; i < widths.size(); ++i) {
-    const std::string n = std::to_string(i + 1);
-    f->push_back("conv" + n, conv3x3(in, widths[i], false));
-    f->push_back("bn" + n, nn::BatchNorm2d(widths[i]));
+  int conv = 0;
+  auto conv_bn_relu = [&](int64_t out) {
+    const std::string n = std::to_string(++conv);
+    f->push_back("conv" + n, conv3x3(in, out, false));
+    f->push_back("bn" + n, nn::BatchNorm2d(out));
     f->push_back("relu" + n, nn::ReLU());
-    if (i + 1 < widths.size()) f->push_back("pool" + n, nn::MaxPool2d(2));
-    in = widths[i];
+    in = out;
+  };
+  for (size_t i = 0; i < widths.size(); ++i) {
+    conv_bn_relu(widths[i]);
+    if (deep && i >= 2) conv_bn_relu(widths[i]);  // depth where the maps are small is cheap
+    if (i + 1 < widths.size()) f->push_back("pool" + std::to_string(i + 1), nn::MaxPool2d(2));
   }
   nn::Sequential h;
   h->push_back("gap", nn::AdaptiveAvgPool2d(1));
@@ -80,7 +85,8 @@ CellClassifier build_model(const std::string& arch, int image_size) {
     throw std::invalid_argument("image size must be a multiple of 8 between 16 and 512, got " +
                                 std::to_string(image_size));
   if (arch == "seed") return seed_network(image_size);
-  if (arch == "cellnet") return cellnet(image_size);
+  if (arch == "cellnet") return cellnet(image_size, false);
+  if (arch == "cellnet2") return cellnet(image_size, true);
   std::string names;
   for (const auto& a : architecture_names()) names += (names.empty() ? "" : ", ") + a;
   throw std::invalid_argument("unknown architecture '" + arch + "' (available: " + names + ")");

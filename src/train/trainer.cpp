@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdarg>
 #include <filesystem>
@@ -32,6 +33,7 @@ json TrainOptions::to_json() const {
           {"epochs", epochs},
           {"batch_size", batch_size},
           {"learning_rate", learning_rate},
+          {"lr_schedule", lr_schedule},
           {"patience", patience},
           {"split", malaria::to_string(split)},
           {"fractions", {fractions.train, fractions.val, fractions.test}},
@@ -57,6 +59,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
   o.epochs = j.at("epochs");
   o.batch_size = j.at("batch_size");
   o.learning_rate = j.at("learning_rate");
+  o.lr_schedule = j.value("lr_schedule", "constant");
   o.patience = j.at("patience");
   o.split = parse_split_mode(j.at("split"));
   o.fractions = {j.at("fractions")[0], j.at("fractions")[1], j.at("fractions")[2]};
@@ -277,9 +280,18 @@ class Trainer {
     return opt_.max_steps > 0 ? std::min(n, opt_.max_steps) : n;
   }
 
+  double epoch_learning_rate(int epoch) const {
+    if (opt_.lr_schedule != "cosine" || opt_.epochs <= 1) return opt_.learning_rate;
+    const double progress = static_cast<double>(epoch) / (opt_.epochs - 1);
+    constexpr double kFloor = 0.01;
+    return opt_.learning_rate * (kFloor + (1 - kFloor) * 0.5 * (1 + std::cos(M_PI * progress)));
+  }
+
   // Returns false when a stop signal arrived (the state then points at the next batch).
   bool train_epoch() {
     model_->train();
+    for (auto& group : optimizer_->param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(epoch_learning_rate(state_.epoch));
     train_loader_->start_epoch(state_.epoch, state_.next_batch);
     const size_t steps = steps_per_epoch();
     const size_t batch_images = std::min<size_t>(split_.train.size(), steps * opt_.batch_size);
@@ -348,7 +360,7 @@ class Trainer {
     r.train_accuracy = state_.seen ? double(state_.correct) / state_.seen : 0;
     r.seconds = state_.epoch_seconds;
     r.images_per_second = r.seconds > 0 ? state_.seen / r.seconds : 0;
-    r.learning_rate = opt_.learning_rate;
+    r.learning_rate = epoch_learning_rate(state_.epoch);
     if (!split_.val.empty()) {
       std::tie(r.val_loss, r.val_accuracy) = validate();
     } else {

@@ -1,0 +1,110 @@
+// Browser test: Playwright drives Debian's Chromium against the real server.
+// Usage: node page_test.mjs BASE_URL WEB_DIR IMAGE... (last image may be a non-image file)
+import { createRequire } from "node:module";
+import { readFileSync, mkdirSync } from "node:fs";
+import { basename } from "node:path";
+import assert from "node:assert/strict";
+
+const [base, webDir, screenshotDir, ...images] = process.argv.slice(2);
+const require = createRequire(webDir + "/package.json");
+const { chromium } = require("playwright-core");
+mkdirSync(screenshotDir, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+let failures = 0;
+async function check(name, fn) {
+  try {
+    await fn();
+    console.log(`ok - ${name}`);
+  } catch (err) {
+    failures++;
+    console.log(`not ok - ${name}\n  ${String(err.stack || err).split("\n").join("\n  ")}`);
+  }
+}
+
+// What the API says about the same files, to compare with what the page shows.
+async function apiResults(files) {
+  const form = new FormData();
+  for (const f of files) form.append("file", new Blob([readFileSync(f)]), basename(f));
+  const response = await fetch(base + "/api/v1/predict", { method: "POST", body: form });
+  return (await response.json()).results;
+}
+
+await check("upload page shows the same results as the API", async () => {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 1000 } });
+  const page = await context.newPage();
+  const externalRequests = [];
+  page.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) externalRequests.push(r.url()); });
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  await page.goto(base + "/");
+  await assert.doesNotReject(page.getByText("does not replace a trained microscopist").first().waitFor());
+  await page.locator("#model-info dd").nth(1).waitFor();
+  assert.match(await page.locator("#model-info").innerText(), /cellnet|seed/);
+
+  await page.setInputFiles("#file-input", images);
+  await page.click("#submit");
+  await page.locator("#result-rows tr").nth(images.length - 1).waitFor();
+  const rows = await page.locator("#result-rows tr").allInnerTexts();
+  const expected = await apiResults(images);
+  assert.equal(rows.length, expected.length);
+  expected.forEach((r, i) => {
+    assert.ok(rows[i].includes(r.filename), `row ${i} names ${r.filename}`);
+    if (r.error) {
+      assert.ok(rows[i].includes("Error"), `row ${i} shows the error`);
+    } else {
+      assert.ok(rows[i].includes(r.decision), `row ${i} shows decision ${r.decision}: ${rows[i]}`);
+      assert.ok(rows[i].includes((100 * r.probability_parasitized).toFixed(2) + "%"), `row ${i} probability: ${rows[i]}`);
+    }
+  });
+  const good = expected.filter((r) => !r.error);
+  const parasitized = good.filter((r) => r.label === "Parasitized").length;
+  const summary = await page.locator("#summary").innerText();
+  assert.match(summary, new RegExp(`${good.length}\\s+cells`));
+  assert.match(summary, new RegExp(`${parasitized}\\s+parasitized`));
+  assert.equal(await page.locator("#result-rows img").count(), good.length, "a thumbnail per decoded image");
+  await page.screenshot({ path: `${screenshotDir}/upload-results.png`, fullPage: true });
+
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-csv")]);
+  const csv = readFileSync(await download.path(), "utf8").trim().split("\n");
+  assert.equal(csv[0], "filename,label,probability_parasitized,confidence,decision,error");
+  assert.equal(csv.length, images.length + 1);
+  assert.deepEqual(externalRequests, [], "no external resources");
+  assert.deepEqual(consoleErrors, [], "no console errors (e.g. CSP violations)");
+  await context.close();
+});
+
+await check("the form works without JavaScript", async () => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto(base + "/");
+  await page.setInputFiles("#file-input", images[0]);
+  await Promise.all([page.waitForURL(/\/predict\/$/), page.click("#submit")]);
+  const text = await page.locator("body").innerText();
+  const [expected] = await apiResults([images[0]]);
+  const confidence = (100 * expected.confidence).toFixed(2);
+  assert.ok(text.includes(`Prediction: ${expected.label} (Confidence: ${confidence}%)`), text);
+  assert.equal(await page.locator("img.result-image").count(), 1);
+  await page.screenshot({ path: `${screenshotDir}/no-javascript-result.png`, fullPage: true });
+  await context.close();
+});
+
+await check("API docs render offline", async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const page = await context.newPage();
+  const external = [];
+  page.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("data:")) external.push(r.url()); });
+  await page.goto(base + "/docs");
+  await page.getByText("/api/v1/predict").first().waitFor({ timeout: 15000 });
+  assert.deepEqual(external, []);
+  await page.screenshot({ path: `${screenshotDir}/api-docs.png` });
+  await context.close();
+});
+
+await browser.close();
+console.log(`${3 - failures} passed, ${failures} failed`);
+process.exit(failures ? 1 : 0);
