@@ -12,6 +12,8 @@
 #include "eval/evaluate.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
+#include "report/figures.h"
+#include "report/report.h"
 #include "serve/server.h"
 #include "train/trainer.h"
 #include "util/files.h"
@@ -134,6 +136,22 @@ int main(int argc, char** argv) {
   evaluate->add_option("--data", eval_data, "folder with Parasitized/ and Uninfected/")->capture_default_str();
   evaluate->add_option("--json", json_out, "also write the full report as JSON to this file");
   evaluate->add_flag("--strict", strict, "treat an unreadable image as an error");
+  std::string figures_dir;
+  evaluate->add_option("--figures", figures_dir, "write confusion matrix, ROC, PR, samples, feature maps, architecture here");
+
+  // feature-maps
+  auto* fmaps = app.add_subcommand("feature-maps", "Draw a layer's activations for one image");
+  std::string fm_image, fm_out = "feature_maps.png";
+  int fm_layer = 1;
+  fmaps->add_option("--model", model_path, "model file")->required();
+  fmaps->add_option("--image", fm_image, "cell image")->required();
+  fmaps->add_option("--layer", fm_layer, "convolution layer, 1 = first")->capture_default_str();
+  fmaps->add_option("--out", fm_out, "PNG to write")->capture_default_str();
+
+  // report
+  auto* report = app.add_subcommand("report", "Write RUN_DIR/report.html from a training run");
+  std::string report_dir;
+  report->add_option("run_dir", report_dir, "training run folder")->required();
 
   // predict
   auto* predict = app.add_subcommand("predict", "Classify images (files or folders)");
@@ -218,6 +236,10 @@ int main(int argc, char** argv) {
         j["data"] = ds.summary.to_json();
         write_text_atomic(json_out, j.dump(2));
       }
+      if (!figures_dir.empty()) {
+        write_evaluation_figures(model, ev, figures_dir);
+        std::printf("figures written to %s\n", figures_dir.c_str());
+      }
       return 0;
     }
 
@@ -250,6 +272,22 @@ int main(int argc, char** argv) {
       }
       for (const auto& r : results) failures += !r.error.empty();
       return failures ? 2 : 0;
+    }
+
+    if (*fmaps) {
+      const Classifier model = Classifier::load(model_path);
+      const cv::Mat cell = read_image(fm_image);
+      draw_feature_maps(cell, model.feature_maps(cell, fm_layer),
+                        "Convolution layer " + std::to_string(fm_layer) + " activations: " +
+                            fs::path(fm_image).filename().string(),
+                        fm_out);
+      std::printf("%s\n", fm_out.c_str());
+      return 0;
+    }
+
+    if (*report) {
+      std::printf("%s\n", write_report(report_dir).c_str());
+      return 0;
     }
 
     if (*info) {

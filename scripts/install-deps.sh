@@ -9,13 +9,17 @@ packages=(
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox
-  nodejs npm chromium wrk
+  nodejs chromium wrk graphviz fonts-dejavu-core
+  libcurl4-openssl-dev libarchive-dev libssl-dev
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# The machine image ships npm outside dpkg; Debian's npm package conflicts with it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]})); then
   SUDO=""

@@ -10,16 +10,18 @@
 #include "train/trainer.h"
 #include "util/files.h"
 
+#include <opencv2/imgcodecs.hpp>
+
 using namespace malaria;
 using testing_support::TempDir;
 
 TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   TempDir dir;
-  testing_support::link_subset(dir / "data", 300);
+  testing_support::link_subset(dir / "data", 400);
   TrainOptions o;
   o.data_dir = dir / "data";
   o.out_dir = dir / "run";
-  o.epochs = 8;
+  o.epochs = 10;
   o.batch_size = 16;
   o.quiet = true;
   o.cache = true;
@@ -31,7 +33,7 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoint"));
 
   const auto history = nlohmann::json::parse(read_text(dir / "run/history.json"));
-  ASSERT_EQ(history.size(), 8u);
+  ASSERT_EQ(history.size(), 10u);
   EXPECT_LT(history.back()["train_loss"].get<double>(), history.front()["train_loss"].get<double>());
   EXPECT_GT(outcome.test["accuracy"].get<double>(), 0.75);
   EXPECT_GT(outcome.test["roc_auc"].get<double>(), 0.8);
@@ -41,7 +43,7 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   const auto& meta = model.metadata();
   EXPECT_EQ(meta["arch"], "cellnet");
   EXPECT_EQ(meta["training"]["seed"], 42);
-  EXPECT_EQ(meta["data"]["dataset"]["images"], 600);
+  EXPECT_EQ(meta["data"]["dataset"]["images"], 800);
   EXPECT_TRUE(meta["validation"].contains("accuracy"));
   EXPECT_TRUE(meta["test"].contains("roc_auc"));
 
@@ -57,6 +59,31 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
     EXPECT_NEAR(predictions[i].probability, ev.probabilities[i], 1e-5) << paths[i];
   }
   EXPECT_NEAR(ev.metrics.accuracy, outcome.test["accuracy"].get<double>(), 1e-9);
+
+  // Figures: present, real PNGs, and drawn from the numbers the JSON report holds.
+  for (const char* f : {"training_history", "confusion_matrix", "roc", "pr", "sample_images", "feature_maps",
+                        "architecture"}) {
+    const cv::Mat png = cv::imread(dir / ("run/figures/" + std::string(f) + ".png"));
+    ASSERT_FALSE(png.empty()) << f;
+    EXPECT_GE(png.cols, 300) << f;
+    EXPECT_GE(png.rows, 150) << f;
+  }
+  const auto cm = outcome.test["confusion_matrix"];
+  const std::string cm_csv = read_text(dir / "run/figures/confusion_matrix.csv");
+  for (const char* key : {"tn", "fp", "fn", "tp"})
+    EXPECT_NE(cm_csv.find("," + std::to_string(cm[key].get<long>()) + ","), std::string::npos) << key;
+  const std::string history_csv = read_text(dir / "run/figures/training_history.csv");
+  EXPECT_EQ(std::count(history_csv.begin(), history_csv.end(), '\n'), 11);  // header + 10 epochs
+
+  // The report: one file holding every section, figures embedded.
+  const std::string html = read_text(dir / "run/report.html");
+  for (const char* section : {"Test metrics", "Classification report", "Training history", "Data and split",
+                              "Per-patient results", "Configuration", "drawn from its definition", "<!doctype html>"})
+    EXPECT_NE(html.find(section), std::string::npos) << section;
+  size_t images = 0;
+  for (size_t at = 0; (at = html.find("src=\"data:image/png;base64,", at)) != std::string::npos; ++at) ++images;
+  EXPECT_EQ(images, 7u);
+  EXPECT_EQ(html.find("src=\"http"), std::string::npos);
 }
 
 TEST(Training, RefusesToOverwriteAnInterruptedRun) {

@@ -48,6 +48,38 @@ std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) c
   return predict(pixels.data(), bgr.size());
 }
 
+int Classifier::conv_layers() const {
+  int n = 0;
+  for (const auto& m : impl_->loaded.model->features->children()) n += m->as<torch::nn::Conv2d>() != nullptr;
+  return n;
+}
+
+std::vector<cv::Mat> Classifier::feature_maps(const cv::Mat& bgr, int conv_layer) const {
+  if (conv_layer < 1 || conv_layer > conv_layers())
+    throw std::invalid_argument("layer must be between 1 and " + std::to_string(conv_layers()) +
+                                " (the model's convolution layers)");
+  torch::NoGradGuard no_grad;
+  const int s = impl_->image_size;
+  std::vector<float> pixels(3ull * s * s);
+  to_chw_float(resize_rgb(bgr, s), pixels.data());
+  torch::Tensor x = torch::from_blob(pixels.data(), {1, 3, s, s});
+  int convs = 0;
+  bool after_target_conv = false;
+  for (auto& module : *impl_->loaded.model->features) {
+    x = module.forward(x);
+    if (module.ptr()->as<torch::nn::Conv2d>()) after_target_conv = ++convs == conv_layer;
+    if (after_target_conv && module.ptr()->as<torch::nn::ReLU>()) break;
+  }
+  x = x.squeeze(0).contiguous();
+  std::vector<cv::Mat> maps;
+  for (int64_t c = 0; c < x.size(0); ++c) {
+    const auto plane = x[c].contiguous();
+    maps.push_back(cv::Mat(static_cast<int>(plane.size(0)), static_cast<int>(plane.size(1)), CV_32F,
+                           plane.data_ptr<float>()).clone());
+  }
+  return maps;
+}
+
 void set_compute_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);

@@ -36,6 +36,10 @@ class Classifier {
   // Decoded 8-bit BGR images of any size, preprocessed exactly as in training.
   std::vector<float> predict_images(const std::vector<cv::Mat>& bgr) const;
 
+  // Activations after the n-th convolution (1-based) and its ReLU: one float map per channel.
+  std::vector<cv::Mat> feature_maps(const cv::Mat& bgr, int conv_layer) const;
+  int conv_layers() const;
+
  private:
   struct Impl;
   explicit Classifier(std::unique_ptr<Impl> impl);

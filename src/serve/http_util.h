@@ -5,10 +5,10 @@
 #include <string>
 #include <string_view>
 
+#include "util/text.h"
+
 namespace malaria {
 
-std::string html_escape(std::string_view text);
-std::string base64_encode(std::string_view bytes);
 std::string json_error(const std::string& message, int status);
 // FNV-1a 64-bit digest as 16 hex digits: a stable id for a model file's bytes.
 std::string fnv1a_hex(std::string_view bytes);

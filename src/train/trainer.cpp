@@ -17,6 +17,8 @@
 #include "model/architecture.h"
 #include "model/classifier.h"
 #include "model/model.h"
+#include "report/figures.h"
+#include "report/report.h"
 #include "util/files.h"
 #include "util/progress.h"
 
@@ -455,6 +457,19 @@ class Trainer {
             {"created", now_iso8601()}};
   }
 
+  // Pictures are for people; a plotting failure must not lose the trained model.
+  void write_figures_and_report(const Classifier& classifier, const Evaluation& ev) {
+    try {
+      json history = json::array();
+      for (const auto& r : state_.history) history.push_back(r.to_json());
+      plot_training_history(history, state_.best_epoch, dir_ + "/figures/training_history.png");
+      write_evaluation_figures(classifier, ev, dir_ + "/figures");
+      log("report: %s", write_report(dir_).c_str());
+    } catch (const std::exception& e) {
+      log("warning: figures or report not written: %s", e.what());
+    }
+  }
+
   TrainOutcome finish() {
     TrainOutcome outcome;
     if (!best_weights_.empty()) restore_state(*model_, best_weights_);
@@ -485,6 +500,7 @@ class Trainer {
                       {"precision", ev.metrics.precision}, {"f1", ev.metrics.f1},
                       {"roc_auc", ev.metrics.roc_auc},   {"images", split_.test.size()}};
       save_model_file(model_path, model_, meta);
+      write_figures_and_report(classifier, ev);
     }
     std::error_code ignored;
     fs::remove_all(dir_ + "/checkpoint", ignored);  // the run is complete; model.pt holds the result
