@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 DATA ?= $(if $(MALARIA_DATA),$(MALARIA_DATA),../shared/data/cell_images)
 
-.PHONY: deps build run test bench format clean
+.PHONY: deps bench-deps build run train test bench serve-bench format clean
 
 deps:
 	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-deps.sh; else sudo bash scripts/install-deps.sh; fi
@@ -13,10 +13,25 @@ build:
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: deps build
-	bash scripts/run-default.sh $(BUILD)/malaria "$(DATA)"
+	bash scripts/run-default.sh $(BUILD)/malaria
+
+train: deps build
+	bash scripts/train-default.sh $(BUILD)/malaria "$(DATA)"
 
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j 2
+
+# The PyTorch reference runs on Debian's python3-torch; only the benchmark needs it.
+bench-deps: deps
+	@dpkg-query -W python3-torch python3-torchvision python3-opencv time >/dev/null 2>&1 || \
+	  $$( [ "$$(id -u)" -eq 0 ] || echo sudo ) apt-get install -y -qq --no-install-recommends \
+	  python3-torch python3-torchvision python3-opencv time >/dev/null
+
+bench: bench-deps build
+	bash bench/run.sh
+
+serve-bench: deps build
+	bash bench/serve_bench.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
+#include "data/download.h"
 #include "data/image.h"
 #include "eval/evaluate.h"
 #include "model/architecture.h"
@@ -121,6 +122,9 @@ int main(int argc, char** argv) {
   train->add_flag("--strict", topt.strict, "stop on an unreadable image instead of skipping it");
   train->add_option("--rotation", topt.augment.rotation_deg, "augmentation: max rotation, degrees")->capture_default_str();
   train->add_option("--zoom", topt.augment.zoom, "augmentation: zoom range (0.2: 0.8-1.2)")->capture_default_str();
+  train->add_option("--color-jitter", topt.augment.color_jitter,
+                    "augmentation: scale each colour channel by 1 +/- this (slide-to-slide stain; 0: off)")
+      ->capture_default_str();
   train->add_flag("!--no-hflip", topt.augment.horizontal_flip, "augmentation: no horizontal flips");
   train->add_flag("!--no-vflip", topt.augment.vertical_flip, "augmentation: no vertical flips");
   train->add_flag("--no-augment", no_augment, "no augmentation at all");
@@ -147,6 +151,15 @@ int main(int argc, char** argv) {
   fmaps->add_option("--image", fm_image, "cell image")->required();
   fmaps->add_option("--layer", fm_layer, "convolution layer, 1 = first")->capture_default_str();
   fmaps->add_option("--out", fm_out, "PNG to write")->capture_default_str();
+
+  // download-data
+  auto* download = app.add_subcommand("download-data", "Download, verify and unpack the NIH cell_images dataset");
+  DownloadOptions dopt;
+  download->add_option("--out", dopt.out_dir, "folder to put cell_images/ in")->required();
+  download->add_option("--url", dopt.url, "source of the archive")->capture_default_str();
+  download->add_option("--sha256", dopt.expected_sha256, "expected SHA-256 (empty: skip)")->capture_default_str();
+  download->add_option("--bytes", dopt.expected_bytes, "expected size (0: skip)")->capture_default_str();
+  download->add_flag("--keep-archive", dopt.keep_archive, "keep cell_images.zip after unpacking");
 
   // report
   auto* report = app.add_subcommand("report", "Write RUN_DIR/report.html from a training run");
@@ -282,6 +295,12 @@ int main(int argc, char** argv) {
                             fs::path(fm_image).filename().string(),
                         fm_out);
       std::printf("%s\n", fm_out.c_str());
+      return 0;
+    }
+
+    if (*download) {
+      const std::string dir = download_dataset(dopt);
+      std::printf("dataset ready: %s\ntrain with: malaria train --data %s --out runs/first\n", dir.c_str(), dir.c_str());
       return 0;
     }
 

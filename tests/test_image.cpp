@@ -127,3 +127,16 @@ TEST(Augment, RotationKeepsTheCellCentredAndFillsBlack) {
   EXPECT_GE(min_v, 0);
   EXPECT_LE(max_v, 200);
 }
+
+TEST(Augment, ColorJitterChangesColoursButKeepsTheBackgroundBlack) {
+  cv::Mat rgb(32, 32, CV_8UC3, cv::Scalar(0, 0, 0));
+  cv::circle(rgb, {16, 16}, 10, cv::Scalar(200, 120, 160), -1);
+  AugmentConfig jitter = AugmentConfig::none();
+  jitter.color_jitter = 0.2;
+  const cv::Mat out = augment_image(rgb, jitter, 9);
+  EXPECT_EQ(out.at<cv::Vec3b>(0, 0), cv::Vec3b(0, 0, 0));
+  const cv::Vec3b centre = out.at<cv::Vec3b>(16, 16);
+  EXPECT_NE(centre, cv::Vec3b(200, 120, 160));
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(centre[c], rgb.at<cv::Vec3b>(16, 16)[c], 0.2 * 200 + 1);
+  EXPECT_EQ(cv::norm(augment_image(rgb, jitter, 9), out, cv::NORM_INF), 0.0);
+}

@@ -9,10 +9,11 @@ nlohmann::json AugmentConfig::to_json() const {
   return {{"rotation_deg", rotation_deg},
           {"zoom", zoom},
           {"horizontal_flip", horizontal_flip},
-          {"vertical_flip", vertical_flip}};
+          {"vertical_flip", vertical_flip},
+          {"color_jitter", color_jitter}};
 }
 
-AugmentConfig AugmentConfig::none() { return {0.0, 0.0, false, false}; }
+AugmentConfig AugmentConfig::none() { return {0.0, 0.0, false, false, 0.0}; }
 
 cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -21,6 +22,8 @@ cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t 
   const double scale = 1.0 + config.zoom * (2.0 * unit(rng) - 1.0);
   const bool hflip = config.horizontal_flip && unit(rng) < 0.5;
   const bool vflip = config.vertical_flip && unit(rng) < 0.5;
+  cv::Scalar gains(1, 1, 1);
+  for (int c = 0; c < 3; ++c) gains[c] = 1.0 + config.color_jitter * (2.0 * unit(rng) - 1.0);
 
   cv::Mat out;  // never aliases the input: cached images must stay untouched
   if (angle != 0.0 || scale != 1.0) {
@@ -36,6 +39,7 @@ cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t 
     cv::flip(out, out, 1);
   else if (vflip)
     cv::flip(out, out, 0);
+  if (config.color_jitter > 0) cv::multiply(out, gains, out);  // saturating, per channel
   return out;
 }
 

@@ -12,14 +12,20 @@ struct AugmentConfig {
   double zoom = 0.2;           // scale uniform in [1-z, 1+z]
   bool horizontal_flip = true;
   bool vertical_flip = true;
-  bool enabled() const { return rotation_deg > 0 || zoom > 0 || horizontal_flip || vertical_flip; }
+  // Not in the original: each colour channel scaled by 1 + U(-c, c), which imitates the stain and
+  // illumination differences between slides (the main shift between patients). 0: off.
+  double color_jitter = 0.0;
+  bool enabled() const {
+    return rotation_deg > 0 || zoom > 0 || horizontal_flip || vertical_flip || color_jitter > 0;
+  }
   nlohmann::json to_json() const;
   static AugmentConfig none();
 };
 
 // Deterministic for a given seed: the loader derives the seed from (run seed, epoch, sample), so
 // results do not depend on thread scheduling. Input and output are 8-bit RGB of the same size;
-// the area exposed by rotation or zoom is filled black, like the dataset's own background.
+// the area exposed by rotation or zoom is filled black, like the dataset's own background (which
+// colour jitter leaves black).
 cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t seed);
 
 }  // namespace malaria

@@ -71,7 +71,8 @@ TrainOptions TrainOptions::from_json(const json& j) {
   o.cache = j.at("cache");
   o.strict = j.at("strict");
   const auto& a = j.at("augment");
-  o.augment = {a.at("rotation_deg"), a.at("zoom"), a.at("horizontal_flip"), a.at("vertical_flip")};
+  o.augment = {a.at("rotation_deg"), a.at("zoom"), a.at("horizontal_flip"), a.at("vertical_flip"),
+               a.value("color_jitter", 0.0)};
   o.time_limit_minutes = j.at("time_limit_minutes");
   o.max_steps = j.at("max_steps");
   return o;

@@ -1,0 +1,100 @@
+// Google Benchmark micro-benchmarks: the compute-only ceiling of each network (synthetic tensors,
+// no data loading) and the hot pieces of the input pipeline.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <opencv2/imgcodecs.hpp>
+
+#include "data/augment.h"
+#include "data/image.h"
+#include "data/loader.h"
+#include "model/model.h"
+
+using namespace malaria;
+
+namespace {
+
+void train_step(benchmark::State& state, const std::string& arch, int size) {
+  torch::set_num_threads(static_cast<int>(state.range(0)));
+  auto model = build_model(arch, size);
+  model->train();
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(5e-4));
+  const int64_t batch = 32;
+  auto x = torch::rand({batch, 3, size, size});
+  auto y = torch::randint(0, 2, {batch}).to(torch::kFloat);
+  for (auto _ : state) {
+    opt.zero_grad();
+    auto loss = torch::binary_cross_entropy_with_logits(model->forward(x).reshape({batch}), y);
+    loss.backward();
+    opt.step();
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+}
+
+void infer(benchmark::State& state, const std::string& arch, int size) {
+  torch::set_num_threads(static_cast<int>(state.range(0)));
+  auto model = build_model(arch, size);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const int64_t batch = 32;
+  auto x = torch::rand({batch, 3, size, size});
+  for (auto _ : state) benchmark::DoNotOptimize(model->forward(x));
+  state.SetItemsProcessed(state.iterations() * batch);
+}
+
+std::string sample_png(const std::string& folder) {
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MALARIA_DATA_ROOT) + "/" + folder + "/Parasitized"))
+    return e.path().string();
+  return "";
+}
+
+void decode_resize(benchmark::State& state, const std::string& folder) {
+  const std::string path = sample_png(folder);
+  for (auto _ : state) benchmark::DoNotOptimize(resize_rgb(read_image(path), 64));
+  state.SetItemsProcessed(state.iterations());
+}
+
+void augment(benchmark::State& state) {
+  const cv::Mat rgb = resize_rgb(read_image(sample_png("cell_images")), static_cast<int>(state.range(0)));
+  uint64_t seed = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(augment_image(rgb, AugmentConfig(), ++seed));
+  state.SetItemsProcessed(state.iterations());
+}
+
+void batching(benchmark::State& state) {
+  // One batch of 32 from the decoded-image cache: augmentation and conversion to floats.
+  std::vector<Sample> samples;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MALARIA_DATA_ROOT) + "/cell_images/Parasitized")) {
+    samples.push_back({e.path().string(), 1, "p"});
+    if (samples.size() == 32) break;
+  }
+  ImageCache cache(64);
+  LoaderOptions o;
+  o.image_size = 64;
+  o.batch_size = 32;
+  o.augment = AugmentConfig();
+  o.workers = 0;
+  o.cache = &cache;
+  BatchLoader loader(samples, o);
+  int epoch = 0;
+  for (auto _ : state) {
+    loader.start_epoch(epoch++);
+    benchmark::DoNotOptimize(loader.next());
+  }
+  state.SetItemsProcessed(state.iterations() * 32);
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(train_step, seed_128, "seed", 128)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(train_step, cellnet_64, "cellnet", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(train_step, seed_64, "seed", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(infer, seed_128, "seed", 128)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(infer, cellnet_64, "cellnet", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(decode_resize, png_64, "cell_images")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(decode_resize, png_128, "cell_images_128")->Unit(benchmark::kMicrosecond);
+BENCHMARK(augment)->Arg(64)->Arg(128)->Unit(benchmark::kMicrosecond);
+BENCHMARK(batching)->Unit(benchmark::kMicrosecond);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# `make bench`: end-to-end training and evaluation throughput of `malaria` against the PyTorch
+# reference, side by side on the same machine and data, the compute-only ceiling of the same
+# networks, and peak memory. Prints a table and writes bench/results/results.json.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${BIN:-$here/build/malaria}
+compute=${COMPUTE:-$here/build/bench/bench_compute}
+shared=${SHARED:-$here/../shared}
+steps=${BENCH_STEPS:-60}
+threads=${BENCH_THREADS:-2}
+out=$here/bench/results
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$out"
+tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4
+
+# Peak resident memory (KiB) of a command, its output kept in $tmp/$1.out.
+timed() {
+  local name=$1
+  shift
+  /usr/bin/time -f "%M %e" -o "$tmp/$name.time" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || {
+    echo "bench: '$*' failed:" >&2
+    tail -20 "$tmp/$name.err" >&2
+    exit 1
+  }
+}
+
+run_config() {  # name arch size data
+  local name=$1 arch=$2 size=$3 data=$4
+  echo "== $name: $arch at ${size}x$size on $data ($steps steps of 32, augmentation on)" >&2
+  timed "$name-ours-train" "$bin" --threads "$threads" train --data "$data" --out "$tmp/$name-run" --arch "$arch" \
+    --image-size "$size" --epochs 1 --max-steps "$steps" --split random --quiet
+  timed "$name-ours-eval" "$bin" --threads "$threads" evaluate --model "$tmp/$name-run/model.pt" --data "$data" \
+    --json "$tmp/$name-eval.json"
+  timed "$name-reference" env LD_PRELOAD="$tcmalloc" /usr/bin/python3 "$shared/bench/reference_pytorch.py" \
+    --data "$data" --image-size "$size" --epochs 1 --max-steps "$steps" --threads "$threads"
+}
+
+run_config original seed 128 "$shared/data/cell_images_128"
+run_config default cellnet 64 "$shared/data/cell_images"
+
+echo "== memory: one full epoch on all 22,080 images, without and with --cache" >&2
+timed mem-stream "$bin" --threads "$threads" train --data "$shared/data/cell_images" --out "$tmp/mem-stream" \
+  --epochs 1 --quiet --fractions 0.98 0.01 0.01
+timed mem-cache "$bin" --threads "$threads" train --data "$shared/data/cell_images" --out "$tmp/mem-cache" \
+  --epochs 1 --quiet --cache --fractions 0.98 0.01 0.01
+
+echo "== compute-only ceiling (synthetic batches of 32)" >&2
+"$compute" --benchmark_filter='train_step|infer' --benchmark_format=json >"$tmp/compute.json" 2>/dev/null
+
+/usr/bin/python3 - "$tmp" "$out" "$steps" "$threads" <<'PY'
+import json, sys, os, platform, subprocess
+tmp, out, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def peak(name):
+    kib, secs = open(f"{tmp}/{name}.time").read().split()
+    return int(kib) / 1024.0, float(secs)
+def history(run):
+    return json.load(open(f"{tmp}/{run}/history.json"))[-1]
+compute = {b["name"]: b["items_per_second"] for b in json.load(open(f"{tmp}/compute.json"))["benchmarks"]}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+res = {"machine": {"cpu": cpu, "cores": os.cpu_count(), "threads_used": threads, "kernel": platform.release()},
+       "steps": steps, "batch_size": 32, "configs": {}}
+for name, arch, size, key in [("original", "seed", 128, "seed_128"), ("default", "cellnet", 64, "cellnet_64")]:
+    ours_train = history(f"{name}-run")["images_per_second"]
+    ours_eval = json.load(open(f"{tmp}/{name}-eval.json"))["images_per_second"]
+    ref = json.loads(open(f"{tmp}/{name}-reference.out").read().strip().splitlines()[-1])
+    ceiling_train = compute.get(f"train_step/{key}/2")
+    ceiling_infer = compute.get(f"infer/{key}/2")
+    res["configs"][name] = {
+        "arch": arch, "image_size": size,
+        "ours_train_images_per_s": round(ours_train, 1), "reference_train_images_per_s": ref["train_images_per_s"],
+        "train_speedup": round(ours_train / ref["train_images_per_s"], 2),
+        "ours_eval_images_per_s": round(ours_eval, 1), "reference_eval_images_per_s": ref["eval_images_per_s"],
+        "eval_speedup": round(ours_eval / ref["eval_images_per_s"], 2),
+        "compute_ceiling_train_images_per_s": round(ceiling_train, 1) if ceiling_train else None,
+        "share_of_ceiling": round(ours_train / ceiling_train, 3) if ceiling_train else None,
+        "compute_ceiling_infer_images_per_s": round(ceiling_infer, 1) if ceiling_infer else None,
+        "ours_train_peak_mib": round(peak(f"{name}-ours-train")[0]),
+        "ours_eval_peak_mib": round(peak(f"{name}-ours-eval")[0]),
+        "reference_peak_mib": round(peak(f"{name}-reference")[0]),
+        "reference_arch": "seed",
+    }
+res["memory_full_epoch_22080_images"] = {
+    "stream_peak_mib": round(peak("mem-stream")[0]), "cache_peak_mib": round(peak("mem-cache")[0]),
+    "decoded_cache_mib": round(22080 * 64 * 64 * 3 / 2**20),
+    "stream_wall_s": peak("mem-stream")[1], "cache_wall_s": peak("mem-cache")[1]}
+json.dump(res, open(f"{out}/results.json", "w"), indent=2)
+print(f"\n{'config':10} {'ours train':>11} {'ref train':>10} {'speedup':>8} {'ceiling':>8} {'of ceil':>8} "
+      f"{'ours eval':>10} {'ref eval':>9} {'speedup':>8} {'peak MiB':>9}")
+for name, c in res["configs"].items():
+    print(f"{name:10} {c['ours_train_images_per_s']:>11} {c['reference_train_images_per_s']:>10} {c['train_speedup']:>7}x "
+          f"{c['compute_ceiling_train_images_per_s']:>8} {100*(c['share_of_ceiling'] or 0):>7.1f}% "
+          f"{c['ours_eval_images_per_s']:>10} {c['reference_eval_images_per_s']:>9} {c['eval_speedup']:>7}x "
+          f"{c['ours_train_peak_mib']:>9}")
+m = res["memory_full_epoch_22080_images"]
+print(f"\nfull epoch, 22,080 images: peak {m['stream_peak_mib']} MiB streaming, {m['cache_peak_mib']} MiB with --cache "
+      f"(decoded images: {m['decoded_cache_mib']} MiB)")
+print(f"results: {out}/results.json")
+PY
