@@ -21,6 +21,7 @@ Classifier::~Classifier() = default;
 Classifier Classifier::load(const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->loaded = load_model_file(path);
+  impl->loaded.model = fold_batchnorm(impl->loaded.model);  // inference only: BatchNorm folded away
   impl->image_size = impl->loaded.metadata.at("image_size").get<int>();
   impl->threshold = impl->loaded.metadata.value("threshold", 0.5);
   return Classifier(std::move(impl));

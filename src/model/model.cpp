@@ -19,7 +19,7 @@ CellClassifierImpl::CellClassifierImpl(nn::Sequential features_, nn::Sequential 
 
 torch::Tensor CellClassifierImpl::forward(torch::Tensor x) { return head->forward(features->forward(x)); }
 
-std::vector<std::string> architecture_names() { return {"cellnet", "cellnet2", "seed"}; }
+std::vector<std::string> architecture_names() { return {"cellnet", "seed"}; }
 std::string default_architecture() { return "cellnet"; }
 
 namespace {
@@ -51,9 +51,10 @@ CellClassifier seed_network(int image_size) {
   return CellClassifier(f, h);
 }
 
-// Ours: Conv-BN-ReLU stages that double the width as they halve the side, then global average
-// pooling, so the head has 129 weights and the parameter count does not grow with image size.
-CellClassifier cellnet(int /*image_size*/, bool deep) {
+// Ours: Conv-BN-ReLU stages that double the width (16 to 128) as they halve the side, two
+// convolutions in the two smallest stages, then global average pooling, so the head has 129
+// weights and the parameter count does not grow with the image size.
+CellClassifier cellnet(int /*image_size*/) {
   nn::Sequential f;
   const std::vector<int64_t> widths = {16, 32, 64, 128};
   int64_t in = 3;
@@ -67,7 +68,7 @@ CellClassifier cellnet(int /*image_size*/, bool deep) {
   };
   for (size_t i = 0; i < widths.size(); ++i) {
     conv_bn_relu(widths[i]);
-    if (deep && i >= 2) conv_bn_relu(widths[i]);  // depth where the maps are small is cheap
+    if (i >= 2) conv_bn_relu(widths[i]);  // depth where the maps are small is cheap
     if (i + 1 < widths.size()) f->push_back("pool" + std::to_string(i + 1), nn::MaxPool2d(2));
   }
   nn::Sequential h;
@@ -85,8 +86,7 @@ CellClassifier build_model(const std::string& arch, int image_size) {
     throw std::invalid_argument("image size must be a multiple of 8 between 16 and 512, got " +
                                 std::to_string(image_size));
   if (arch == "seed") return seed_network(image_size);
-  if (arch == "cellnet") return cellnet(image_size, false);
-  if (arch == "cellnet2") return cellnet(image_size, true);
+  if (arch == "cellnet") return cellnet(image_size);
   std::string names;
   for (const auto& a : architecture_names()) names += (names.empty() ? "" : ", ") + a;
   throw std::invalid_argument("unknown architecture '" + arch + "' (available: " + names + ")");
@@ -205,6 +205,33 @@ LoadedModel load_model_file(const std::string& path) {
   }
   loaded.model->eval();
   return loaded;
+}
+
+CellClassifier fold_batchnorm(CellClassifier& model) {
+  torch::NoGradGuard no_grad;
+  nn::Sequential features;
+  const auto children = model->features->named_children();
+  for (size_t i = 0; i < children.size(); ++i) {
+    const auto& module = children[i].value();
+    auto* conv = module->as<nn::Conv2d>();
+    auto* bn = i + 1 < children.size() ? children[i + 1].value()->as<nn::BatchNorm2d>() : nullptr;
+    if (conv && bn) {
+      const auto& o = conv->options;
+      nn::Conv2d fused(nn::Conv2dOptions(o.in_channels(), o.out_channels(), o.kernel_size())
+                           .stride(o.stride()).padding(o.padding()).bias(true));
+      const auto scale = bn->weight / torch::sqrt(bn->running_var + bn->options.eps());
+      fused->weight.copy_(conv->weight * scale.reshape({-1, 1, 1, 1}));
+      const auto bias = conv->bias.defined() ? conv->bias : torch::zeros_like(bn->running_mean);
+      fused->bias.copy_((bias - bn->running_mean) * scale + bn->bias);
+      features->push_back(std::string(children[i].key()), fused);
+      ++i;  // the BatchNorm is now inside the convolution
+    } else {
+      features->push_back(std::string(children[i].key()), *(model->features->begin() + static_cast<std::ptrdiff_t>(i)));
+    }
+  }
+  CellClassifier folded(features, model->head);
+  folded->eval();
+  return folded;
 }
 
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module) {
