@@ -273,11 +273,17 @@ class App {
     return j;
   }
 
+  // httplib routes are regular expressions; our paths are literal apart from their dots.
+  static std::string pattern_for(const std::string& path) {
+    std::string pattern;
+    for (char c : path) pattern += (c == '.' ? std::string("\\.") : std::string(1, c));
+    return path == "/predict/" ? "/predict/?" : pattern;
+  }
+
   void route(const std::string& path, const std::string& method, httplib::Server::Handler handler) {
     routes_.insert(path);
     allowed_[path].insert(method);
-    std::string pattern;
-    for (char c : path) pattern += (c == '.' ? std::string("\\.") : std::string(1, c));
+    const std::string pattern = pattern_for(path);
     if (method == "GET") svr_.Get(pattern, handler);
     if (method == "POST") svr_.Post(pattern, handler);
   }
@@ -287,9 +293,7 @@ class App {
     for (const auto& [path, methods] : allowed_) {
       std::string allow;
       for (const auto& m : methods) allow += (allow.empty() ? "" : ", ") + m;
-      std::string pattern;
-      for (char c : path) pattern += (c == '.' ? std::string("\\.") : std::string(1, c));
-      if (path == "/predict/") pattern = "/predict/?";
+      const std::string pattern = pattern_for(path);
       auto refuse = [allow](const httplib::Request&, httplib::Response& res) {
         res.status = 405;
         res.set_header("Allow", allow);
@@ -396,7 +400,6 @@ class App {
     });
     route("/api/v1/predict", "POST", [this](const auto& req, auto& res) { handle_api_predict(req, res); });
     route("/predict/", "POST", [this](const auto& req, auto& res) { handle_form_predict(req, res); });
-    svr_.Post("/predict", [this](const auto& req, auto& res) { handle_form_predict(req, res); });
     route("/api/v1/model", "GET", [this](const auto&, auto& res) { send_json(res, 200, model_json()); });
     route("/health", "GET", [this](const auto&, auto& res) { send_json(res, 200, {{"status", "ok"}}); });
     route("/ready", "GET", [this](const auto&, auto& res) {
