@@ -22,6 +22,7 @@ Classifier Classifier::load(const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->loaded = load_model_file(path);
   impl->loaded.model = fold_batchnorm(impl->loaded.model);  // inference only: BatchNorm folded away
+  to_channels_last(*impl->loaded.model);
   impl->image_size = impl->loaded.metadata.at("image_size").get<int>();
   impl->threshold = impl->loaded.metadata.value("threshold", 0.5);
   return Classifier(std::move(impl));
@@ -36,7 +37,8 @@ std::vector<float> Classifier::predict(const float* chw, size_t n) const {
   if (n == 0) return {};
   torch::NoGradGuard no_grad;
   const int64_t s = impl_->image_size;
-  auto input = torch::from_blob(const_cast<float*>(chw), {static_cast<int64_t>(n), 3, s, s});
+  auto input = torch::from_blob(const_cast<float*>(chw), {static_cast<int64_t>(n), 3, s, s})
+                   .contiguous(at::MemoryFormat::ChannelsLast);
   auto prob = torch::sigmoid(impl_->loaded.model->forward(input)).reshape({-1}).contiguous();
   return std::vector<float>(prob.data_ptr<float>(), prob.data_ptr<float>() + n);
 }
@@ -63,7 +65,7 @@ std::vector<cv::Mat> Classifier::feature_maps(const cv::Mat& bgr, int conv_layer
   const int s = impl_->image_size;
   std::vector<float> pixels(3ull * s * s);
   to_chw_float(resize_rgb(bgr, s), pixels.data());
-  torch::Tensor x = torch::from_blob(pixels.data(), {1, 3, s, s});
+  torch::Tensor x = torch::from_blob(pixels.data(), {1, 3, s, s}).contiguous(at::MemoryFormat::ChannelsLast);
   int convs = 0;
   bool after_target_conv = false;
   for (auto& module : *impl_->loaded.model->features) {

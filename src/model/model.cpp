@@ -234,6 +234,12 @@ CellClassifier fold_batchnorm(CellClassifier& model) {
   return folded;
 }
 
+void to_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+}
+
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module) {
   std::vector<torch::Tensor> state;
   for (const auto& p : module.parameters()) state.push_back(p.detach().clone());

@@ -36,6 +36,11 @@ LoadedModel load_model_file(const std::string& path);
 // The input must be in eval mode; the result is too.
 CellClassifier fold_batchnorm(CellClassifier& model);
 
+// Stores every 4-D parameter channels-last (NHWC). The same numbers in another memory order,
+// which LibTorch's CPU convolutions run much faster (see docs/PERFORMANCE.md). Inputs should
+// be made channels-last too.
+void to_channels_last(torch::nn::Module& module);
+
 // Copies of parameters and buffers, to keep the best epoch's weights in memory.
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module);
 void restore_state(torch::nn::Module& module, const std::vector<torch::Tensor>& state);

@@ -84,24 +84,25 @@ void plot_training_history(const nlohmann::json& history, int best_epoch, const 
   const std::string data = csv_path(png);
   write_csv(data, "epoch,train_accuracy,val_accuracy,train_loss,val_loss", rows);
   std::ostringstream gp;
-  gp << "set multiplot layout 1,2 title 'Training history' font ',14'\n"
+  const std::string title = best_epoch > 0 ? "Training history (dashed line: best epoch, " +
+                                                  std::to_string(best_epoch) + ", whose weights are kept)"
+                                            : std::string("Training history");
+  gp << "set multiplot layout 1,2 title '" << title << "' font ',14'\n"
      << "set grid\nset xlabel 'epoch'\nset key bottom right box opaque\nset xtics 1\n"
      << "if (" << rows.size() << " > 15) set xtics 5\n"
      << "set datafile columnheaders\n";
-  auto best_line = [&](const char* ylabel_pos) {
+  auto best_line = [&]() {
     if (best_epoch <= 0) return std::string();
     std::ostringstream s;
     s << "set arrow 1 from " << best_epoch << ", graph 0 to " << best_epoch
-      << ", graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'\n"
-      << "set label 1 'best epoch " << best_epoch << "' at " << best_epoch << ", graph " << ylabel_pos
-      << " offset 0.5,0 font ',10'\n";
+      << ", graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'\n";
     return s.str();
   };
-  gp << "set title 'Accuracy'\nset ylabel 'accuracy'\n" << best_line("0.05")
+  gp << "set title 'Accuracy'\nset ylabel 'accuracy'\n" << best_line()
      << "plot " << quote(data) << " using 1:2 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#1f77b4' title 'train', "
      << "'' using 1:3 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#d62728' title 'validation'\n"
      << "set key top right box opaque\n"
-     << "set title 'Loss (binary cross-entropy)'\nset ylabel 'loss'\n" << best_line("0.95")
+     << "set title 'Loss (binary cross-entropy)'\nset ylabel 'loss'\n" << best_line()
      << "plot " << quote(data) << " using 1:4 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#1f77b4' title 'train', "
      << "'' using 1:5 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#d62728' title 'validation'\n"
      << "unset multiplot";
@@ -248,22 +249,36 @@ void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<floa
 
 void draw_architecture(const ArchitectureSummary& s, const std::string& png) {
   fs::create_directories(fs::path(png).parent_path());
+  // One box per stage (a new stage starts after each pooling layer), left to right, each listing
+  // its layers with output shape and parameters: readable at 100% zoom for any depth.
+  std::vector<std::vector<const LayerInfo*>> stages(1);
+  for (const auto& l : s.layers) {
+    stages.back().push_back(&l);
+    if (l.type == "MaxPool2d" || l.type == "AdaptiveAvgPool2d") stages.emplace_back();
+  }
+  if (stages.back().empty()) stages.pop_back();
   std::ostringstream dot;
-  dot << "digraph model {\n  rankdir=TB; nodesep=0.2; ranksep=0.25;\n"
-      << "  node [shape=record, fontname=\"DejaVu Sans\", fontsize=11, style=filled, fillcolor=\"#f3f4f8\"];\n"
+  dot << "digraph model {\n  rankdir=LR; nodesep=0.3; ranksep=0.35;\n"
+      << "  node [shape=plaintext, fontname=\"DejaVu Sans\", fontsize=11];\n"
       << "  label=\"" << s.arch << ": " << s.total_params << " parameters (" << s.trainable_params
-      << " trainable), input 3x" << s.image_size << "x" << s.image_size << "\"; labelloc=t; fontsize=14;"
+      << " trainable), input 3x" << s.image_size << "x" << s.image_size << "\"; labelloc=t; fontsize=15;"
       << " fontname=\"DejaVu Sans\";\n"
-      << "  input [label=\"{input|3 x " << s.image_size << " x " << s.image_size << "}\", fillcolor=\"#dfe8f5\"];\n";
+      << "  input [label=<<table border=\"1\" cellborder=\"0\" bgcolor=\"#dfe8f5\"><tr><td><b>input</b></td></tr>"
+      << "<tr><td>3 x " << s.image_size << " x " << s.image_size << "</td></tr></table>>];\n";
   std::string prev = "input";
-  for (size_t i = 0; i < s.layers.size(); ++i) {
-    const auto& l = s.layers[i];
-    std::string shape;
-    for (size_t k = 0; k < l.output_shape.size(); ++k) shape += (k ? " x " : "") + std::to_string(l.output_shape[k]);
-    const std::string fill = l.type == "Conv2d" ? "#f7dde9" : l.type == "Linear" ? "#dff1e5" : "#f3f4f8";
-    const std::string id = "l" + std::to_string(i);
-    dot << "  " << id << " [label=\"{" << l.name << " (" << l.type << ")|" << shape << "|" << l.params
-        << " params}\", fillcolor=\"" << fill << "\"];\n  " << prev << " -> " << id << ";\n";
+  for (size_t b = 0; b < stages.size(); ++b) {
+    const std::string id = "s" + std::to_string(b);
+    dot << "  " << id << " [label=<<table border=\"1\" cellborder=\"0\" cellspacing=\"2\" bgcolor=\"#f7f8fb\">"
+        << "<tr><td align=\"left\"><b>layer</b></td><td align=\"left\"><b>output</b></td>"
+        << "<td align=\"right\"><b>params</b></td></tr>";
+    for (const LayerInfo* l : stages[b]) {
+      std::string shape;
+      for (size_t k = 0; k < l->output_shape.size(); ++k) shape += (k ? "x" : "") + std::to_string(l->output_shape[k]);
+      const char* fill = l->type == "Conv2d" ? "#f7dde9" : l->type == "Linear" ? "#dff1e5" : "#f7f8fb";
+      dot << "<tr><td align=\"left\" bgcolor=\"" << fill << "\">" << l->name << " " << l->type
+          << "</td><td align=\"left\">" << shape << "</td><td align=\"right\">" << l->params << "</td></tr>";
+    }
+    dot << "</table>>];\n  " << prev << " -> " << id << ";\n";
     prev = id;
   }
   dot << "}\n";

@@ -198,9 +198,13 @@ class Trainer {
     torch::manual_seed(opt_.seed);
     prepare_data(resuming);
     model_ = build_model(opt_.arch, opt_.image_size);
+    to_channels_last(*model_);
     optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(),
                                                       torch::optim::AdamOptions(opt_.learning_rate));
-    if (resuming) load_checkpoint();
+    if (resuming) {
+      load_checkpoint();
+      to_channels_last(*model_);  // loading restores the file's memory order
+    }
   }
 
   TrainOutcome run() {
@@ -313,7 +317,8 @@ class Trainer {
       auto batch = train_loader_->next();
       if (!batch) break;
       const auto n = static_cast<int64_t>(batch->size());
-      auto x = torch::from_blob(batch->pixels.data(), {n, 3, opt_.image_size, opt_.image_size});
+      auto x = torch::from_blob(batch->pixels.data(), {n, 3, opt_.image_size, opt_.image_size})
+                   .contiguous(at::MemoryFormat::ChannelsLast);
       auto y = torch::from_blob(batch->labels.data(), {n});
       optimizer_->zero_grad();
       auto logits = model_->forward(x).reshape({n});
@@ -344,7 +349,8 @@ class Trainer {
     int64_t correct = 0, seen = 0;
     while (auto batch = val_loader_->next()) {
       const auto n = static_cast<int64_t>(batch->size());
-      auto x = torch::from_blob(batch->pixels.data(), {n, 3, opt_.image_size, opt_.image_size});
+      auto x = torch::from_blob(batch->pixels.data(), {n, 3, opt_.image_size, opt_.image_size})
+                   .contiguous(at::MemoryFormat::ChannelsLast);
       auto y = torch::from_blob(batch->labels.data(), {n});
       auto logits = model_->forward(x).reshape({n});
       loss_sum += torch::binary_cross_entropy_with_logits(logits, y, {}, {}, torch::Reduction::Sum).item<double>();
