@@ -1,7 +1,6 @@
 // Google Benchmark micro-benchmarks: the compute-only ceiling of each network (synthetic tensors,
 // no data loading) and the hot pieces of the input pipeline.
 #include <benchmark/benchmark.h>
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -16,59 +15,49 @@ using namespace malaria;
 
 namespace {
 
-// Levers measured against the plain float32, channels-first baseline.
-enum class Lever { none, channels_last, bf16_autocast, folded_batchnorm };
+// `standard` is what `malaria` runs: float32, channels-last (and BatchNorm folded for inference).
+// The others measure each lever: the channels-first baseline, and bfloat16 autocast on top.
+enum class Lever { standard, channels_first, bf16_autocast };
 
-void to_channels_last(CellClassifier& model) {
-  for (auto& p : model->parameters())
-    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
-}
-
-struct Autocast {
-  explicit Autocast(bool on) : on_(on) {
-    if (!on_) return;
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-  }
-  ~Autocast() {
-    if (!on_) return;
-    at::autocast::set_cpu_enabled(false);
-    at::autocast::clear_cache();
-  }
-  bool on_;
-};
-
-void train_step(benchmark::State& state, const std::string& arch, int size, Lever lever = Lever::none) {
+void train_step(benchmark::State& state, const std::string& arch, int size, Lever lever = Lever::standard) {
   torch::set_num_threads(static_cast<int>(state.range(0)));
   auto model = build_model(arch, size);
   model->train();
-  if (lever == Lever::channels_last) to_channels_last(model);
-  Autocast autocast(lever == Lever::bf16_autocast);
+  const bool channels_last = lever != Lever::channels_first;
+  if (channels_last) to_channels_last(*model);
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(5e-4));
   const int64_t batch = 32;
   auto x = torch::rand({batch, 3, size, size});
-  if (lever == Lever::channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   auto y = torch::randint(0, 2, {batch}).to(torch::kFloat);
   for (auto _ : state) {
     opt.zero_grad();
-    auto loss = torch::binary_cross_entropy_with_logits(model->forward(x).reshape({batch}), y);
+    torch::Tensor logits;
+    {
+      Bf16Autocast autocast(lever == Lever::bf16_autocast);
+      logits = model->forward(x).reshape({batch}).to(torch::kFloat);
+    }
+    auto loss = torch::binary_cross_entropy_with_logits(logits, y);
     loss.backward();
     opt.step();
   }
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
-void infer(benchmark::State& state, const std::string& arch, int size, Lever lever = Lever::none) {
+void infer(benchmark::State& state, const std::string& arch, int size, Lever lever = Lever::standard) {
   torch::set_num_threads(static_cast<int>(state.range(0)));
   auto model = build_model(arch, size);
   model->eval();
-  if (lever == Lever::folded_batchnorm) model = fold_batchnorm(model);
-  if (lever == Lever::channels_last) to_channels_last(model);
-  Autocast autocast(lever == Lever::bf16_autocast);
+  const bool channels_last = lever != Lever::channels_first;
+  if (channels_last) {  // as Classifier::load prepares it
+    model = fold_batchnorm(model);
+    to_channels_last(*model);
+  }
+  Bf16Autocast autocast(lever == Lever::bf16_autocast);
   torch::NoGradGuard no_grad;
   const int64_t batch = 32;
   auto x = torch::rand({batch, 3, size, size});
-  if (lever == Lever::channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   for (auto _ : state) benchmark::DoNotOptimize(model->forward(x));
   state.SetItemsProcessed(state.iterations() * batch);
 }
@@ -122,25 +111,15 @@ BENCHMARK_CAPTURE(train_step, cellnet_64, "cellnet", 64)->Arg(2)->Unit(benchmark
 BENCHMARK_CAPTURE(train_step, seed_64, "seed", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK_CAPTURE(infer, seed_128, "seed", 128)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK_CAPTURE(infer, cellnet_64, "cellnet", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-// Levers (issue: speed): kept only where they pay; see docs/PERFORMANCE.md.
-BENCHMARK_CAPTURE(train_step, cellnet_64_channels_last, "cellnet", 64, Lever::channels_last)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, seed_128_channels_last, "seed", 128, Lever::channels_last)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+// Levers: the channels-first float32 baseline, and bfloat16 autocast on top of `standard`.
+BENCHMARK_CAPTURE(train_step, seed_128_channels_first, "seed", 128, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(train_step, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK_CAPTURE(train_step, seed_128_bf16, "seed", 128, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64_folded, "cellnet", 64, Lever::folded_batchnorm)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64_channels_last, "cellnet", 64, Lever::channels_last)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(train_step, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(infer, seed_128_channels_first, "seed", 128, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(infer, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK_CAPTURE(train_step, cellnet_64_1thread, "cellnet", 64)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK_CAPTURE(decode_resize, png_64, "cell_images")->Unit(benchmark::kMicrosecond);
-// Levers (issue: speed): kept only where they pay; see docs/PERFORMANCE.md.
-BENCHMARK_CAPTURE(train_step, cellnet_64_channels_last, "cellnet", 64, Lever::channels_last)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, seed_128_channels_last, "seed", 128, Lever::channels_last)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, seed_128_bf16, "seed", 128, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64_folded, "cellnet", 64, Lever::folded_batchnorm)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64_channels_last, "cellnet", 64, Lever::channels_last)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, cellnet_64_1thread, "cellnet", 64)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK_CAPTURE(decode_resize, png_128, "cell_images_128")->Unit(benchmark::kMicrosecond);
 BENCHMARK(augment)->Arg(64)->Arg(128)->Unit(benchmark::kMicrosecond);
 BENCHMARK(batching)->Unit(benchmark::kMicrosecond);

@@ -1,6 +1,7 @@
 // The networks (LibTorch modules) and the model file format. Include only where torch is needed.
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -40,6 +41,27 @@ CellClassifier fold_batchnorm(CellClassifier& model);
 // which LibTorch's CPU convolutions run much faster (see docs/PERFORMANCE.md). Inputs should
 // be made channels-last too.
 void to_channels_last(torch::nn::Module& module);
+
+// While alive (and `on`), CPU operations that autocast covers (convolutions, matrix products)
+// run in bfloat16; everything else, the weights and the optimizer stay float32.
+class Bf16Autocast {
+ public:
+  explicit Bf16Autocast(bool on) : on_(on) {
+    if (!on_) return;
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+  ~Bf16Autocast() {
+    if (!on_) return;
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool on_;
+};
 
 // Copies of parameters and buffers, to keep the best epoch's weights in memory.
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module);

@@ -47,6 +47,7 @@ json TrainOptions::to_json() const {
           {"augment", augment.to_json()},
           {"time_limit_minutes", time_limit_minutes},
           {"max_steps", max_steps},
+          {"bf16", bf16},
           {"optimizer", "adam"},
           {"loss", "binary_cross_entropy_with_logits"},
           {"early_stopping", "validation loss, best weights restored"}};
@@ -75,6 +76,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
                a.value("color_jitter", 0.0)};
   o.time_limit_minutes = j.at("time_limit_minutes");
   o.max_steps = j.at("max_steps");
+  o.bf16 = j.value("bf16", false);
   return o;
 }
 
@@ -321,7 +323,11 @@ class Trainer {
                    .contiguous(at::MemoryFormat::ChannelsLast);
       auto y = torch::from_blob(batch->labels.data(), {n});
       optimizer_->zero_grad();
-      auto logits = model_->forward(x).reshape({n});
+      torch::Tensor logits;
+      {
+        Bf16Autocast autocast(opt_.bf16);
+        logits = model_->forward(x).reshape({n}).to(torch::kFloat);
+      }
       auto loss = torch::binary_cross_entropy_with_logits(logits, y);
       loss.backward();
       optimizer_->step();

@@ -29,6 +29,7 @@ struct TrainOptions {
   AugmentConfig augment;
   double time_limit_minutes = 0;  // stop after the epoch that crosses it; 0: no limit
   size_t max_steps = 0;           // cap on batches per epoch (benchmarks); 0: whole epoch
+  bool bf16 = false;              // bfloat16 autocast for the forward pass (opt-in; see PERFORMANCE.md)
   bool quiet = false;             // no progress bars
 
   nlohmann::json to_json() const;
