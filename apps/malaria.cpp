@@ -130,7 +130,9 @@ int main(int argc, char** argv) {
   train->add_flag("--no-augment", no_augment, "no augmentation at all");
   train->add_option("--time-limit", topt.time_limit_minutes, "minutes; stop after the epoch that crosses it");
   train->add_option("--max-steps", topt.max_steps, "at most this many batches per epoch (benchmarks)");
-  train->add_flag("--bf16", topt.bf16, "bfloat16 autocast in the forward pass: faster on AVX-512 BF16 CPUs");
+  train->add_flag("--bf16,!--no-bf16", topt.bf16,
+                  "bfloat16 autocast in the forward pass (default: on when the CPU has AVX-512 BF16 or AMX)")
+      ->capture_default_str();
   train->add_flag("--quiet", topt.quiet, "no progress bars");
 
   // evaluate

@@ -30,7 +30,9 @@ run_config() {  # name arch size data
   local name=$1 arch=$2 size=$3 data=$4
   echo "== $name: $arch at ${size}x$size on $data ($steps steps of 32, augmentation on)" >&2
   timed "$name-ours-train" "$bin" --threads "$threads" train --data "$data" --out "$tmp/$name-run" --arch "$arch" \
-    --image-size "$size" --epochs 1 --max-steps "$steps" --split random --quiet
+    --image-size "$size" --epochs 1 --max-steps "$steps" --split random --quiet --no-bf16
+  timed "$name-ours-bf16" "$bin" --threads "$threads" train --data "$data" --out "$tmp/$name-bf16" --arch "$arch" \
+    --image-size "$size" --epochs 1 --max-steps "$steps" --split random --quiet --bf16
   timed "$name-ours-eval" "$bin" --threads "$threads" evaluate --model "$tmp/$name-run/model.pt" --data "$data" \
     --json "$tmp/$name-eval.json"
   timed "$name-reference" env LD_PRELOAD="$tcmalloc" /usr/bin/python3 "$shared/bench/reference_pytorch.py" \
@@ -65,12 +67,15 @@ for name, arch, size, key in [("original", "seed", 128, "seed_128"), ("default",
     ours_train = history(f"{name}-run")["images_per_second"]
     ours_eval = json.load(open(f"{tmp}/{name}-eval.json"))["images_per_second"]
     ref = json.loads(open(f"{tmp}/{name}-reference.out").read().strip().splitlines()[-1])
+    ours_bf16 = history(f"{name}-bf16")["images_per_second"]
     ceiling_train = compute.get(f"train_step/{key}/2")
     ceiling_infer = compute.get(f"infer/{key}/2")
     res["configs"][name] = {
         "arch": arch, "image_size": size,
         "ours_train_images_per_s": round(ours_train, 1), "reference_train_images_per_s": ref["train_images_per_s"],
         "train_speedup": round(ours_train / ref["train_images_per_s"], 2),
+        "ours_train_bf16_images_per_s": round(ours_bf16, 1),
+        "train_bf16_speedup": round(ours_bf16 / ref["train_images_per_s"], 2),
         "ours_eval_images_per_s": round(ours_eval, 1), "reference_eval_images_per_s": ref["eval_images_per_s"],
         "eval_speedup": round(ours_eval / ref["eval_images_per_s"], 2),
         "compute_ceiling_train_images_per_s": round(ceiling_train, 1) if ceiling_train else None,
@@ -86,11 +91,11 @@ res["memory_full_epoch_22080_images"] = {
     "decoded_cache_mib": round(22080 * 64 * 64 * 3 / 2**20),
     "stream_wall_s": peak("mem-stream")[1], "cache_wall_s": peak("mem-cache")[1]}
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
-print(f"\n{'config':10} {'ours train':>11} {'ref train':>10} {'speedup':>8} {'ceiling':>8} {'of ceil':>8} "
+print(f"\n{'config':10} {'ours train':>11} {'ref train':>10} {'speedup':>8} {'ceiling':>8} {'of ceil':>8} {'bf16':>7} "
       f"{'ours eval':>10} {'ref eval':>9} {'speedup':>8} {'peak MiB':>9}")
 for name, c in res["configs"].items():
     print(f"{name:10} {c['ours_train_images_per_s']:>11} {c['reference_train_images_per_s']:>10} {c['train_speedup']:>7}x "
-          f"{c['compute_ceiling_train_images_per_s']:>8} {100*(c['share_of_ceiling'] or 0):>7.1f}% "
+          f"{c['compute_ceiling_train_images_per_s']:>8} {100*(c['share_of_ceiling'] or 0):>7.1f}% {c['train_bf16_speedup']:>6}x "
           f"{c['ours_eval_images_per_s']:>10} {c['reference_eval_images_per_s']:>9} {c['eval_speedup']:>7}x "
           f"{c['ours_train_peak_mib']:>9}")
 m = res["memory_full_epoch_22080_images"]

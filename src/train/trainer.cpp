@@ -27,6 +27,14 @@ namespace malaria {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+bool cpu_has_bf16() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("flags", 0) == 0)
+      return line.find(" avx512_bf16") != std::string::npos || line.find(" amx_bf16") != std::string::npos;
+  return false;
+}
+
 json TrainOptions::to_json() const {
   return {{"data_dir", data_dir},
           {"out_dir", out_dir},

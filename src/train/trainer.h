@@ -9,6 +9,9 @@
 
 namespace malaria {
 
+// True when the CPU computes bfloat16 natively (AVX-512 BF16 or AMX): autocast then pays.
+bool cpu_has_bf16();
+
 struct TrainOptions {
   std::string data_dir;
   std::string out_dir;
@@ -29,7 +32,7 @@ struct TrainOptions {
   AugmentConfig augment;
   double time_limit_minutes = 0;  // stop after the epoch that crosses it; 0: no limit
   size_t max_steps = 0;           // cap on batches per epoch (benchmarks); 0: whole epoch
-  bool bf16 = false;              // bfloat16 autocast for the forward pass (opt-in; see PERFORMANCE.md)
+  bool bf16 = cpu_has_bf16();     // bfloat16 autocast in the forward pass (see docs/PERFORMANCE.md)
   bool quiet = false;             // no progress bars
 
   nlohmann::json to_json() const;
