@@ -7,7 +7,8 @@ bin=${BIN:-$here/build/malaria}
 model=${MODEL:-$here/models/malaria-cellnet-64.pt}
 shared=${SHARED:-$here/../shared}
 duration=${DURATION:-10}
-image=$(ls "$shared"/data/cell_images_128/Parasitized/*.png | head -1)
+images=("$shared"/data/cell_images_128/Parasitized/*.png)
+image=${images[0]}
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 out=$here/bench/results
 mkdir -p "$out"

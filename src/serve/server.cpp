@@ -316,6 +316,7 @@ class App {
     }
     svr_.set_default_headers(defaults);
     svr_.set_payload_max_length(static_cast<size_t>(opt_.max_upload_mb * 1024 * 1024));
+    svr_.set_tcp_nodelay(true);  // small JSON answers must not wait 40 ms for Nagle and delayed ACKs
     svr_.set_read_timeout(10);
     svr_.set_write_timeout(30);
     const int http_threads = std::max(2, opt_.http_threads);
