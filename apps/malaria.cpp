@@ -1,7 +1,7 @@
 // `malaria`: the command-line entry point. Each subcommand wires options to the library.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -33,7 +33,8 @@ std::string default_data_dir() {
 const char* kGetData =
     "The NIH malaria dataset (27,558 cell images) is public:\n"
     "  https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip\n"
-    "Unzip it and point the tool at the folder holding Parasitized/ and Uninfected/, with --data DIR\n"
+    "Unzip it and point the tool at the folder holding Parasitized/ and Uninfected/, with --data "
+    "DIR\n"
     "or the MALARIA_DATA environment variable.";
 
 int cmd_inspect(const std::string& data, bool strict, bool as_json) {
@@ -46,18 +47,21 @@ int cmd_inspect(const std::string& data, bool strict, bool as_json) {
     return 0;
   }
   std::printf("%s\n", data.c_str());
-  std::printf("  Parasitized  %7zu images\n  Uninfected   %7zu images\n  total        %7zu images\n",
-              s.per_class[kParasitized], s.per_class[kUninfected], s.per_class[0] + s.per_class[1]);
+  std::printf(
+      "  Parasitized  %7zu images\n  Uninfected   %7zu images\n  total        %7zu images\n",
+      s.per_class[kParasitized], s.per_class[kUninfected], s.per_class[0] + s.per_class[1]);
   std::printf("  patients     %7zu\n", s.patients);
-  std::printf("  width        %d-%d px\n  height       %d-%d px\n", s.min_width, s.max_width, s.min_height,
-              s.max_height);
+  std::printf("  width        %d-%d px\n  height       %d-%d px\n", s.min_width, s.max_width,
+              s.min_height, s.max_height);
   std::printf("  unreadable   %7zu\n", s.unreadable.size());
   for (const auto& u : s.unreadable) std::printf("    %s\n", u.c_str());
   return 0;
 }
 
 void print_model_info(const json& meta) {
-  auto get = [&](const char* key) { return meta.contains(key) ? meta[key].dump() : std::string("-"); };
+  auto get = [&](const char* key) {
+    return meta.contains(key) ? meta[key].dump() : std::string("-");
+  };
   std::printf("model        %s\n", meta.value("name", "").c_str());
   std::printf("architecture %s at %dx%d, %s parameters\n", meta.value("arch", "").c_str(),
               meta.value("image_size", 0), meta.value("image_size", 0), get("parameters").c_str());
@@ -68,9 +72,11 @@ void print_model_info(const json& meta) {
   if (meta.contains("data")) {
     const auto& d = meta["data"];
     std::printf("data         %s, split %s (seed %s)\n", d.value("root", "").c_str(),
-                d.value("split_mode", "").c_str(), d.contains("split_seed") ? d["split_seed"].dump().c_str() : "-");
+                d.value("split_mode", "").c_str(),
+                d.contains("split_seed") ? d["split_seed"].dump().c_str() : "-");
   }
-  if (meta.contains("validation")) std::printf("validation   %s\n", meta["validation"].dump().c_str());
+  if (meta.contains("validation"))
+    std::printf("validation   %s\n", meta["validation"].dump().c_str());
   if (meta.contains("test")) std::printf("test         %s\n", meta["test"].dump().c_str());
   if (meta.contains("training")) std::printf("training     %s\n", meta["training"].dump().c_str());
 }
@@ -84,13 +90,16 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.set_version_flag("--version", MALARIA_VERSION);
   int threads = 0;
-  app.add_option("--threads", threads, "compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "compute threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
 
   // inspect
-  auto* inspect = app.add_subcommand("inspect", "Count images, classes and patients in a dataset folder");
+  auto* inspect =
+      app.add_subcommand("inspect", "Count images, classes and patients in a dataset folder");
   std::string data_dir = default_data_dir();
   bool strict = false, as_json = false;
-  inspect->add_option("--data", data_dir, "folder with Parasitized/ and Uninfected/")->capture_default_str();
+  inspect->add_option("--data", data_dir, "folder with Parasitized/ and Uninfected/")
+      ->capture_default_str();
   inspect->add_flag("--strict", strict, "treat an unreadable image as an error");
   inspect->add_flag("--json", as_json, "print JSON");
 
@@ -101,37 +110,62 @@ int main(int argc, char** argv) {
   std::string split_mode = "patient", resume_dir;
   std::vector<double> fractions = {0.6, 0.2, 0.2};
   bool no_augment = false;
-  train->add_option("--data", topt.data_dir, "folder with Parasitized/ and Uninfected/")->capture_default_str();
+  train->add_option("--data", topt.data_dir, "folder with Parasitized/ and Uninfected/")
+      ->capture_default_str();
   train->add_option("--out", topt.out_dir, "run folder for the model, history, split and reports");
   train->add_option("--resume", resume_dir, "continue the interrupted run in this folder");
-  train->add_option("--arch", topt.arch, "network")->check(CLI::IsMember(architecture_names()))->capture_default_str();
-  train->add_option("--image-size", topt.image_size, "side of the square network input")->capture_default_str();
+  train->add_option("--arch", topt.arch, "network")
+      ->check(CLI::IsMember(architecture_names()))
+      ->capture_default_str();
+  train->add_option("--image-size", topt.image_size, "side of the square network input")
+      ->capture_default_str();
   train->add_option("--epochs", topt.epochs)->capture_default_str()->check(CLI::PositiveNumber);
-  train->add_option("--batch-size", topt.batch_size)->capture_default_str()->check(CLI::PositiveNumber);
-  train->add_option("--lr", topt.learning_rate, "Adam learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--batch-size", topt.batch_size)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  train->add_option("--lr", topt.learning_rate, "Adam learning rate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   train->add_option("--lr-schedule", topt.lr_schedule, "cosine (decay to 1%) or constant")
-      ->check(CLI::IsMember({"cosine", "constant"}))->capture_default_str();
-  train->add_option("--patience", topt.patience, "early stopping: epochs without a better validation loss")
+      ->check(CLI::IsMember({"cosine", "constant"}))
+      ->capture_default_str();
+  train
+      ->add_option("--patience", topt.patience,
+                   "early stopping: epochs without a better validation loss")
       ->capture_default_str();
   train->add_option("--split", split_mode, "patient (no patient in two splits) or random")
-      ->check(CLI::IsMember({"patient", "random"}))->capture_default_str();
-  train->add_option("--fractions", fractions, "train, validation and test shares")->expected(3)->capture_default_str();
-  train->add_option("--seed", topt.seed, "seed for split, shuffling, augmentation and weights")->capture_default_str();
-  train->add_option("--workers", topt.workers, "data-loading threads")->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->check(CLI::IsMember({"patient", "random"}))
+      ->capture_default_str();
+  train->add_option("--fractions", fractions, "train, validation and test shares")
+      ->expected(3)
+      ->capture_default_str();
+  train->add_option("--seed", topt.seed, "seed for split, shuffling, augmentation and weights")
+      ->capture_default_str();
+  train->add_option("--workers", topt.workers, "data-loading threads")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   train->add_flag("--cache", topt.cache, "keep decoded, resized images in RAM");
   train->add_flag("--strict", topt.strict, "stop on an unreadable image instead of skipping it");
-  train->add_option("--rotation", topt.augment.rotation_deg, "augmentation: max rotation, degrees")->capture_default_str();
-  train->add_option("--zoom", topt.augment.zoom, "augmentation: zoom range (0.2: 0.8-1.2)")->capture_default_str();
-  train->add_option("--color-jitter", topt.augment.color_jitter,
-                    "augmentation: scale each colour channel by 1 +/- this (slide-to-slide stain; 0: off)")
+  train->add_option("--rotation", topt.augment.rotation_deg, "augmentation: max rotation, degrees")
+      ->capture_default_str();
+  train->add_option("--zoom", topt.augment.zoom, "augmentation: zoom range (0.2: 0.8-1.2)")
+      ->capture_default_str();
+  train
+      ->add_option(
+          "--color-jitter", topt.augment.color_jitter,
+          "augmentation: scale each colour channel by 1 +/- this (slide-to-slide stain; 0: off)")
       ->capture_default_str();
   train->add_flag("!--no-hflip", topt.augment.horizontal_flip, "augmentation: no horizontal flips");
   train->add_flag("!--no-vflip", topt.augment.vertical_flip, "augmentation: no vertical flips");
   train->add_flag("--no-augment", no_augment, "no augmentation at all");
-  train->add_option("--time-limit", topt.time_limit_minutes, "minutes; stop after the epoch that crosses it");
-  train->add_option("--max-steps", topt.max_steps, "at most this many batches per epoch (benchmarks)");
-  train->add_flag("--bf16,!--no-bf16", topt.bf16,
-                  "bfloat16 autocast in the forward pass (default: on when the CPU has AVX-512 BF16 or AMX)")
+  train->add_option("--time-limit", topt.time_limit_minutes,
+                    "minutes; stop after the epoch that crosses it");
+  train->add_option("--max-steps", topt.max_steps,
+                    "at most this many batches per epoch (benchmarks)");
+  train
+      ->add_flag("--bf16,!--no-bf16", topt.bf16,
+                 "bfloat16 autocast in the forward pass (default: on when the CPU has AVX-512 BF16 "
+                 "or AMX)")
       ->capture_default_str();
   train->add_flag("--quiet", topt.quiet, "no progress bars");
 
@@ -140,11 +174,13 @@ int main(int argc, char** argv) {
   std::string model_path, json_out;
   std::string eval_data = default_data_dir();
   evaluate->add_option("--model", model_path, "model file")->required();
-  evaluate->add_option("--data", eval_data, "folder with Parasitized/ and Uninfected/")->capture_default_str();
+  evaluate->add_option("--data", eval_data, "folder with Parasitized/ and Uninfected/")
+      ->capture_default_str();
   evaluate->add_option("--json", json_out, "also write the full report as JSON to this file");
   evaluate->add_flag("--strict", strict, "treat an unreadable image as an error");
   std::string figures_dir;
-  evaluate->add_option("--figures", figures_dir, "write confusion matrix, ROC, PR, samples, feature maps, architecture here");
+  evaluate->add_option("--figures", figures_dir,
+                       "write confusion matrix, ROC, PR, samples, feature maps, architecture here");
 
   // feature-maps
   auto* fmaps = app.add_subcommand("feature-maps", "Draw a layer's activations for one image");
@@ -156,12 +192,15 @@ int main(int argc, char** argv) {
   fmaps->add_option("--out", fm_out, "PNG to write")->capture_default_str();
 
   // download-data
-  auto* download = app.add_subcommand("download-data", "Download, verify and unpack the NIH cell_images dataset");
+  auto* download = app.add_subcommand("download-data",
+                                      "Download, verify and unpack the NIH cell_images dataset");
   DownloadOptions dopt;
   download->add_option("--out", dopt.out_dir, "folder to put cell_images/ in")->required();
   download->add_option("--url", dopt.url, "source of the archive")->capture_default_str();
-  download->add_option("--sha256", dopt.expected_sha256, "expected SHA-256 (empty: skip)")->capture_default_str();
-  download->add_option("--bytes", dopt.expected_bytes, "expected size (0: skip)")->capture_default_str();
+  download->add_option("--sha256", dopt.expected_sha256, "expected SHA-256 (empty: skip)")
+      ->capture_default_str();
+  download->add_option("--bytes", dopt.expected_bytes, "expected size (0: skip)")
+      ->capture_default_str();
   download->add_flag("--keep-archive", dopt.keep_archive, "keep cell_images.zip after unpacking");
 
   // report
@@ -189,29 +228,44 @@ int main(int argc, char** argv) {
   info->add_flag("--json", info_json, "print the metadata as JSON");
 
   // summary
-  auto* summary = app.add_subcommand("summary", "Layer table with output shapes and parameter counts");
+  auto* summary =
+      app.add_subcommand("summary", "Layer table with output shapes and parameter counts");
   std::string sum_arch = default_architecture();
   int sum_size = 64;
   summary->add_option("--model", model_path, "model file (its architecture and size)");
-  summary->add_option("--arch", sum_arch)->check(CLI::IsMember(architecture_names()))->capture_default_str();
+  summary->add_option("--arch", sum_arch)
+      ->check(CLI::IsMember(architecture_names()))
+      ->capture_default_str();
   summary->add_option("--image-size", sum_size)->capture_default_str();
 
   // serve
-  auto* serve = app.add_subcommand("serve", "Serve the upload page, JSON API and API docs over HTTP");
+  auto* serve =
+      app.add_subcommand("serve", "Serve the upload page, JSON API and API docs over HTTP");
   ServerOptions sopt;
   double band = -1;
   serve->add_option("--model", sopt.model_path, "model file")->required();
-  serve->add_option("--host", sopt.host, "address to bind (loopback unless told otherwise)")->capture_default_str();
+  serve->add_option("--host", sopt.host, "address to bind (loopback unless told otherwise)")
+      ->capture_default_str();
   serve->add_option("--port", sopt.port)->capture_default_str()->check(CLI::Range(0, 65535));
-  serve->add_option("--max-batch", sopt.max_batch, "images per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
-  serve->add_option("--batch-wait-ms", sopt.batch_wait_ms, "extra wait to fill a batch")->capture_default_str();
-  serve->add_option("--queue", sopt.queue_capacity, "images allowed to wait before 503")->capture_default_str();
-  serve->add_option("--http-threads", sopt.http_threads, "connections served at once")->capture_default_str();
-  serve->add_option("--max-upload-mb", sopt.max_upload_mb, "largest request body")->capture_default_str();
-  serve->add_option("--max-files", sopt.max_files, "most images in one request")->capture_default_str();
-  serve->add_option("--api-key", sopt.api_key, "require 'Authorization: Bearer KEY' on /api/ routes");
-  serve->add_option("--cors-origin", sopt.cors_origin, "allow this origin to call the API from a browser");
-  serve->add_option("--inconclusive-band", band, "|p - threshold| below this is Inconclusive (default: model's, 0.15)");
+  serve->add_option("--max-batch", sopt.max_batch, "images per forward pass")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--batch-wait-ms", sopt.batch_wait_ms, "extra wait to fill a batch")
+      ->capture_default_str();
+  serve->add_option("--queue", sopt.queue_capacity, "images allowed to wait before 503")
+      ->capture_default_str();
+  serve->add_option("--http-threads", sopt.http_threads, "connections served at once")
+      ->capture_default_str();
+  serve->add_option("--max-upload-mb", sopt.max_upload_mb, "largest request body")
+      ->capture_default_str();
+  serve->add_option("--max-files", sopt.max_files, "most images in one request")
+      ->capture_default_str();
+  serve->add_option("--api-key", sopt.api_key,
+                    "require 'Authorization: Bearer KEY' on /api/ routes");
+  serve->add_option("--cors-origin", sopt.cors_origin,
+                    "allow this origin to call the API from a browser");
+  serve->add_option("--inconclusive-band", band,
+                    "|p - threshold| below this is Inconclusive (default: model's, 0.15)");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -229,7 +283,8 @@ int main(int argc, char** argv) {
       if (!resume_dir.empty()) {
         outcome = resume_training(resume_dir, threads);
       } else {
-        if (topt.out_dir.empty()) throw std::invalid_argument("--out RUN_DIR is required (or --resume RUN_DIR)");
+        if (topt.out_dir.empty())
+          throw std::invalid_argument("--out RUN_DIR is required (or --resume RUN_DIR)");
         topt.split = parse_split_mode(split_mode);
         topt.fractions = {fractions[0], fractions[1], fractions[2]};
         topt.threads = threads;
@@ -245,7 +300,8 @@ int main(int argc, char** argv) {
       scan.strict = strict;
       const Dataset ds = scan_dataset(eval_data, scan);
       const Evaluation ev = evaluate_model(model, ds.samples);
-      std::printf("Model %s on %s\n%s", model_path.c_str(), eval_data.c_str(), ev.to_text().c_str());
+      std::printf("Model %s on %s\n%s", model_path.c_str(), eval_data.c_str(),
+                  ev.to_text().c_str());
       if (!json_out.empty()) {
         json j = ev.to_json();
         j["model"] = model_path;
@@ -267,7 +323,8 @@ int main(int argc, char** argv) {
         json arr = json::array();
         for (const auto& r : results) {
           if (r.error.empty())
-            arr.push_back({{"path", r.path}, {"label", r.label}, {"probability_parasitized", r.probability}});
+            arr.push_back(
+                {{"path", r.path}, {"label", r.label}, {"probability_parasitized", r.probability}});
           else
             arr.push_back({{"path", r.path}, {"error", r.error}});
         }
@@ -276,7 +333,8 @@ int main(int argc, char** argv) {
         std::printf("path,label,probability_parasitized,error\n");
         for (const auto& r : results)
           std::printf("\"%s\",%s,%s,\"%s\"\n", r.path.c_str(), r.label.c_str(),
-                      r.error.empty() ? std::to_string(r.probability).c_str() : "", r.error.c_str());
+                      r.error.empty() ? std::to_string(r.probability).c_str() : "",
+                      r.error.c_str());
       } else {
         std::printf("%-12s %12s  %s\n", "label", "P(parasit.)", "path");
         for (const auto& r : results) {
@@ -294,8 +352,8 @@ int main(int argc, char** argv) {
       const Classifier model = Classifier::load(model_path);
       const cv::Mat cell = read_image(fm_image);
       draw_feature_maps(cell, model.feature_maps(cell, fm_layer),
-                        "Convolution layer " + std::to_string(fm_layer) + " activations: " +
-                            fs::path(fm_image).filename().string(),
+                        "Convolution layer " + std::to_string(fm_layer) +
+                            " activations: " + fs::path(fm_image).filename().string(),
                         fm_out);
       std::printf("%s\n", fm_out.c_str());
       return 0;
@@ -303,7 +361,8 @@ int main(int argc, char** argv) {
 
     if (*download) {
       const std::string dir = download_dataset(dopt);
-      std::printf("dataset ready: %s\ntrain with: malaria train --data %s --out runs/first\n", dir.c_str(), dir.c_str());
+      std::printf("dataset ready: %s\ntrain with: malaria train --data %s --out runs/first\n",
+                  dir.c_str(), dir.c_str());
       return 0;
     }
 

@@ -19,7 +19,8 @@ namespace {
 // The others measure each lever: the channels-first baseline, and bfloat16 autocast on top.
 enum class Lever { standard, channels_first, bf16_autocast };
 
-void train_step(benchmark::State& state, const std::string& arch, int size, Lever lever = Lever::standard) {
+void train_step(benchmark::State& state, const std::string& arch, int size,
+                Lever lever = Lever::standard) {
   torch::set_num_threads(static_cast<int>(state.range(0)));
   auto model = build_model(arch, size);
   model->train();
@@ -44,7 +45,8 @@ void train_step(benchmark::State& state, const std::string& arch, int size, Leve
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
-void infer(benchmark::State& state, const std::string& arch, int size, Lever lever = Lever::standard) {
+void infer(benchmark::State& state, const std::string& arch, int size,
+           Lever lever = Lever::standard) {
   torch::set_num_threads(static_cast<int>(state.range(0)));
   auto model = build_model(arch, size);
   model->eval();
@@ -63,7 +65,8 @@ void infer(benchmark::State& state, const std::string& arch, int size, Lever lev
 }
 
 std::string sample_png(const std::string& folder) {
-  for (const auto& e : std::filesystem::directory_iterator(std::string(MALARIA_DATA_ROOT) + "/" + folder + "/Parasitized"))
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MALARIA_DATA_ROOT) + "/" +
+                                                           folder + "/Parasitized"))
     return e.path().string();
   return "";
 }
@@ -75,7 +78,8 @@ void decode_resize(benchmark::State& state, const std::string& folder) {
 }
 
 void augment(benchmark::State& state) {
-  const cv::Mat rgb = resize_rgb(read_image(sample_png("cell_images")), static_cast<int>(state.range(0)));
+  const cv::Mat rgb =
+      resize_rgb(read_image(sample_png("cell_images")), static_cast<int>(state.range(0)));
   uint64_t seed = 0;
   for (auto _ : state) benchmark::DoNotOptimize(augment_image(rgb, AugmentConfig(), ++seed));
   state.SetItemsProcessed(state.iterations());
@@ -84,7 +88,8 @@ void augment(benchmark::State& state) {
 void batching(benchmark::State& state) {
   // One batch of 32 from the decoded-image cache: augmentation and conversion to floats.
   std::vector<Sample> samples;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(MALARIA_DATA_ROOT) + "/cell_images/Parasitized")) {
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MALARIA_DATA_ROOT) +
+                                                           "/cell_images/Parasitized")) {
     samples.push_back({e.path().string(), 1, "p"});
     if (samples.size() == 32) break;
   }
@@ -106,19 +111,52 @@ void batching(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK_CAPTURE(train_step, seed_128, "seed", 128)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, cellnet_64, "cellnet", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, seed_64, "seed", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(train_step, seed_128, "seed", 128)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(train_step, cellnet_64, "cellnet", 64)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(train_step, seed_64, "seed", 64)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
 BENCHMARK_CAPTURE(infer, seed_128, "seed", 128)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64, "cellnet", 64)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(infer, cellnet_64, "cellnet", 64)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
 // Levers: the channels-first float32 baseline, and bfloat16 autocast on top of `standard`.
-BENCHMARK_CAPTURE(train_step, seed_128_channels_first, "seed", 128, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, seed_128_bf16, "seed", 128, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, seed_128_channels_first, "seed", 128, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(infer, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK_CAPTURE(train_step, cellnet_64_1thread, "cellnet", 64)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK_CAPTURE(train_step, seed_128_channels_first, "seed", 128, Lever::channels_first)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(train_step, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(train_step, seed_128_bf16, "seed", 128, Lever::bf16_autocast)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(train_step, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(infer, seed_128_channels_first, "seed", 128, Lever::channels_first)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(infer, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
+BENCHMARK_CAPTURE(train_step, cellnet_64_1thread, "cellnet", 64)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3);
 BENCHMARK_CAPTURE(decode_resize, png_64, "cell_images")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(decode_resize, png_128, "cell_images_128")->Unit(benchmark::kMicrosecond);
 BENCHMARK(augment)->Arg(64)->Arg(128)->Unit(benchmark::kMicrosecond);

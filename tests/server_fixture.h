@@ -31,8 +31,9 @@ inline int free_port() {
 class ServerProcess {
  public:
   explicit ServerProcess(std::vector<std::string> extra_args) : port_(free_port()) {
-    std::vector<std::string> args = {MALARIA_BIN, "--threads", "2", "serve", "--model", MALARIA_TEST_MODEL,
-                                     "--port", std::to_string(port_)};
+    std::vector<std::string> args = {
+        MALARIA_BIN, "--threads",        "2",      "serve",
+        "--model",   MALARIA_TEST_MODEL, "--port", std::to_string(port_)};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = ::fork();
     if (pid_ == 0) {

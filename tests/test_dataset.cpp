@@ -24,7 +24,8 @@ std::vector<Sample> synthetic(int patients, int cells) {
   for (int p = 0; p < patients; ++p)
     for (int c = 0; c < cells; ++c) {
       const int label = (p % 3 == 0) ? kUninfected : (c % 2 ? kParasitized : kUninfected);
-      out.push_back({"P" + std::to_string(p) + "_IMG_" + std::to_string(c) + ".png", label, "P" + std::to_string(p)});
+      out.push_back({"P" + std::to_string(p) + "_IMG_" + std::to_string(c) + ".png", label,
+                     "P" + std::to_string(p)});
     }
   return out;
 }
@@ -59,7 +60,9 @@ TEST(Scan, MissingClassFolderExplainsTheLayout) {
   }
 }
 
-TEST(Scan, MissingRootIsAnError) { EXPECT_THROW(scan_dataset("/nonexistent/cell_images"), DatasetError); }
+TEST(Scan, MissingRootIsAnError) {
+  EXPECT_THROW(scan_dataset("/nonexistent/cell_images"), DatasetError);
+}
 
 TEST(Scan, EmptyClassIsAnError) {
   TempDir dir;
@@ -103,7 +106,8 @@ TEST(Split, PatientModeNeverSharesAPatientAndKeepsEveryImage) {
     for (const auto& x : *v) parts_of[x.patient].insert(part);
     ++part;
   }
-  for (const auto& [patient, parts] : parts_of) EXPECT_EQ(parts.size(), 1u) << patient << " is in two splits";
+  for (const auto& [patient, parts] : parts_of)
+    EXPECT_EQ(parts.size(), 1u) << patient << " is in two splits";
 }
 
 TEST(Split, PatientModeIsStratifiedAndNearTheFractions) {
@@ -147,7 +151,8 @@ TEST(Split, RandomModeIsStratifiedByClass) {
 
 TEST(Split, RejectsBadFractionsAndTooFewPatients) {
   const auto samples = synthetic(10, 5);
-  EXPECT_THROW(split_dataset(samples, SplitMode::Patient, {0.5, 0.2, 0.2}, 1), std::invalid_argument);
+  EXPECT_THROW(split_dataset(samples, SplitMode::Patient, {0.5, 0.2, 0.2}, 1),
+               std::invalid_argument);
   EXPECT_THROW(split_dataset(synthetic(1, 5), SplitMode::Patient, {}, 1), DatasetError);
 }
 

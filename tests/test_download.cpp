@@ -39,7 +39,8 @@ std::string make_zip(const std::string& path) {
   for (const char* cls : {"Parasitized", "Uninfected"}) {
     int n = 0;
     for (const auto& f : fs::directory_iterator(fs::path(src) / cls)) {
-      add(std::string("cell_images/") + cls + "/" + f.path().filename().string(), testing_support::read_bytes(f.path()));
+      add(std::string("cell_images/") + cls + "/" + f.path().filename().string(),
+          testing_support::read_bytes(f.path()));
       if (++n == 40) break;
     }
     add(std::string("cell_images/") + cls + "/Thumbs.db", "thumbnail cache");
@@ -61,7 +62,8 @@ class LocalServer {
       if (first) {
         res.set_content_provider(body_.size(), "application/zip",
                                  [this](size_t offset, size_t, httplib::DataSink& sink) {
-                                   if (offset >= body_.size() / 2) return false;  // drop the connection
+                                   if (offset >= body_.size() / 2)
+                                     return false;  // drop the connection
                                    sink.write(body_.data() + offset, body_.size() / 2 - offset);
                                    return true;
                                  });
@@ -78,7 +80,9 @@ class LocalServer {
     server_.stop();
     thread_.join();
   }
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
   int ranged_requests() const { return ranged_requests_; }
 
  private:
@@ -130,7 +134,8 @@ TEST_F(Download, ResumesAfterACutConnection) {
 }
 
 TEST_F(Download, ResumesAPartialFileLeftByAnEarlierRun) {
-  testing_support::write_bytes(work_ / "out/cell_images.zip.part", zip_bytes_.substr(0, zip_bytes_.size() / 3));
+  testing_support::write_bytes(work_ / "out/cell_images.zip.part",
+                               zip_bytes_.substr(0, zip_bytes_.size() / 3));
   const std::string dir = download_dataset(options("/cell_images.zip", work_ / "out"));
   EXPECT_EQ(scan_dataset(dir).samples.size(), 80u);
 }

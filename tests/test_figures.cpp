@@ -60,7 +60,10 @@ TEST(Figures, HistoryArchitectureAndFeatureMapsDraw) {
   TempDir dir;
   nlohmann::json history = nlohmann::json::array();
   for (int e = 1; e <= 4; ++e)
-    history.push_back({{"epoch", e}, {"train_loss", 1.0 / e}, {"val_loss", 1.1 / e}, {"train_accuracy", 0.5 + e / 10.0},
+    history.push_back({{"epoch", e},
+                       {"train_loss", 1.0 / e},
+                       {"val_loss", 1.1 / e},
+                       {"train_accuracy", 0.5 + e / 10.0},
                        {"val_accuracy", 0.45 + e / 10.0}});
   plot_training_history(history, 3, dir / "history.png");
   const cv::Mat h = decode_png(dir / "history.png");

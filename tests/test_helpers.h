@@ -21,7 +21,8 @@ class TempDir {
  public:
   TempDir() {
     std::random_device rd;
-    path_ = fs::temp_directory_path() / ("malaria-test-" + std::to_string(rd()) + std::to_string(rd()));
+    path_ =
+        fs::temp_directory_path() / ("malaria-test-" + std::to_string(rd()) + std::to_string(rd()));
     fs::create_directories(path_);
   }
   ~TempDir() {
@@ -47,7 +48,8 @@ inline std::string read_bytes(const std::string& path) {
 
 // Links up to `per_class` real images of each class, taken from whole patients in file-name order,
 // into DIR/{Parasitized,Uninfected}. Skips the test when the shared data is absent.
-inline void link_subset(const std::string& dir, size_t per_class, const std::string& source = cell_images()) {
+inline void link_subset(const std::string& dir, size_t per_class,
+                        const std::string& source = cell_images()) {
   if (!fs::is_directory(source)) GTEST_SKIP() << "shared data not found at " << source;
   for (const char* cls : {"Parasitized", "Uninfected"}) {
     std::vector<fs::path> files;

@@ -54,7 +54,8 @@ TEST(Decode, RefusesAbsurdDimensionsBeforeAllocating) {
   // A valid PNG header claiming 100000 x 100000 pixels, followed by almost nothing.
   auto png = encode(gradient(4, 4), ".png");
   auto put32 = [&](size_t at, uint32_t v) {
-    png[at] = v >> 24, png[at + 1] = (v >> 16) & 255, png[at + 2] = (v >> 8) & 255, png[at + 3] = v & 255;
+    png[at] = v >> 24, png[at + 1] = (v >> 16) & 255, png[at + 2] = (v >> 8) & 255,
+    png[at + 3] = v & 255;
   };
   put32(16, 100000);
   put32(20, 100000);
@@ -69,8 +70,8 @@ TEST(Preprocess, ResizesToSquareRgbAndScalesToUnitRange) {
   std::vector<float> chw(3 * 64 * 64);
   to_chw_float(rgb, chw.data());
   const int plane = 64 * 64;
-  EXPECT_FLOAT_EQ(chw[0], 0.0f);             // R plane
-  EXPECT_FLOAT_EQ(chw[plane], 0.0f);         // G plane
+  EXPECT_FLOAT_EQ(chw[0], 0.0f);              // R plane
+  EXPECT_FLOAT_EQ(chw[plane], 0.0f);          // G plane
   EXPECT_FLOAT_EQ(chw[2 * plane + 5], 1.0f);  // B plane
   for (float v : chw) ASSERT_TRUE(v >= 0.0f && v <= 1.0f);
 }
@@ -91,7 +92,8 @@ TEST(Augment, DeterministicUnderASeedAndVariedAcrossSeeds) {
   const cv::Mat b = augment_image(rgb, cfg, 123);
   EXPECT_EQ(cv::norm(a, b, cv::NORM_INF), 0.0);
   int differing = 0;
-  for (uint64_t s = 1; s <= 10; ++s) differing += cv::norm(augment_image(rgb, cfg, s), a, cv::NORM_INF) > 0;
+  for (uint64_t s = 1; s <= 10; ++s)
+    differing += cv::norm(augment_image(rgb, cfg, s), a, cv::NORM_INF) > 0;
   EXPECT_GE(differing, 9);
   EXPECT_EQ(a.size(), rgb.size());
   EXPECT_EQ(a.type(), rgb.type());

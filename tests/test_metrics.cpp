@@ -7,7 +7,8 @@
 using namespace malaria;
 
 // 10 images: 4 Parasitized, 6 Uninfected. At threshold 0.5: TP 3, FN 1, FP 1, TN 5.
-static const std::vector<float> kProb = {0.9f, 0.8f, 0.7f, 0.2f, 0.6f, 0.4f, 0.3f, 0.1f, 0.05f, 0.45f};
+static const std::vector<float> kProb = {0.9f, 0.8f, 0.7f, 0.2f,  0.6f,
+                                         0.4f, 0.3f, 0.1f, 0.05f, 0.45f};
 static const std::vector<int> kLabel = {1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
 
 TEST(Metrics, MatchHandComputedValues) {
@@ -24,7 +25,8 @@ TEST(Metrics, MatchHandComputedValues) {
   // AUC: of 24 (pos, neg) pairs, the positive 0.2 loses to 0.6, 0.4, 0.3, 0.45 -> 20/24.
   EXPECT_NEAR(m.roc_auc, 20.0 / 24.0, 1e-12);
   double loss = 0;
-  for (size_t i = 0; i < kProb.size(); ++i) loss -= kLabel[i] ? std::log(kProb[i]) : std::log(1 - kProb[i]);
+  for (size_t i = 0; i < kProb.size(); ++i)
+    loss -= kLabel[i] ? std::log(kProb[i]) : std::log(1 - kProb[i]);
   EXPECT_NEAR(m.loss, loss / 10, 1e-6);
 }
 
@@ -65,7 +67,8 @@ TEST(Curves, RocRunsFromOriginToOneAndPrRecallIsMonotone) {
   EXPECT_DOUBLE_EQ(roc.back().x, 1.0);
   EXPECT_DOUBLE_EQ(roc.back().y, 1.0);
   double area = 0;
-  for (size_t i = 1; i < roc.size(); ++i) area += (roc[i].x - roc[i - 1].x) * (roc[i].y + roc[i - 1].y) / 2;
+  for (size_t i = 1; i < roc.size(); ++i)
+    area += (roc[i].x - roc[i - 1].x) * (roc[i].y + roc[i - 1].y) / 2;
   EXPECT_NEAR(area, roc_auc(kProb, kLabel), 1e-12);
   const auto pr = pr_curve(kProb, kLabel);
   for (size_t i = 1; i < pr.size(); ++i) EXPECT_GE(pr[i].x, pr[i - 1].x);

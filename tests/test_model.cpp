@@ -36,14 +36,16 @@ TEST(Architecture, ForwardGivesOneLogitPerImage) {
     auto model = build_model(arch, 64);
     model->eval();
     torch::NoGradGuard no_grad;
-    EXPECT_EQ(model->forward(torch::rand({3, 3, 64, 64})).sizes(), (std::vector<int64_t>{3, 1})) << arch;
+    EXPECT_EQ(model->forward(torch::rand({3, 3, 64, 64})).sizes(), (std::vector<int64_t>{3, 1}))
+        << arch;
   }
 }
 
 namespace {
 nlohmann::json test_metadata(const std::string& arch, int size) {
-  return {{"format", kModelFormat}, {"format_version", kModelFormatVersion}, {"arch", arch},
-          {"image_size", size},     {"threshold", 0.42},                     {"name", "unit"}};
+  return {{"format", kModelFormat}, {"format_version", kModelFormatVersion},
+          {"arch", arch},           {"image_size", size},
+          {"threshold", 0.42},      {"name", "unit"}};
 }
 }  // namespace
 
@@ -107,11 +109,13 @@ TEST(ModelFile, FoldingBatchNormKeepsPredictions) {
   torch::manual_seed(5);
   auto model = build_model("cellnet", 32);
   model->train();
-  for (int i = 0; i < 3; ++i) model->forward(torch::rand({8, 3, 32, 32}));  // non-trivial statistics
+  for (int i = 0; i < 3; ++i)
+    model->forward(torch::rand({8, 3, 32, 32}));  // non-trivial statistics
   model->eval();
   auto folded = fold_batchnorm(model);
   int batchnorms = 0;
-  for (const auto& m : folded->features->children()) batchnorms += m->as<torch::nn::BatchNorm2d>() != nullptr;
+  for (const auto& m : folded->features->children())
+    batchnorms += m->as<torch::nn::BatchNorm2d>() != nullptr;
   EXPECT_EQ(batchnorms, 0);
   torch::NoGradGuard no_grad;
   const auto x = torch::rand({6, 3, 32, 32});

@@ -22,14 +22,16 @@ std::vector<std::string> real_images(size_t per_class) {
   std::vector<std::string> out;
   for (const char* cls : {"Parasitized", "Uninfected"}) {
     std::vector<std::string> files;
-    for (const auto& e : std::filesystem::directory_iterator(root + "/" + cls)) files.push_back(e.path().string());
+    for (const auto& e : std::filesystem::directory_iterator(root + "/" + cls))
+      files.push_back(e.path().string());
     std::sort(files.begin(), files.end());
     for (size_t i = 0; i < per_class && i * 37 < files.size(); ++i) out.push_back(files[i * 37]);
   }
   return out;
 }
 
-httplib::MultipartFormDataItems form(const std::vector<std::pair<std::string, std::string>>& files) {
+httplib::MultipartFormDataItems form(
+    const std::vector<std::pair<std::string, std::string>>& files) {
   httplib::MultipartFormDataItems items;
   for (const auto& [name, bytes] : files) items.push_back({"file", bytes, name, "image/png"});
   return items;
@@ -39,7 +41,8 @@ std::string png_claiming(int w, int h) {
   std::vector<uint8_t> png;
   cv::imencode(".png", cv::Mat(4, 4, CV_8UC3, cv::Scalar(1, 2, 3)), png);
   auto put32 = [&](size_t at, uint32_t v) {
-    png[at] = v >> 24, png[at + 1] = (v >> 16) & 255, png[at + 2] = (v >> 8) & 255, png[at + 3] = v & 255;
+    png[at] = v >> 24, png[at + 1] = (v >> 16) & 255, png[at + 2] = (v >> 8) & 255,
+    png[at + 3] = v & 255;
   };
   put32(16, w);
   put32(20, h);
@@ -85,7 +88,8 @@ TEST_F(ServerTest, HealthReadyModelAndDocs) {
   auto openapi = c.Get("/openapi.json");
   ASSERT_EQ(openapi->status, 200);
   const auto spec = json::parse(openapi->body);
-  for (const char* path : {"/api/v1/predict", "/api/v1/model", "/predict/", "/health", "/ready", "/metrics", "/docs", "/"})
+  for (const char* path : {"/api/v1/predict", "/api/v1/model", "/predict/", "/health", "/ready",
+                           "/metrics", "/docs", "/"})
     EXPECT_TRUE(spec["paths"].contains(path)) << path;
 
   auto docs = c.Get("/docs");
@@ -100,13 +104,15 @@ TEST_F(ServerTest, HealthReadyModelAndDocs) {
   EXPECT_NE(page->body.find("action=\"/predict/\""), std::string::npos);
   EXPECT_NE(page->body.find("does not"), std::string::npos);  // the assistive-use statement
   EXPECT_EQ(page->get_header_value("X-Content-Type-Options"), "nosniff");
-  EXPECT_NE(page->get_header_value("Content-Security-Policy").find("default-src 'self'"), std::string::npos);
+  EXPECT_NE(page->get_header_value("Content-Security-Policy").find("default-src 'self'"),
+            std::string::npos);
 }
 
 TEST_F(ServerTest, PredictMatchesTheCommandLinePathOnRealImages) {
   const auto paths = real_images(6);
   std::vector<std::pair<std::string, std::string>> files;
-  for (const auto& p : paths) files.push_back({std::filesystem::path(p).filename().string(), read_bytes(p)});
+  for (const auto& p : paths)
+    files.push_back({std::filesystem::path(p).filename().string(), read_bytes(p)});
   auto c = server_->client();
   auto res = c.Post("/api/v1/predict", form(files));
   ASSERT_TRUE(res);
@@ -129,7 +135,8 @@ TEST_F(ServerTest, PredictMatchesTheCommandLinePathOnRealImages) {
   // A raw image body works too, whatever Content-Type claims.
   auto raw = c.Post("/api/v1/predict", files[0].second, "application/octet-stream");
   ASSERT_EQ(raw->status, 200);
-  EXPECT_NEAR(json::parse(raw->body)["results"][0]["probability_parasitized"].get<double>(), expected[0].probability, 1e-5);
+  EXPECT_NEAR(json::parse(raw->body)["results"][0]["probability_parasitized"].get<double>(),
+              expected[0].probability, 1e-5);
 }
 
 TEST_F(ServerTest, OneBadFileDoesNotFailTheOthers) {
@@ -159,8 +166,11 @@ TEST_F(ServerTest, BadInputsGetTheRightStatusAndAJsonError) {
   };
   expect_error(c.Post("/api/v1/predict", form({{"a.txt", "hello"}})), 415, "not a PNG");
   expect_error(c.Post("/api/v1/predict", "", "application/octet-stream"), 400, "no file");
-  expect_error(c.Post("/api/v1/predict", form({{"bomb.png", png_claiming(100000, 100000)}})), 422, "bomb.png");
-  expect_error(c.Post("/api/v1/predict", std::string(3 * 1024 * 1024, 'x'), "application/octet-stream"), 413, "too large");
+  expect_error(c.Post("/api/v1/predict", form({{"bomb.png", png_claiming(100000, 100000)}})), 422,
+               "bomb.png");
+  expect_error(
+      c.Post("/api/v1/predict", std::string(3 * 1024 * 1024, 'x'), "application/octet-stream"), 413,
+      "too large");
   std::vector<std::pair<std::string, std::string>> many(41, {"x.png", "x"});
   expect_error(c.Post("/api/v1/predict", form(many)), 413, "too many files");
   expect_error(c.Get("/no/such/route"), 404, "no such route");
@@ -176,7 +186,8 @@ TEST_F(ServerTest, FormRouteAnswersWithTheOriginalResultPage) {
   auto res = c.Post("/predict/", form({{"cell.png", read_bytes(paths[0])}}));
   ASSERT_EQ(res->status, 200);
   EXPECT_NE(res->get_header_value("Content-Type").find("text/html"), std::string::npos);
-  EXPECT_TRUE(std::regex_search(res->body, std::regex(R"(Prediction: (Parasitized|Uninfected) \(Confidence: \d+\.\d\d%\))")));
+  EXPECT_TRUE(std::regex_search(
+      res->body, std::regex(R"(Prediction: (Parasitized|Uninfected) \(Confidence: \d+\.\d\d%\))")));
   EXPECT_NE(res->body.find("data:image/png;base64,"), std::string::npos);
   auto bad = c.Post("/predict/", form({{"notes.txt", "hello"}}));
   EXPECT_EQ(bad->status, 415);
@@ -214,9 +225,12 @@ TEST_F(ServerTest, ConcurrentClientsAllGetTheRightAnswer) {
   // Metrics saw them, and batching happened.
   auto metrics = server_->client().Get("/metrics");
   ASSERT_EQ(metrics->status, 200);
-  EXPECT_NE(metrics->body.find("malaria_http_requests_total{route=\"/api/v1/predict\",status=\"200\"}"), std::string::npos);
+  EXPECT_NE(
+      metrics->body.find("malaria_http_requests_total{route=\"/api/v1/predict\",status=\"200\"}"),
+      std::string::npos);
   EXPECT_NE(metrics->body.find("malaria_inference_batch_size_count"), std::string::npos);
-  EXPECT_NE(metrics->body.find("malaria_predictions_total{decision=\"Parasitized\"}"), std::string::npos);
+  EXPECT_NE(metrics->body.find("malaria_predictions_total{decision=\"Parasitized\"}"),
+            std::string::npos);
 }
 
 TEST(ServerOptions, ApiKeyGuardsApiRoutesOnly) {
@@ -225,7 +239,8 @@ TEST(ServerOptions, ApiKeyGuardsApiRoutesOnly) {
   auto c = server.client();
   auto denied = c.Get("/api/v1/model");
   ASSERT_EQ(denied->status, 401);
-  EXPECT_NE(json::parse(denied->body)["error"].get<std::string>().find("API key"), std::string::npos);
+  EXPECT_NE(json::parse(denied->body)["error"].get<std::string>().find("API key"),
+            std::string::npos);
   EXPECT_EQ(c.Get("/api/v1/model", {{"Authorization", "Bearer wrong"}})->status, 401);
   auto allowed = c.Get("/api/v1/model", {{"Authorization", "Bearer s3cret"}});
   EXPECT_EQ(allowed->status, 200);
@@ -266,8 +281,8 @@ TEST(ServerOptions, SigtermFinishesTheRequestInFlight) {
 TEST(ServerOptions, RefusesABadModelFileClearly) {
   testing_support::TempDir dir;
   testing_support::write_bytes(dir / "bad.pt", "not a model");
-  const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + (dir / "bad.pt") + " --port " +
-                          std::to_string(testing_support::free_port()) + " 2>&1";
+  const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + (dir / "bad.pt") +
+                          " --port " + std::to_string(testing_support::free_port()) + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[256];

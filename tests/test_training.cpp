@@ -3,14 +3,13 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 
 #include "eval/evaluate.h"
 #include "model/classifier.h"
 #include "test_helpers.h"
 #include "train/trainer.h"
 #include "util/files.h"
-
-#include <opencv2/imgcodecs.hpp>
 
 using namespace malaria;
 using testing_support::TempDir;
@@ -34,7 +33,8 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
 
   const auto history = nlohmann::json::parse(read_text(dir / "run/history.json"));
   ASSERT_EQ(history.size(), 10u);
-  EXPECT_LT(history.back()["train_loss"].get<double>(), history.front()["train_loss"].get<double>());
+  EXPECT_LT(history.back()["train_loss"].get<double>(),
+            history.front()["train_loss"].get<double>());
   EXPECT_GT(outcome.test["accuracy"].get<double>(), 0.75);
   EXPECT_GT(outcome.test["roc_auc"].get<double>(), 0.8);
 
@@ -61,8 +61,8 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   EXPECT_NEAR(ev.metrics.accuracy, outcome.test["accuracy"].get<double>(), 1e-9);
 
   // Figures: present, real PNGs, and drawn from the numbers the JSON report holds.
-  for (const char* f : {"training_history", "confusion_matrix", "roc", "pr", "sample_images", "feature_maps",
-                        "architecture"}) {
+  for (const char* f : {"training_history", "confusion_matrix", "roc", "pr", "sample_images",
+                        "feature_maps", "architecture"}) {
     const cv::Mat png = cv::imread(dir / ("run/figures/" + std::string(f) + ".png"));
     ASSERT_FALSE(png.empty()) << f;
     EXPECT_GE(png.cols, 300) << f;
@@ -71,17 +71,21 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   const auto cm = outcome.test["confusion_matrix"];
   const std::string cm_csv = read_text(dir / "run/figures/confusion_matrix.csv");
   for (const char* key : {"tn", "fp", "fn", "tp"})
-    EXPECT_NE(cm_csv.find("," + std::to_string(cm[key].get<long>()) + ","), std::string::npos) << key;
+    EXPECT_NE(cm_csv.find("," + std::to_string(cm[key].get<long>()) + ","), std::string::npos)
+        << key;
   const std::string history_csv = read_text(dir / "run/figures/training_history.csv");
   EXPECT_EQ(std::count(history_csv.begin(), history_csv.end(), '\n'), 11);  // header + 10 epochs
 
   // The report: one file holding every section, figures embedded.
   const std::string html = read_text(dir / "run/report.html");
-  for (const char* section : {"Test metrics", "Classification report", "Training history", "Data and split",
-                              "Per-patient results", "Configuration", "drawn from its definition", "<!doctype html>"})
+  for (const char* section :
+       {"Test metrics", "Classification report", "Training history", "Data and split",
+        "Per-patient results", "Configuration", "drawn from its definition", "<!doctype html>"})
     EXPECT_NE(html.find(section), std::string::npos) << section;
   size_t images = 0;
-  for (size_t at = 0; (at = html.find("src=\"data:image/png;base64,", at)) != std::string::npos; ++at) ++images;
+  for (size_t at = 0; (at = html.find("src=\"data:image/png;base64,", at)) != std::string::npos;
+       ++at)
+    ++images;
   EXPECT_EQ(images, 7u);
   EXPECT_EQ(html.find("src=\"http"), std::string::npos);
 }

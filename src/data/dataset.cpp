@@ -41,7 +41,8 @@ bool is_image_file(const fs::path& path) {
   if (name.empty() || name[0] == '.') return false;
   std::string ext = path.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  static const std::set<std::string> kExtensions = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"};
+  static const std::set<std::string> kExtensions = {".png", ".jpg", ".jpeg",
+                                                    ".bmp", ".tif", ".tiff"};
   return kExtensions.count(ext) > 0;
 }
 
@@ -61,7 +62,8 @@ std::vector<Sample> list_class(const std::string& root, int label) {
     if (!entry.is_regular_file() || !is_image_file(entry.path())) continue;
     out.push_back({entry.path().string(), label, patient_id(entry.path().string())});
   }
-  std::sort(out.begin(), out.end(), [](const Sample& a, const Sample& b) { return a.path < b.path; });
+  std::sort(out.begin(), out.end(),
+            [](const Sample& a, const Sample& b) { return a.path < b.path; });
   if (out.empty())
     throw DatasetError("no images in " + dir.string() + " (class " + kClassNames[label] +
                        " is empty)\n" + layout_help(root));
@@ -80,8 +82,8 @@ Dataset scan_dataset(const std::string& root, const ScanOptions& options) {
   std::vector<cv::Size> sizes(all.size());
   std::vector<std::string> errors(all.size());
   std::atomic<size_t> next{0};
-  const int threads = options.threads > 0 ? options.threads
-                                          : std::max(1u, std::thread::hardware_concurrency());
+  const int threads =
+      options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&] {
@@ -239,9 +241,12 @@ std::vector<std::string> parse_csv_line(const std::string& line) {
   for (size_t i = 0; i < line.size(); ++i) {
     const char c = line[i];
     if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') fields.back() += '"', ++i;
-      else if (c == '"') quoted = false;
-      else fields.back() += c;
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"')
+        fields.back() += '"', ++i;
+      else if (c == '"')
+        quoted = false;
+      else
+        fields.back() += c;
     } else if (c == '"') {
       quoted = true;
     } else if (c == ',') {

@@ -33,7 +33,8 @@ std::string sha256_file(const std::string& path) {
   EVP_DigestFinal_ex(ctx.get(), digest, &len);
   std::string hex;
   char byte[3];
-  for (unsigned i = 0; i < len; ++i) std::snprintf(byte, sizeof byte, "%02x", digest[i]), hex += byte;
+  for (unsigned i = 0; i < len; ++i)
+    std::snprintf(byte, sizeof byte, "%02x", digest[i]), hex += byte;
   return hex;
 }
 
@@ -58,8 +59,8 @@ int on_progress(void* user, curl_off_t, curl_off_t now, curl_off_t, curl_off_t) 
 }
 
 // One attempt: appends to `part` from its current size. Returns the curl result and HTTP status.
-std::pair<CURLcode, long> fetch(const std::string& url, const std::string& part, uint64_t total, ProgressBar* bar,
-                                std::string& error) {
+std::pair<CURLcode, long> fetch(const std::string& url, const std::string& part, uint64_t total,
+                                ProgressBar* bar, std::string& error) {
   const uint64_t have = fs::exists(part) ? fs::file_size(part) : 0;
   Transfer t;
   t.file = std::fopen(part.c_str(), "ab");
@@ -99,7 +100,8 @@ std::pair<CURLcode, long> fetch(const std::string& url, const std::string& part,
 void extract_zip(const std::string& zip, const std::string& into) {
   std::unique_ptr<archive, decltype(&archive_read_free)> in(archive_read_new(), archive_read_free);
   archive_read_support_format_zip(in.get());
-  std::unique_ptr<archive, decltype(&archive_write_free)> out(archive_write_disk_new(), archive_write_free);
+  std::unique_ptr<archive, decltype(&archive_write_free)> out(archive_write_disk_new(),
+                                                              archive_write_free);
   // Refuse entries that would escape the target folder (names are checked below, before the
   // target prefix makes them absolute).
   archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
@@ -112,7 +114,8 @@ void extract_zip(const std::string& zip, const std::string& into) {
     const fs::path name = archive_entry_pathname(entry);
     for (const auto& part : name)
       if (part == "..") throw DownloadError("unsafe path in archive: " + name.string());
-    if (name.is_absolute()) throw DownloadError("unsafe absolute path in archive: " + name.string());
+    if (name.is_absolute())
+      throw DownloadError("unsafe absolute path in archive: " + name.string());
     const std::string target = (fs::path(into) / name).string();
     archive_entry_set_pathname(entry, target.c_str());
     if (archive_write_header(out.get(), entry) != ARCHIVE_OK)
@@ -124,17 +127,23 @@ void extract_zip(const std::string& zip, const std::string& into) {
     while ((r = archive_read_data_block(in.get(), &block, &size, &offset)) == ARCHIVE_OK)
       if (archive_write_data_block(out.get(), block, size, offset) != ARCHIVE_OK)
         throw DownloadError("cannot write " + target + ": " + archive_error_string(out.get()));
-    if (r != ARCHIVE_EOF) throw DownloadError("corrupt archive entry " + target + ": " + archive_error_string(in.get()));
+    if (r != ARCHIVE_EOF)
+      throw DownloadError("corrupt archive entry " + target + ": " +
+                          archive_error_string(in.get()));
     archive_write_finish_entry(out.get());
   }
-  if (rc != ARCHIVE_EOF) throw DownloadError("corrupt archive " + zip + ": " + archive_error_string(in.get()));
+  if (rc != ARCHIVE_EOF)
+    throw DownloadError("corrupt archive " + zip + ": " + archive_error_string(in.get()));
 }
 
 // The folder inside `root` that holds Parasitized/ and Uninfected/.
 std::string find_dataset_root(const std::string& root) {
-  if (fs::is_directory(fs::path(root) / "Parasitized") && fs::is_directory(fs::path(root) / "Uninfected")) return root;
+  if (fs::is_directory(fs::path(root) / "Parasitized") &&
+      fs::is_directory(fs::path(root) / "Uninfected"))
+    return root;
   for (const auto& e : fs::recursive_directory_iterator(root))
-    if (e.is_directory() && fs::is_directory(e.path() / "Parasitized") && fs::is_directory(e.path() / "Uninfected"))
+    if (e.is_directory() && fs::is_directory(e.path() / "Parasitized") &&
+        fs::is_directory(e.path() / "Uninfected"))
       return e.path().string();
   throw DownloadError("the archive has no Parasitized/ and Uninfected/ folders");
 }
@@ -145,7 +154,8 @@ std::string download_dataset(const DownloadOptions& o) {
   if (o.out_dir.empty()) throw DownloadError("an output folder (--out) is required");
   fs::create_directories(o.out_dir);
   const std::string final_dir = (fs::path(o.out_dir) / "cell_images").string();
-  if (fs::is_directory(fs::path(final_dir) / "Parasitized") && fs::is_directory(fs::path(final_dir) / "Uninfected"))
+  if (fs::is_directory(fs::path(final_dir) / "Parasitized") &&
+      fs::is_directory(fs::path(final_dir) / "Uninfected"))
     throw DownloadError(final_dir + " already exists; remove it to download again");
   const std::string zip = (fs::path(o.out_dir) / "cell_images.zip").string();
   const std::string part = zip + ".part";
@@ -167,12 +177,14 @@ std::string download_dataset(const DownloadOptions& o) {
         throw DownloadError("the server answered " + std::to_string(status) + " for " + o.url);
       if (status == 416 && o.expected_bytes == 0) done = true;  // nothing left to fetch
       if (rc == CURLE_OK && (status == 200 || status == 206)) done = true;
-      if (!done) std::fprintf(stderr, "\ndownload interrupted (%s), resuming (attempt %d of %d)\n", error.c_str(),
-                              attempt + 1, o.attempts);
+      if (!done)
+        std::fprintf(stderr, "\ndownload interrupted (%s), resuming (attempt %d of %d)\n",
+                     error.c_str(), attempt + 1, o.attempts);
     }
     if (bar) bar->finish();
-    if (!done) throw DownloadError("download failed after " + std::to_string(o.attempts) + " attempts: " + error +
-                                   " (run the command again to resume)");
+    if (!done)
+      throw DownloadError("download failed after " + std::to_string(o.attempts) +
+                          " attempts: " + error + " (run the command again to resume)");
     const uint64_t size = fs::file_size(part);
     if (o.expected_bytes > 0 && size != o.expected_bytes) {
       fs::remove(part);
@@ -191,7 +203,8 @@ std::string download_dataset(const DownloadOptions& o) {
   }
 
   // Extract next to the target, then move into place in one rename.
-  const std::string staging = (fs::path(o.out_dir) / (".extract-" + std::to_string(::getpid()))).string();
+  const std::string staging =
+      (fs::path(o.out_dir) / (".extract-" + std::to_string(::getpid()))).string();
   fs::remove_all(staging);
   try {
     extract_zip(zip, staging);

@@ -7,9 +7,11 @@
 
 namespace malaria {
 
-inline constexpr const char* kDatasetUrl = "https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip";
+inline constexpr const char* kDatasetUrl =
+    "https://data.lhncbc.nlm.nih.gov/public/Malaria/cell_images.zip";
 inline constexpr uint64_t kDatasetBytes = 353452851;
-inline constexpr const char* kDatasetSha256 = "0a949556b2414159b5100192609805376654c4266d8d187be9b1922fad43c668";
+inline constexpr const char* kDatasetSha256 =
+    "0a949556b2414159b5100192609805376654c4266d8d187be9b1922fad43c668";
 
 class DownloadError : public std::runtime_error {
  public:

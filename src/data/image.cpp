@@ -17,7 +17,9 @@ void configure_image_limits() {
 
 std::string sniff_image_format(const void* data, size_t size) {
   const auto* b = static_cast<const unsigned char*>(data);
-  auto starts = [&](const char* magic, size_t n) { return size >= n && std::memcmp(b, magic, n) == 0; };
+  auto starts = [&](const char* magic, size_t n) {
+    return size >= n && std::memcmp(b, magic, n) == 0;
+  };
   if (starts("\x89PNG\r\n\x1a\n", 8)) return "png";
   if (starts("\xFF\xD8\xFF", 3)) return "jpeg";
   if (starts("BM", 2) && size >= 26) return "bmp";
@@ -31,9 +33,9 @@ cv::Mat decode_image(const std::vector<uint8_t>& bytes, const std::string& name)
     throw ImageError(name + ": not a PNG, JPEG, BMP or TIFF image");
   cv::Mat image;
   try {
-    image = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8UC1,
-                                 const_cast<uint8_t*>(bytes.data())),
-                         cv::IMREAD_COLOR);
+    image = cv::imdecode(
+        cv::Mat(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data())),
+        cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
     throw ImageError(name + ": cannot decode image (" + e.msg + ")");
   }
@@ -44,7 +46,8 @@ cv::Mat decode_image(const std::vector<uint8_t>& bytes, const std::string& name)
 cv::Mat read_image(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ImageError(path + ": cannot open file");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   return decode_image(bytes, path);
 }
 

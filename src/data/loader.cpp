@@ -94,7 +94,8 @@ std::optional<Batch> BatchLoader::next() {
   if (options_.workers == 0) return build(next_to_take_++);
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return ready_.count(next_to_take_) || failed_.count(next_to_take_); });
-  if (auto it = failed_.find(next_to_take_); it != failed_.end()) std::rethrow_exception(it->second);
+  if (auto it = failed_.find(next_to_take_); it != failed_.end())
+    std::rethrow_exception(it->second);
   Batch batch = std::move(ready_.at(next_to_take_));
   ready_.erase(next_to_take_++);
   lock.unlock();
@@ -112,11 +113,12 @@ Batch BatchLoader::build(size_t batch_index) const {
   for (size_t pos = begin; pos < end; ++pos) {
     const size_t item = order_[pos];
     const Sample& sample = samples_[item];
-    cv::Mat rgb = options_.cache ? options_.cache->get(sample.path)
-                                 : resize_rgb(read_image(sample.path), s);
+    cv::Mat rgb =
+        options_.cache ? options_.cache->get(sample.path) : resize_rgb(read_image(sample.path), s);
     if (options_.augment.enabled()) {
       // splitmix-style mix: a distinct, reproducible stream per (seed, epoch, position).
-      uint64_t key = options_.seed ^ (static_cast<uint64_t>(epoch_) << 40) ^ (pos * 0x9E3779B97F4A7C15ull);
+      uint64_t key =
+          options_.seed ^ (static_cast<uint64_t>(epoch_) << 40) ^ (pos * 0x9E3779B97F4A7C15ull);
       key ^= key >> 31;
       rgb = augment_image(rgb, options_.augment, key * 0xBF58476D1CE4E5B9ull);
     }

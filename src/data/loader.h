@@ -44,9 +44,9 @@ struct LoaderOptions {
 };
 
 struct Batch {
-  std::vector<float> pixels;   // N x 3 x S x S, values in [0,1]
-  std::vector<float> labels;   // N, 1 for Parasitized
-  std::vector<size_t> items;   // index of each image in the loader's sample list
+  std::vector<float> pixels;  // N x 3 x S x S, values in [0,1]
+  std::vector<float> labels;  // N, 1 for Parasitized
+  std::vector<size_t> items;  // index of each image in the loader's sample list
   size_t size() const { return items.size(); }
 };
 

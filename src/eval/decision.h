@@ -15,6 +15,7 @@ struct CellDecision {
   std::string decision;  // label, or Inconclusive when |p - threshold| < band
 };
 
-CellDecision decide(double probability_parasitized, double threshold, double band = kDefaultInconclusiveBand);
+CellDecision decide(double probability_parasitized, double threshold,
+                    double band = kDefaultInconclusiveBand);
 
 }  // namespace malaria

@@ -45,15 +45,17 @@ std::string Evaluation::to_text() const {
             [](const auto& a, const auto& b) { return a.accuracy() < b.accuracy(); });
   const size_t shown = std::min<size_t>(sorted.size(), 15);
   out << "Per patient (" << patients.size() << " patients"
-      << (shown < sorted.size() ? ", " + std::to_string(shown) + " least accurate shown" : std::string())
+      << (shown < sorted.size() ? ", " + std::to_string(shown) + " least accurate shown"
+                                : std::string())
       << ")\n";
   std::snprintf(line, sizeof line, "%-22s %7s %9s %12s %12s\n", "patient", "cells", "accuracy",
                 "parasitemia", "predicted");
   out << line;
   for (size_t i = 0; i < shown; ++i) {
     const auto& p = sorted[i];
-    std::snprintf(line, sizeof line, "%-22s %7ld %9.4f %11.1f%% %11.1f%%\n", p.patient.c_str(), p.cells,
-                  p.accuracy(), 100 * p.true_parasitemia(), 100 * p.predicted_parasitemia());
+    std::snprintf(line, sizeof line, "%-22s %7ld %9.4f %11.1f%% %11.1f%%\n", p.patient.c_str(),
+                  p.cells, p.accuracy(), 100 * p.true_parasitemia(),
+                  100 * p.predicted_parasitemia());
     out << line;
   }
   std::snprintf(line, sizeof line, "\n%.1f s, %.0f images/s\n", seconds, images_per_second);
@@ -92,8 +94,8 @@ Evaluation evaluate_model(const Classifier& model, const std::vector<Sample>& sa
   return ev;
 }
 
-std::vector<FilePrediction> predict_files(const Classifier& model, const std::vector<std::string>& paths,
-                                          int batch_size) {
+std::vector<FilePrediction> predict_files(const Classifier& model,
+                                          const std::vector<std::string>& paths, int batch_size) {
   std::vector<FilePrediction> out;
   for (const auto& p : paths) {
     if (fs::is_directory(p)) {

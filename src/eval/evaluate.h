@@ -39,7 +39,8 @@ struct FilePrediction {
 
 // Every image file in `paths` (folders are walked recursively); unreadable files get an error
 // instead of stopping the rest.
-std::vector<FilePrediction> predict_files(const Classifier& model, const std::vector<std::string>& paths,
+std::vector<FilePrediction> predict_files(const Classifier& model,
+                                          const std::vector<std::string>& paths,
                                           int batch_size = 64);
 
 }  // namespace malaria

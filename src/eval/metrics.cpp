@@ -22,28 +22,29 @@ nlohmann::json report_json(const ClassReport& r) {
 nlohmann::json Metrics::to_json() const {
   nlohmann::json per_class = nlohmann::json::object();
   for (const auto& c : classes) per_class[c.name] = report_json(c);
-  return {{"threshold", threshold},
-          {"loss", loss},
-          {"accuracy", accuracy},
-          {"precision", precision},
-          {"recall", recall},
-          {"sensitivity", recall},
-          {"specificity", specificity},
-          {"f1", f1},
-          {"roc_auc", roc_auc},
-          {"confusion_matrix",
-           {{"labels", {kClassNames[kUninfected], kClassNames[kParasitized]}},
-            {"rows_true_cols_predicted", {{confusion.tn, confusion.fp}, {confusion.fn, confusion.tp}}},
-            {"tp", confusion.tp},
-            {"fn", confusion.fn},
-            {"fp", confusion.fp},
-            {"tn", confusion.tn}}},
-          {"classification_report",
-           {{"classes", per_class},
-            {"macro_avg", report_json(macro_avg)},
-            {"weighted_avg", report_json(weighted_avg)},
-            {"accuracy", accuracy},
-            {"support", confusion.total()}}}};
+  return {
+      {"threshold", threshold},
+      {"loss", loss},
+      {"accuracy", accuracy},
+      {"precision", precision},
+      {"recall", recall},
+      {"sensitivity", recall},
+      {"specificity", specificity},
+      {"f1", f1},
+      {"roc_auc", roc_auc},
+      {"confusion_matrix",
+       {{"labels", {kClassNames[kUninfected], kClassNames[kParasitized]}},
+        {"rows_true_cols_predicted", {{confusion.tn, confusion.fp}, {confusion.fn, confusion.tp}}},
+        {"tp", confusion.tp},
+        {"fn", confusion.fn},
+        {"fp", confusion.fp},
+        {"tn", confusion.tn}}},
+      {"classification_report",
+       {{"classes", per_class},
+        {"macro_avg", report_json(macro_avg)},
+        {"weighted_avg", report_json(weighted_avg)},
+        {"accuracy", accuracy},
+        {"support", confusion.total()}}}};
 }
 
 Metrics compute_metrics(const std::vector<float>& probabilities, const std::vector<int>& labels,
@@ -72,8 +73,9 @@ Metrics compute_metrics(const std::vector<float>& probabilities, const std::vect
   m.roc_auc = roc_auc(probabilities, labels);
 
   const double npv = ratio(c.tn, c.tn + c.fn);
-  m.classes = {{kClassNames[kUninfected], npv, m.specificity, harmonic(npv, m.specificity), c.tn + c.fp},
-               {kClassNames[kParasitized], m.precision, m.recall, m.f1, c.tp + c.fn}};
+  m.classes = {
+      {kClassNames[kUninfected], npv, m.specificity, harmonic(npv, m.specificity), c.tn + c.fp},
+      {kClassNames[kParasitized], m.precision, m.recall, m.f1, c.tp + c.fn}};
   m.macro_avg.name = "macro avg";
   m.weighted_avg.name = "weighted avg";
   for (const auto& r : m.classes) {
@@ -92,7 +94,8 @@ Metrics compute_metrics(const std::vector<float>& probabilities, const std::vect
 double roc_auc(const std::vector<float>& probabilities, const std::vector<int>& labels) {
   std::vector<size_t> idx(labels.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return probabilities[a] < probabilities[b]; });
+  std::sort(idx.begin(), idx.end(),
+            [&](size_t a, size_t b) { return probabilities[a] < probabilities[b]; });
   // Mann-Whitney U: sum of positive ranks, with tied scores sharing their mean rank.
   double positive_rank_sum = 0;
   long positives = 0;
@@ -115,17 +118,20 @@ template <typename Emit>
 void sweep(const std::vector<float>& probabilities, const std::vector<int>& labels, Emit emit) {
   std::vector<size_t> idx(labels.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return probabilities[a] > probabilities[b]; });
+  std::sort(idx.begin(), idx.end(),
+            [&](size_t a, size_t b) { return probabilities[a] > probabilities[b]; });
   long tp = 0, fp = 0;
   for (size_t i = 0; i < idx.size();) {
     const float t = probabilities[idx[i]];
-    for (; i < idx.size() && probabilities[idx[i]] == t; ++i) (labels[idx[i]] == kParasitized ? tp : fp)++;
+    for (; i < idx.size() && probabilities[idx[i]] == t; ++i)
+      (labels[idx[i]] == kParasitized ? tp : fp)++;
     emit(tp, fp, t);
   }
 }
 }  // namespace
 
-std::vector<CurvePoint> roc_curve(const std::vector<float>& probabilities, const std::vector<int>& labels) {
+std::vector<CurvePoint> roc_curve(const std::vector<float>& probabilities,
+                                  const std::vector<int>& labels) {
   const long pos = std::count(labels.begin(), labels.end(), kParasitized);
   const long neg = static_cast<long>(labels.size()) - pos;
   std::vector<CurvePoint> out{{0, 0, 1.0}};
@@ -135,7 +141,8 @@ std::vector<CurvePoint> roc_curve(const std::vector<float>& probabilities, const
   return out;
 }
 
-std::vector<CurvePoint> pr_curve(const std::vector<float>& probabilities, const std::vector<int>& labels) {
+std::vector<CurvePoint> pr_curve(const std::vector<float>& probabilities,
+                                 const std::vector<int>& labels) {
   const long pos = std::count(labels.begin(), labels.end(), kParasitized);
   std::vector<CurvePoint> out;
   sweep(probabilities, labels, [&](long tp, long fp, float t) {

@@ -40,8 +40,10 @@ double roc_auc(const std::vector<float>& probabilities, const std::vector<int>& 
 struct CurvePoint {
   double x, y, threshold;
 };
-std::vector<CurvePoint> roc_curve(const std::vector<float>& probabilities, const std::vector<int>& labels);
-std::vector<CurvePoint> pr_curve(const std::vector<float>& probabilities, const std::vector<int>& labels);
+std::vector<CurvePoint> roc_curve(const std::vector<float>& probabilities,
+                                  const std::vector<int>& labels);
+std::vector<CurvePoint> pr_curve(const std::vector<float>& probabilities,
+                                 const std::vector<int>& labels);
 
 // The layout of scikit-learn's classification_report.
 std::string classification_report(const Metrics& m);
@@ -51,7 +53,9 @@ struct PatientResult {
   long cells = 0, parasitized_true = 0, parasitized_predicted = 0, correct = 0;
   double accuracy() const { return cells ? double(correct) / cells : 0.0; }
   // Share of cells called Parasitized: the parasitemia estimate for the slide.
-  double predicted_parasitemia() const { return cells ? double(parasitized_predicted) / cells : 0.0; }
+  double predicted_parasitemia() const {
+    return cells ? double(parasitized_predicted) / cells : 0.0;
+  }
   double true_parasitemia() const { return cells ? double(parasitized_true) / cells : 0.0; }
 };
 

@@ -47,13 +47,15 @@ std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) c
   const int s = impl_->image_size;
   const size_t plane = 3ull * s * s;
   std::vector<float> pixels(bgr.size() * plane);
-  for (size_t i = 0; i < bgr.size(); ++i) to_chw_float(resize_rgb(bgr[i], s), pixels.data() + i * plane);
+  for (size_t i = 0; i < bgr.size(); ++i)
+    to_chw_float(resize_rgb(bgr[i], s), pixels.data() + i * plane);
   return predict(pixels.data(), bgr.size());
 }
 
 int Classifier::conv_layers() const {
   int n = 0;
-  for (const auto& m : impl_->loaded.model->features->children()) n += m->as<torch::nn::Conv2d>() != nullptr;
+  for (const auto& m : impl_->loaded.model->features->children())
+    n += m->as<torch::nn::Conv2d>() != nullptr;
   return n;
 }
 
@@ -65,7 +67,8 @@ std::vector<cv::Mat> Classifier::feature_maps(const cv::Mat& bgr, int conv_layer
   const int s = impl_->image_size;
   std::vector<float> pixels(3ull * s * s);
   to_chw_float(resize_rgb(bgr, s), pixels.data());
-  torch::Tensor x = torch::from_blob(pixels.data(), {1, 3, s, s}).contiguous(at::MemoryFormat::ChannelsLast);
+  torch::Tensor x =
+      torch::from_blob(pixels.data(), {1, 3, s, s}).contiguous(at::MemoryFormat::ChannelsLast);
   int convs = 0;
   bool after_target_conv = false;
   for (auto& module : *impl_->loaded.model->features) {
@@ -78,7 +81,8 @@ std::vector<cv::Mat> Classifier::feature_maps(const cv::Mat& bgr, int conv_layer
   for (int64_t c = 0; c < x.size(0); ++c) {
     const auto plane = x[c].contiguous();
     maps.push_back(cv::Mat(static_cast<int>(plane.size(0)), static_cast<int>(plane.size(1)), CV_32F,
-                           plane.data_ptr<float>()).clone());
+                           plane.data_ptr<float>())
+                       .clone());
   }
   return maps;
 }

@@ -17,7 +17,9 @@ namespace nn = torch::nn;
 CellClassifierImpl::CellClassifierImpl(nn::Sequential features_, nn::Sequential head_)
     : features(register_module("features", features_)), head(register_module("head", head_)) {}
 
-torch::Tensor CellClassifierImpl::forward(torch::Tensor x) { return head->forward(features->forward(x)); }
+torch::Tensor CellClassifierImpl::forward(torch::Tensor x) {
+  return head->forward(features->forward(x));
+}
 
 std::vector<std::string> architecture_names() { return {"cellnet", "seed"}; }
 std::string default_architecture() { return "cellnet"; }
@@ -110,7 +112,8 @@ ArchitectureSummary summarize_architecture(const std::string& arch, int image_si
       LayerInfo layer;
       layer.name = child.key();
       layer.type = module->name();
-      if (auto pos = layer.type.rfind("::"); pos != std::string::npos) layer.type = layer.type.substr(pos + 2);
+      if (auto pos = layer.type.rfind("::"); pos != std::string::npos)
+        layer.type = layer.type.substr(pos + 2);
       if (layer.type.size() > 4 && layer.type.substr(layer.type.size() - 4) == "Impl")
         layer.type.resize(layer.type.size() - 4);
       layer.output_shape.assign(x.sizes().begin() + 1, x.sizes().end());
@@ -154,7 +157,8 @@ std::string format_summary(const ArchitectureSummary& s) {
   return out.str();
 }
 
-void save_model_file(const std::string& path, CellClassifier& model, const nlohmann::json& metadata) {
+void save_model_file(const std::string& path, CellClassifier& model,
+                     const nlohmann::json& metadata) {
   write_file_atomic(path, [&](const std::string& tmp) {
     torch::serialize::OutputArchive archive;
     archive.write("malaria_metadata", c10::IValue(metadata.dump()));
@@ -170,12 +174,14 @@ LoadedModel load_model_file(const std::string& path) {
   char magic[2] = {0, 0};
   std::ifstream(path, std::ios::binary).read(magic, 2);
   if (magic[0] != 'P' || magic[1] != 'K')
-    throw ModelFileError(path + " is not a malaria model file (expected a model.pt written by 'malaria train')");
+    throw ModelFileError(
+        path + " is not a malaria model file (expected a model.pt written by 'malaria train')");
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
   } catch (const std::exception& e) {
-    throw ModelFileError(path + " is truncated or corrupt and cannot be read; re-copy it or retrain");
+    throw ModelFileError(path +
+                         " is truncated or corrupt and cannot be read; re-copy it or retrain");
   }
   c10::IValue meta_value;
   bool has_meta = false;
@@ -184,7 +190,9 @@ LoadedModel load_model_file(const std::string& path) {
   } catch (const std::exception&) {
     has_meta = false;
   }
-  if (!has_meta) throw ModelFileError(path + " is a LibTorch archive but not a malaria model file (no metadata)");
+  if (!has_meta)
+    throw ModelFileError(path +
+                         " is a LibTorch archive but not a malaria model file (no metadata)");
   LoadedModel loaded;
   try {
     loaded.metadata = nlohmann::json::parse(meta_value.toStringRef());
@@ -218,7 +226,9 @@ CellClassifier fold_batchnorm(CellClassifier& model) {
     if (conv && bn) {
       const auto& o = conv->options;
       nn::Conv2d fused(nn::Conv2dOptions(o.in_channels(), o.out_channels(), o.kernel_size())
-                           .stride(o.stride()).padding(o.padding()).bias(true));
+                           .stride(o.stride())
+                           .padding(o.padding())
+                           .bias(true));
       const auto scale = bn->weight / torch::sqrt(bn->running_var + bn->options.eps());
       fused->weight.copy_(conv->weight * scale.reshape({-1, 1, 1, 1}));
       const auto bias = conv->bias.defined() ? conv->bias : torch::zeros_like(bn->running_mean);
@@ -226,7 +236,8 @@ CellClassifier fold_batchnorm(CellClassifier& model) {
       features->push_back(std::string(children[i].key()), fused);
       ++i;  // the BatchNorm is now inside the convolution
     } else {
-      features->push_back(std::string(children[i].key()), *(model->features->begin() + static_cast<std::ptrdiff_t>(i)));
+      features->push_back(std::string(children[i].key()),
+                          *(model->features->begin() + static_cast<std::ptrdiff_t>(i)));
     }
   }
   CellClassifier folded(features, model->head);

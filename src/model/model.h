@@ -23,7 +23,8 @@ CellClassifier build_model(const std::string& arch, int image_size);
 
 // The file is a LibTorch archive holding the weights and a "malaria_metadata" JSON string.
 // Written atomically (temporary file, then rename).
-void save_model_file(const std::string& path, CellClassifier& model, const nlohmann::json& metadata);
+void save_model_file(const std::string& path, CellClassifier& model,
+                     const nlohmann::json& metadata);
 
 struct LoadedModel {
   CellClassifier model{nullptr};

@@ -19,7 +19,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string csv_path(const std::string& png) { return fs::path(png).replace_extension(".csv").string(); }
+std::string csv_path(const std::string& png) {
+  return fs::path(png).replace_extension(".csv").string();
+}
 
 std::string quote(const std::string& path) {
   std::string out = "'";
@@ -28,8 +30,8 @@ std::string quote(const std::string& path) {
 }
 
 // Runs a tool that writes to a temporary file, then moves the result into place.
-void run_tool(const std::string& command_with_tmp_out, const std::string& tmp, const std::string& out,
-              const std::string& what) {
+void run_tool(const std::string& command_with_tmp_out, const std::string& tmp,
+              const std::string& out, const std::string& what) {
   const std::string err = tmp + ".err";
   const int status = std::system((command_with_tmp_out + " 2>" + quote(err)).c_str());
   std::string message;
@@ -37,7 +39,8 @@ void run_tool(const std::string& command_with_tmp_out, const std::string& tmp, c
   if (status != 0 || !fs::exists(tmp)) {
     std::error_code ignored;
     fs::remove(tmp, ignored);
-    throw std::runtime_error("cannot draw " + what + ": " + (message.empty() ? "tool failed" : message));
+    throw std::runtime_error("cannot draw " + what + ": " +
+                             (message.empty() ? "tool failed" : message));
   }
   fs::rename(tmp, out);
 }
@@ -48,7 +51,8 @@ void gnuplot(const std::string& png, int width, int height, const std::string& b
   const std::string tmp = png + ".tmp-" + std::to_string(::getpid()) + ".png";
   const std::string script_path = png + ".gp";
   std::ostringstream script;
-  script << "set terminal pngcairo size " << width << "," << height << " enhanced font 'DejaVu Sans,12'\n"
+  script << "set terminal pngcairo size " << width << "," << height
+         << " enhanced font 'DejaVu Sans,12'\n"
          << "set output " << quote(tmp) << "\n"
          << "set datafile separator ','\n"
          << "set key noautotitle\n"
@@ -63,7 +67,8 @@ void gnuplot(const std::string& png, int width, int height, const std::string& b
   fs::remove(script_path);
 }
 
-void write_csv(const std::string& path, const std::string& header, const std::vector<std::vector<double>>& rows) {
+void write_csv(const std::string& path, const std::string& header,
+               const std::vector<std::vector<double>>& rows) {
   std::ostringstream out;
   out << header << '\n';
   out.precision(8);
@@ -79,14 +84,16 @@ void write_csv(const std::string& path, const std::string& header, const std::ve
 void plot_training_history(const nlohmann::json& history, int best_epoch, const std::string& png) {
   std::vector<std::vector<double>> rows;
   for (const auto& r : history)
-    rows.push_back({r["epoch"].get<double>(), r["train_accuracy"].get<double>(), r["val_accuracy"].get<double>(),
-                    r["train_loss"].get<double>(), r["val_loss"].get<double>()});
+    rows.push_back({r["epoch"].get<double>(), r["train_accuracy"].get<double>(),
+                    r["val_accuracy"].get<double>(), r["train_loss"].get<double>(),
+                    r["val_loss"].get<double>()});
   const std::string data = csv_path(png);
   write_csv(data, "epoch,train_accuracy,val_accuracy,train_loss,val_loss", rows);
   std::ostringstream gp;
-  const std::string title = best_epoch > 0 ? "Training history (dashed line: best epoch, " +
-                                                  std::to_string(best_epoch) + ", whose weights are kept)"
-                                            : std::string("Training history");
+  const std::string title = best_epoch > 0
+                                ? "Training history (dashed line: best epoch, " +
+                                      std::to_string(best_epoch) + ", whose weights are kept)"
+                                : std::string("Training history");
   gp << "set multiplot layout 1,2 title '" << title << "' font ',14'\n"
      << "set grid\nset xlabel 'epoch'\nset key bottom right box opaque\nset xtics 1\n"
      << "if (" << rows.size() << " > 15) set xtics 5\n"
@@ -98,12 +105,14 @@ void plot_training_history(const nlohmann::json& history, int best_epoch, const 
       << ", graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'\n";
     return s.str();
   };
-  gp << "set title 'Accuracy'\nset ylabel 'accuracy'\n" << best_line()
-     << "plot " << quote(data) << " using 1:2 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#1f77b4' title 'train', "
+  gp << "set title 'Accuracy'\nset ylabel 'accuracy'\n"
+     << best_line() << "plot " << quote(data)
+     << " using 1:2 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#1f77b4' title 'train', "
      << "'' using 1:3 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#d62728' title 'validation'\n"
      << "set key top right box opaque\n"
-     << "set title 'Loss (binary cross-entropy)'\nset ylabel 'loss'\n" << best_line()
-     << "plot " << quote(data) << " using 1:4 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#1f77b4' title 'train', "
+     << "set title 'Loss (binary cross-entropy)'\nset ylabel 'loss'\n"
+     << best_line() << "plot " << quote(data)
+     << " using 1:4 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#1f77b4' title 'train', "
      << "'' using 1:5 with linespoints pt 7 ps 0.6 lw 2 lc rgb '#d62728' title 'validation'\n"
      << "unset multiplot";
   gnuplot(png, 1200, 500, gp.str());
@@ -122,19 +131,20 @@ void plot_confusion_matrix(const Metrics& m, const std::string& png) {
       rows.push_back({double(t), double(p), counts[t][p], pct});
       char text[64];
       std::snprintf(text, sizeof text, "%.0f\\n(%.1f%%)", counts[t][p], pct);
-      labels << "set label \"" << text << "\" at " << p << "," << t << " center front font ',16' tc rgb "
-             << (pct > 50 ? "'white'" : "'black'") << "\n";
+      labels << "set label \"" << text << "\" at " << p << "," << t
+             << " center front font ',16' tc rgb " << (pct > 50 ? "'white'" : "'black'") << "\n";
     }
   }
   const std::string data = csv_path(png);
   write_csv(data, "true,predicted,count,row_percent", rows);
   std::ostringstream gp;
   char title[160];
-  std::snprintf(title, sizeof title, "Confusion matrix (threshold %.2f, accuracy %.2f%%)", m.threshold,
-                100 * m.accuracy);
+  std::snprintf(title, sizeof title, "Confusion matrix (threshold %.2f, accuracy %.2f%%)",
+                m.threshold, 100 * m.accuracy);
   gp << "set title '" << title << "' font ',14'\n"
      << "set xrange [-0.5:1.5]\nset yrange [1.5:-0.5]\nset size ratio 1\n"
-     << "set xtics ('Uninfected' 0, 'Parasitized' 1) font ',12'\nset ytics ('Uninfected' 0, 'Parasitized' 1) font ',12'\n"
+     << "set xtics ('Uninfected' 0, 'Parasitized' 1) font ',12'\nset ytics ('Uninfected' 0, "
+        "'Parasitized' 1) font ',12'\n"
      << "set xlabel 'Predicted class' font ',13'\nset ylabel 'True class' font ',13'\n"
      << "set cblabel 'row %'\nset cbrange [0:100]\n"
      << "set palette defined (0 '#f7fbff', 50 '#6baed6', 100 '#08306b')\n"
@@ -154,11 +164,12 @@ void plot_roc(const std::vector<float>& prob, const std::vector<int>& labels, co
   std::ostringstream gp;
   char title[128], point[160];
   std::snprintf(title, sizeof title, "ROC curve (AUC = %.4f)", m.roc_auc);
-  std::snprintf(point, sizeof point, "threshold %.2f: sensitivity %.3f, specificity %.3f", m.threshold, tpr,
-                m.specificity);
+  std::snprintf(point, sizeof point, "threshold %.2f: sensitivity %.3f, specificity %.3f",
+                m.threshold, tpr, m.specificity);
   gp << "set title '" << title << "' font ',14'\nset grid\nset size ratio 1\n"
      << "set xrange [0:1]\nset yrange [0:1.01]\n"
-     << "set xlabel 'False positive rate (1 - specificity)'\nset ylabel 'True positive rate (sensitivity)'\n"
+     << "set xlabel 'False positive rate (1 - specificity)'\nset ylabel 'True positive rate "
+        "(sensitivity)'\n"
      << "set key center right box opaque\nset datafile columnheaders\n"
      << "set print $op\nprint 'x,y'\nprint '" << fpr << "," << tpr << "'\nunset print\n"
      << "plot " << quote(data) << " using 1:2 with lines lw 2.5 lc rgb '#1f77b4' title 'model', "
@@ -167,25 +178,28 @@ void plot_roc(const std::vector<float>& prob, const std::vector<int>& labels, co
   gnuplot(png, 700, 700, gp.str());
 }
 
-void plot_precision_recall(const std::vector<float>& prob, const std::vector<int>& labels, const Metrics& m,
-                           const std::string& png) {
+void plot_precision_recall(const std::vector<float>& prob, const std::vector<int>& labels,
+                           const Metrics& m, const std::string& png) {
   std::vector<std::vector<double>> rows;
   for (const auto& p : pr_curve(prob, labels)) rows.push_back({p.x, p.y, p.threshold});
   const std::string data = csv_path(png);
   write_csv(data, "recall,precision,threshold", rows);
   const double base_rate =
-      labels.empty() ? 0 : double(std::count(labels.begin(), labels.end(), kParasitized)) / labels.size();
+      labels.empty()
+          ? 0
+          : double(std::count(labels.begin(), labels.end(), kParasitized)) / labels.size();
   std::ostringstream gp;
   char point[160];
-  std::snprintf(point, sizeof point, "threshold %.2f: recall %.3f, precision %.3f", m.threshold, m.recall,
-                m.precision);
+  std::snprintf(point, sizeof point, "threshold %.2f: recall %.3f, precision %.3f", m.threshold,
+                m.recall, m.precision);
   char title[96];
   std::snprintf(title, sizeof title, "Precision-recall curve (F1 = %.4f)", m.f1);
   gp << "set title '" << title << "' font ',14'\nset grid\nset size ratio 1\n"
      << "set xrange [0:1]\nset yrange [0:1.01]\n"
      << "set xlabel 'Recall (sensitivity)'\nset ylabel 'Precision'\n"
      << "set key center left box opaque\nset datafile columnheaders\n"
-     << "set print $op\nprint 'x,y'\nprint '" << m.recall << "," << m.precision << "'\nunset print\n"
+     << "set print $op\nprint 'x,y'\nprint '" << m.recall << "," << m.precision
+     << "'\nunset print\n"
      << "plot " << quote(data) << " using 1:2 with lines lw 2.5 lc rgb '#1f77b4' title 'model', "
      << base_rate << " with lines dt 2 lc rgb '#999999' title 'chance (prevalence)', "
      << "$op using 1:2 with points pt 7 ps 1.8 lc rgb '#d62728' title '" << point << "'";
@@ -193,8 +207,8 @@ void plot_precision_recall(const std::vector<float>& prob, const std::vector<int
 }
 
 namespace {
-void put_text(cv::Mat& img, const std::string& text, cv::Point at, double scale, const cv::Scalar& color,
-              int thickness = 1) {
+void put_text(cv::Mat& img, const std::string& text, cv::Point at, double scale,
+              const cv::Scalar& color, int thickness = 1) {
   cv::putText(img, text, at, cv::FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv::LINE_AA);
 }
 void write_png_atomic(const std::string& png, const cv::Mat& img) {
@@ -202,19 +216,20 @@ void write_png_atomic(const std::string& png, const cv::Mat& img) {
   write_file_atomic(png, [&](const std::string& tmp) {
     std::vector<uint8_t> bytes;
     if (!cv::imencode(".png", img, bytes)) throw std::runtime_error("cannot encode " + png);
-    std::ofstream(tmp, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    std::ofstream(tmp, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   });
 }
 }  // namespace
 
-void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& prob, int per_class,
-                      const std::string& png) {
+void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& prob,
+                      int per_class, const std::string& png) {
   constexpr int kCell = 128, kCaption = 44, kPad = 10, kHeader = 40;
   const int cols = per_class;
-  cv::Mat canvas(kHeader + 2 * (kCell + kCaption + kPad) + kPad, kPad + cols * (kCell + kPad), CV_8UC3,
-                 cv::Scalar(255, 255, 255));
-  put_text(canvas, prob.empty() ? "Sample cells" : "Sample cells with the model's P(Parasitized)", {kPad, 28}, 0.8,
-           {40, 40, 40}, 2);
+  cv::Mat canvas(kHeader + 2 * (kCell + kCaption + kPad) + kPad, kPad + cols * (kCell + kPad),
+                 CV_8UC3, cv::Scalar(255, 255, 255));
+  put_text(canvas, prob.empty() ? "Sample cells" : "Sample cells with the model's P(Parasitized)",
+           {kPad, 28}, 0.8, {40, 40, 40}, 2);
   std::ostringstream csv;
   csv << "row,column,path,label,probability_parasitized\n";
   for (int row = 0; row < 2; ++row) {
@@ -230,7 +245,8 @@ void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<floa
       cv::Mat cell;
       cv::resize(read_image(samples[i].path), cell, {kCell, kCell}, 0, 0, cv::INTER_AREA);
       cell.copyTo(canvas(cv::Rect(x, y, kCell, kCell)));
-      const cv::Scalar color = label == kParasitized ? cv::Scalar(94, 43, 138) : cv::Scalar(74, 125, 47);
+      const cv::Scalar color =
+          label == kParasitized ? cv::Scalar(94, 43, 138) : cv::Scalar(74, 125, 47);
       put_text(canvas, kClassNames[label], {x, y + kCell + 17}, 0.5, color, 1);
       if (!prob.empty()) {
         char text[48];
@@ -261,22 +277,29 @@ void draw_architecture(const ArchitectureSummary& s, const std::string& png) {
   dot << "digraph model {\n  rankdir=LR; nodesep=0.3; ranksep=0.35;\n"
       << "  node [shape=plaintext, fontname=\"DejaVu Sans\", fontsize=11];\n"
       << "  label=\"" << s.arch << ": " << s.total_params << " parameters (" << s.trainable_params
-      << " trainable), input 3x" << s.image_size << "x" << s.image_size << "\"; labelloc=t; fontsize=15;"
+      << " trainable), input 3x" << s.image_size << "x" << s.image_size
+      << "\"; labelloc=t; fontsize=15;"
       << " fontname=\"DejaVu Sans\";\n"
-      << "  input [label=<<table border=\"1\" cellborder=\"0\" bgcolor=\"#dfe8f5\"><tr><td><b>input</b></td></tr>"
+      << "  input [label=<<table border=\"1\" cellborder=\"0\" "
+         "bgcolor=\"#dfe8f5\"><tr><td><b>input</b></td></tr>"
       << "<tr><td>3 x " << s.image_size << " x " << s.image_size << "</td></tr></table>>];\n";
   std::string prev = "input";
   for (size_t b = 0; b < stages.size(); ++b) {
     const std::string id = "s" + std::to_string(b);
-    dot << "  " << id << " [label=<<table border=\"1\" cellborder=\"0\" cellspacing=\"2\" bgcolor=\"#f7f8fb\">"
+    dot << "  " << id
+        << " [label=<<table border=\"1\" cellborder=\"0\" cellspacing=\"2\" bgcolor=\"#f7f8fb\">"
         << "<tr><td align=\"left\"><b>layer</b></td><td align=\"left\"><b>output</b></td>"
         << "<td align=\"right\"><b>params</b></td></tr>";
     for (const LayerInfo* l : stages[b]) {
       std::string shape;
-      for (size_t k = 0; k < l->output_shape.size(); ++k) shape += (k ? "x" : "") + std::to_string(l->output_shape[k]);
-      const char* fill = l->type == "Conv2d" ? "#f7dde9" : l->type == "Linear" ? "#dff1e5" : "#f7f8fb";
+      for (size_t k = 0; k < l->output_shape.size(); ++k)
+        shape += (k ? "x" : "") + std::to_string(l->output_shape[k]);
+      const char* fill = l->type == "Conv2d"   ? "#f7dde9"
+                         : l->type == "Linear" ? "#dff1e5"
+                                               : "#f7f8fb";
       dot << "<tr><td align=\"left\" bgcolor=\"" << fill << "\">" << l->name << " " << l->type
-          << "</td><td align=\"left\">" << shape << "</td><td align=\"right\">" << l->params << "</td></tr>";
+          << "</td><td align=\"left\">" << shape << "</td><td align=\"right\">" << l->params
+          << "</td></tr>";
     }
     dot << "</table>>];\n  " << prev << " -> " << id << ";\n";
     prev = id;
@@ -286,7 +309,8 @@ void draw_architecture(const ArchitectureSummary& s, const std::string& png) {
   write_text_atomic(dot_path, dot.str());
   const std::string tmp = png + ".tmp-" + std::to_string(::getpid()) + ".png";
   try {
-    run_tool("dot -Tpng -Gdpi=110 -o " + quote(tmp) + " " + quote(dot_path), tmp, png, "architecture.png");
+    run_tool("dot -Tpng -Gdpi=110 -o " + quote(tmp) + " " + quote(dot_path), tmp, png,
+             "architecture.png");
   } catch (...) {
     fs::remove(dot_path);
     throw;
@@ -294,8 +318,8 @@ void draw_architecture(const ArchitectureSummary& s, const std::string& png) {
   fs::remove(dot_path);
 }
 
-void draw_feature_maps(const cv::Mat& input_bgr, const std::vector<cv::Mat>& maps, const std::string& title,
-                       const std::string& png) {
+void draw_feature_maps(const cv::Mat& input_bgr, const std::vector<cv::Mat>& maps,
+                       const std::string& title, const std::string& png) {
   constexpr int kTile = 96, kPad = 6, kHeader = 40;
   const int n = static_cast<int>(maps.size()) + 1;  // the input comes first
   const int cols = std::min(n, 8), rows = (n + cols - 1) / cols;
@@ -303,11 +327,13 @@ void draw_feature_maps(const cv::Mat& input_bgr, const std::vector<cv::Mat>& map
                  cv::Scalar(255, 255, 255));
   // Shrink the title until it fits the canvas.
   double scale = 0.7;
-  while (scale > 0.35 && cv::getTextSize(title, cv::FONT_HERSHEY_SIMPLEX, scale, 2, nullptr).width > canvas.cols - 2 * kPad)
+  while (scale > 0.35 && cv::getTextSize(title, cv::FONT_HERSHEY_SIMPLEX, scale, 2, nullptr).width >
+                             canvas.cols - 2 * kPad)
     scale -= 0.05;
   put_text(canvas, title, {kPad, 28}, scale, {40, 40, 40}, scale > 0.5 ? 2 : 1);
   for (int i = 0; i < n; ++i) {
-    const int x = kPad + (i % cols) * (kTile + kPad), y = kHeader + (i / cols) * (kTile + kPad + 16);
+    const int x = kPad + (i % cols) * (kTile + kPad),
+              y = kHeader + (i / cols) * (kTile + kPad + 16);
     cv::Mat tile;
     if (i == 0) {
       cv::resize(input_bgr, tile, {kTile, kTile}, 0, 0, cv::INTER_AREA);

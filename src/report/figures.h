@@ -17,17 +17,17 @@ namespace malaria {
 // history: the array written to history.json; best_epoch is marked (1-based, 0: none).
 void plot_training_history(const nlohmann::json& history, int best_epoch, const std::string& png);
 void plot_confusion_matrix(const Metrics& metrics, const std::string& png);
-void plot_roc(const std::vector<float>& probabilities, const std::vector<int>& labels, const Metrics& metrics,
-              const std::string& png);
+void plot_roc(const std::vector<float>& probabilities, const std::vector<int>& labels,
+              const Metrics& metrics, const std::string& png);
 void plot_precision_recall(const std::vector<float>& probabilities, const std::vector<int>& labels,
                            const Metrics& metrics, const std::string& png);
 // A labelled grid of up to `per_class` cells of each class; with probabilities, each caption
 // shows P(Parasitized) too.
-void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& probabilities, int per_class,
-                      const std::string& png);
+void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& probabilities,
+                      int per_class, const std::string& png);
 void draw_architecture(const ArchitectureSummary& summary, const std::string& png);
 // The input cell and one panel per channel of a layer's activations.
-void draw_feature_maps(const cv::Mat& input_bgr, const std::vector<cv::Mat>& maps, const std::string& title,
-                       const std::string& png);
+void draw_feature_maps(const cv::Mat& input_bgr, const std::vector<cv::Mat>& maps,
+                       const std::string& title, const std::string& png);
 
 }  // namespace malaria

@@ -15,7 +15,8 @@ namespace malaria {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-void write_evaluation_figures(const Classifier& model, const Evaluation& ev, const std::string& dir) {
+void write_evaluation_figures(const Classifier& model, const Evaluation& ev,
+                              const std::string& dir) {
   fs::create_directories(dir);
   std::vector<int> labels;
   for (const auto& s : ev.samples) labels.push_back(s.label);
@@ -27,12 +28,14 @@ void write_evaluation_figures(const Classifier& model, const Evaluation& ev, con
   for (const auto& s : ev.samples)
     if (s.label == kParasitized) {
       const cv::Mat cell = read_image(s.path);
-      draw_feature_maps(cell, model.feature_maps(cell, 1),
-                        "First convolution layer activations: " + fs::path(s.path).filename().string(),
-                        dir + "/feature_maps.png");
+      draw_feature_maps(
+          cell, model.feature_maps(cell, 1),
+          "First convolution layer activations: " + fs::path(s.path).filename().string(),
+          dir + "/feature_maps.png");
       break;
     }
-  draw_architecture(summarize_architecture(model.arch(), model.image_size()), dir + "/architecture.png");
+  draw_architecture(summarize_architecture(model.arch(), model.image_size()),
+                    dir + "/architecture.png");
 }
 
 namespace {
@@ -59,15 +62,16 @@ std::string figure(const std::string& dir, const std::string& name, const std::s
   const std::string path = dir + "/figures/" + name;
   if (!fs::exists(path)) return "";
   return "<figure><img alt=\"" + html_escape(caption) + "\" src=\"data:image/png;base64," +
-         base64_encode(read_text(path)) + "\"><figcaption>" + html_escape(caption) + "</figcaption></figure>\n";
+         base64_encode(read_text(path)) + "\"><figcaption>" + html_escape(caption) +
+         "</figcaption></figure>\n";
 }
 
 std::string kv_table(const json& obj) {
   std::ostringstream out;
   out << "<table class=\"kv\">";
   for (const auto& [k, v] : obj.items())
-    out << "<tr><th>" << html_escape(k) << "</th><td>" << html_escape(v.is_string() ? v.get<std::string>() : v.dump())
-        << "</td></tr>";
+    out << "<tr><th>" << html_escape(k) << "</th><td>"
+        << html_escape(v.is_string() ? v.get<std::string>() : v.dump()) << "</td></tr>";
   out << "</table>\n";
   return out.str();
 }
@@ -75,69 +79,86 @@ std::string kv_table(const json& obj) {
 }  // namespace
 
 std::string write_report(const std::string& dir) {
-  if (!fs::exists(dir + "/config.json")) throw std::runtime_error(dir + " is not a training run folder (no config.json)");
+  if (!fs::exists(dir + "/config.json"))
+    throw std::runtime_error(dir + " is not a training run folder (no config.json)");
   const json config = read_json(dir + "/config.json");
   const json data = read_json(dir + "/data_summary.json");
   const json history = read_json(dir + "/history.json");
   const json test = read_json(dir + "/evaluation.json");
-  const std::string txt = fs::exists(dir + "/evaluation.txt") ? read_text(dir + "/evaluation.txt") : "";
+  const std::string txt =
+      fs::exists(dir + "/evaluation.txt") ? read_text(dir + "/evaluation.txt") : "";
 
   std::ostringstream h;
   h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Training report: "
     << html_escape(fs::path(dir).filename().string()) << "</title><style>"
-    << "body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:auto;padding:1.5rem;color:#1d2433}"
+    << "body{font:15px/1.5 "
+       "system-ui,sans-serif;max-width:1100px;margin:auto;padding:1.5rem;color:#1d2433}"
     << "h1{color:#8a2b5e}h2{border-bottom:1px solid #dcdfe6;padding-bottom:.2rem;margin-top:2rem}"
-    << "table{border-collapse:collapse;margin:.5rem 0}th,td{border-bottom:1px solid #e3e5ea;padding:.25rem .6rem;"
-    << "text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}table.kv th{color:#5b6475;"
-    << "font-weight:normal}figure{display:inline-block;margin:.5rem}img{max-width:100%;border:1px solid #e3e5ea}"
-    << "figcaption{color:#5b6475;font-size:.9rem}pre{background:#f6f7f9;padding:.75rem;overflow-x:auto}"
+    << "table{border-collapse:collapse;margin:.5rem 0}th,td{border-bottom:1px solid "
+       "#e3e5ea;padding:.25rem .6rem;"
+    << "text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}table.kv "
+       "th{color:#5b6475;"
+    << "font-weight:normal}figure{display:inline-block;margin:.5rem}img{max-width:100%;border:1px "
+       "solid #e3e5ea}"
+    << "figcaption{color:#5b6475;font-size:.9rem}pre{background:#f6f7f9;padding:.75rem;overflow-x:"
+       "auto}"
     << ".metrics td{font-size:1.1rem}</style></head><body>\n";
   h << "<h1>Training report: " << html_escape(fs::path(dir).filename().string()) << "</h1>\n"
-    << "<p>Architecture <b>" << html_escape(config.value("arch", "")) << "</b> at " << config.value("image_size", 0)
-    << "&times;" << config.value("image_size", 0) << ", written " << now_iso8601()
-    << " by malaria " << MALARIA_VERSION << ". The model assists and does not replace a trained microscopist.</p>\n";
+    << "<p>Architecture <b>" << html_escape(config.value("arch", "")) << "</b> at "
+    << config.value("image_size", 0) << "&times;" << config.value("image_size", 0) << ", written "
+    << now_iso8601() << " by malaria " << MALARIA_VERSION
+    << ". The model assists and does not replace a trained microscopist.</p>\n";
 
   h << "<h2>Test metrics (patients never seen in training)</h2>\n";
   if (test.is_object()) {
-    h << "<table class=\"metrics\"><tr><th>accuracy</th><th>sensitivity</th><th>specificity</th><th>precision</th>"
+    h << "<table "
+         "class=\"metrics\"><tr><th>accuracy</th><th>sensitivity</th><th>specificity</"
+         "th><th>precision</th>"
       << "<th>F1</th><th>ROC AUC</th><th>loss</th><th>images</th></tr><tr>"
-      << "<td class=n>" << pct(test["accuracy"]) << "</td><td class=n>" << pct(test["recall"]) << "</td><td class=n>"
-      << pct(test["specificity"]) << "</td><td class=n>" << pct(test["precision"]) << "</td><td class=n>"
-      << num(test["f1"]) << "</td><td class=n>" << num(test["roc_auc"]) << "</td><td class=n>" << num(test["loss"])
-      << "</td><td class=n>" << test.value("images", 0) << "</td></tr></table>\n";
+      << "<td class=n>" << pct(test["accuracy"]) << "</td><td class=n>" << pct(test["recall"])
+      << "</td><td class=n>" << pct(test["specificity"]) << "</td><td class=n>"
+      << pct(test["precision"]) << "</td><td class=n>" << num(test["f1"]) << "</td><td class=n>"
+      << num(test["roc_auc"]) << "</td><td class=n>" << num(test["loss"]) << "</td><td class=n>"
+      << test.value("images", 0) << "</td></tr></table>\n";
     h << figure(dir, "confusion_matrix.png", "Confusion matrix of the test split")
       << figure(dir, "roc.png", "ROC curve with the operating point")
       << figure(dir, "pr.png", "Precision-recall curve");
     const auto cr = txt.find("Classification report");
     const auto pp = txt.find("Per patient");
     if (cr != std::string::npos)
-      h << "<h2>Classification report</h2><pre>" << html_escape(txt.substr(cr, pp == std::string::npos ? std::string::npos : pp - cr))
+      h << "<h2>Classification report</h2><pre>"
+        << html_escape(txt.substr(cr, pp == std::string::npos ? std::string::npos : pp - cr))
         << "</pre>\n";
   } else {
     h << "<p>No test split was evaluated.</p>\n";
   }
 
-  h << "<h2>Training history</h2>\n" << figure(dir, "training_history.png", "Accuracy and loss per epoch");
+  h << "<h2>Training history</h2>\n"
+    << figure(dir, "training_history.png", "Accuracy and loss per epoch");
   if (history.is_array()) {
-    h << "<table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th>"
+    h << "<table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val "
+         "acc</th>"
       << "<th>learning rate</th><th>seconds</th><th>images/s</th></tr>";
     for (const auto& r : history)
-      h << "<tr><td class=n>" << r["epoch"] << "</td><td class=n>" << num(r["train_loss"]) << "</td><td class=n>"
-        << num(r["train_accuracy"]) << "</td><td class=n>" << num(r["val_loss"]) << "</td><td class=n>"
-        << num(r["val_accuracy"]) << "</td><td class=n>" << num(r["learning_rate"], 6) << "</td><td class=n>"
-        << num(r["seconds"], 1) << "</td><td class=n>" << num(r["images_per_second"], 0) << "</td></tr>";
+      h << "<tr><td class=n>" << r["epoch"] << "</td><td class=n>" << num(r["train_loss"])
+        << "</td><td class=n>" << num(r["train_accuracy"]) << "</td><td class=n>"
+        << num(r["val_loss"]) << "</td><td class=n>" << num(r["val_accuracy"])
+        << "</td><td class=n>" << num(r["learning_rate"], 6) << "</td><td class=n>"
+        << num(r["seconds"], 1) << "</td><td class=n>" << num(r["images_per_second"], 0)
+        << "</td></tr>";
     h << "</table>\n";
   }
 
   h << "<h2>Data and split</h2>\n";
   if (data.is_object()) {
     h << kv_table(data.value("dataset", json::object()));
-    h << "<table><tr><th>split</th><th>images</th><th>Parasitized</th><th>Uninfected</th><th>patients</th></tr>";
+    h << "<table><tr><th>split</th><th>images</th><th>Parasitized</th><th>Uninfected</"
+         "th><th>patients</th></tr>";
     for (const char* part : {"train", "val", "test"}) {
       const json p = data["split"].value(part, json::object());
       h << "<tr><td>" << part << "</td><td class=n>" << p.value("images", 0) << "</td><td class=n>"
-        << p.value("Parasitized", 0) << "</td><td class=n>" << p.value("Uninfected", 0) << "</td><td class=n>"
-        << p.value("patients", 0) << "</td></tr>";
+        << p.value("Parasitized", 0) << "</td><td class=n>" << p.value("Uninfected", 0)
+        << "</td><td class=n>" << p.value("patients", 0) << "</td></tr>";
     }
     h << "</table><p>Split mode <b>" << html_escape(data.value("split_mode", "")) << "</b>, seed "
       << data.value("split_seed", 0) << "; the list of files per split is in split.csv.</p>\n";
@@ -148,14 +169,16 @@ std::string write_report(const std::string& dir) {
     h << "<h2>Per-patient results</h2><table><tr><th>patient</th><th>cells</th><th>accuracy</th>"
       << "<th>true parasitemia</th><th>predicted parasitemia</th></tr>";
     for (const auto& p : test["patients"])
-      h << "<tr><td>" << html_escape(p.value("patient", "")) << "</td><td class=n>" << p.value("cells", 0)
-        << "</td><td class=n>" << pct(p["accuracy"]) << "</td><td class=n>" << pct(p["true_parasitemia"])
-        << "</td><td class=n>" << pct(p["predicted_parasitemia"]) << "</td></tr>";
+      h << "<tr><td>" << html_escape(p.value("patient", "")) << "</td><td class=n>"
+        << p.value("cells", 0) << "</td><td class=n>" << pct(p["accuracy"]) << "</td><td class=n>"
+        << pct(p["true_parasitemia"]) << "</td><td class=n>" << pct(p["predicted_parasitemia"])
+        << "</td></tr>";
     h << "</table>\n";
   }
 
   h << "<h2>Model</h2>\n"
-    << figure(dir, "feature_maps.png", "Activations of the first convolution layer for one test cell")
+    << figure(dir, "feature_maps.png",
+              "Activations of the first convolution layer for one test cell")
     << figure(dir, "architecture.png", "The network, drawn from its definition");
   h << "<h2>Configuration</h2>\n" << kv_table(config) << "</body></html>\n";
   const std::string path = dir + "/report.html";

@@ -10,7 +10,8 @@ namespace malaria {
 
 // confusion_matrix.png, roc.png, pr.png, sample_images.png, feature_maps.png and
 // architecture.png (each plot with its CSV), all from `evaluation` and `model`.
-void write_evaluation_figures(const Classifier& model, const Evaluation& evaluation, const std::string& dir);
+void write_evaluation_figures(const Classifier& model, const Evaluation& evaluation,
+                              const std::string& dir);
 
 // RUN_DIR/report.html: data, split, configuration, history, test metrics, classification
 // report, per-patient results and every figure, embedded so the file opens offline.

@@ -9,7 +9,7 @@
 namespace malaria {
 
 struct Asset {
-  std::string path;          // URL path, e.g. "/app.js"
+  std::string path;  // URL path, e.g. "/app.js"
   std::string content_type;
   std::string_view content;
 };

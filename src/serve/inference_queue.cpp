@@ -4,8 +4,8 @@
 
 namespace malaria {
 
-InferenceQueue::InferenceQueue(const Classifier& model, size_t max_batch, size_t capacity, int max_wait_ms,
-                               std::function<void(size_t)> on_batch)
+InferenceQueue::InferenceQueue(const Classifier& model, size_t max_batch, size_t capacity,
+                               int max_wait_ms, std::function<void(size_t)> on_batch)
     : model_(model),
       max_batch_(std::max<size_t>(1, max_batch)),
       capacity_(capacity),
@@ -27,7 +27,8 @@ size_t InferenceQueue::waiting_images() const {
   return waiting_;
 }
 
-std::optional<std::future<std::vector<float>>> InferenceQueue::submit(std::vector<float> pixels, size_t n) {
+std::optional<std::future<std::vector<float>>> InferenceQueue::submit(std::vector<float> pixels,
+                                                                      size_t n) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stop_ || (waiting_ > 0 && waiting_ + n > capacity_)) return std::nullopt;
   Job job{std::move(pixels), n, {}};
@@ -49,7 +50,8 @@ void InferenceQueue::run() {
       cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
       if (jobs_.empty()) return;  // stopping, nothing left
       if (max_wait_ms_ > 0 && waiting_ < max_batch_)
-        cv_.wait_for(lock, std::chrono::milliseconds(max_wait_ms_), [&] { return stop_ || waiting_ >= max_batch_; });
+        cv_.wait_for(lock, std::chrono::milliseconds(max_wait_ms_),
+                     [&] { return stop_ || waiting_ >= max_batch_; });
       // Take whole requests while they fit; a single request larger than max_batch runs alone.
       while (!jobs_.empty() && (batch.empty() || images + jobs_.front().n <= max_batch_)) {
         images += jobs_.front().n;
@@ -73,7 +75,8 @@ void InferenceQueue::run() {
       if (on_batch_) on_batch_(images);
       size_t offset = 0;
       for (auto& job : batch) {
-        job.result.set_value(std::vector<float>(prob.begin() + offset, prob.begin() + offset + job.n));
+        job.result.set_value(
+            std::vector<float>(prob.begin() + offset, prob.begin() + offset + job.n));
         offset += job.n;
       }
     } catch (...) {

@@ -4,8 +4,8 @@
 
 namespace malaria {
 
-void MetricsRegistry::describe(const std::string& name, const std::string& help, const std::string& type,
-                               std::vector<double> buckets) {
+void MetricsRegistry::describe(const std::string& name, const std::string& help,
+                               const std::string& type, std::vector<double> buckets) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto& f = families_[name];
   f.help = help;
@@ -52,7 +52,8 @@ std::string MetricsRegistry::render() const {
         cumulative += h.counts[i];
         std::ostringstream le;
         le << f.buckets[i];
-        out << name << "_bucket" << with_label(labels, "le=\"" + le.str() + "\"") << ' ' << cumulative << '\n';
+        out << name << "_bucket" << with_label(labels, "le=\"" + le.str() + "\"") << ' '
+            << cumulative << '\n';
       }
       out << name << "_bucket" << with_label(labels, "le=\"+Inf\"") << ' ' << h.count << '\n';
       out << name << "_sum" << braces(labels) << ' ' << h.sum << '\n';

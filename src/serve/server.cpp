@@ -1,12 +1,11 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <spdlog/spdlog.h>
-
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <fstream>
@@ -36,7 +35,8 @@ constexpr const char* kPageCsp =
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 // Swagger UI sets inline styles on its elements.
 constexpr const char* kDocsCsp =
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src "
+    "'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 thread_local std::chrono::steady_clock::time_point t_request_start;
@@ -60,15 +60,17 @@ class App {
       : opt_(options), model_(Classifier::load(options.model_path)) {
     const std::string bytes = read_text(options.model_path);
     model_id_ = model_.arch() + "-" + fnv1a_hex(bytes).substr(0, 12);
-    band_ = opt_.inconclusive_band >= 0 ? opt_.inconclusive_band
-                                        : model_.metadata().value("inconclusive_band", kDefaultInconclusiveBand);
+    band_ = opt_.inconclusive_band >= 0
+                ? opt_.inconclusive_band
+                : model_.metadata().value("inconclusive_band", kDefaultInconclusiveBand);
     describe_metrics();
     // One forward pass before listening: the first request should not pay for lazy initialisation.
     const int side = model_.image_size();
     std::vector<float> warmup(3ull * side * side, 0.5f);
     model_.predict(warmup.data(), 1);
-    queue_ = std::make_unique<InferenceQueue>(model_, opt_.max_batch, opt_.queue_capacity, opt_.batch_wait_ms,
-                                              [this](size_t n) { metrics_.observe("malaria_inference_batch_size", "", n); });
+    queue_ = std::make_unique<InferenceQueue>(
+        model_, opt_.max_batch, opt_.queue_capacity, opt_.batch_wait_ms,
+        [this](size_t n) { metrics_.observe("malaria_inference_batch_size", "", n); });
     setup_routes();
   }
 
@@ -78,14 +80,17 @@ class App {
 
  private:
   void describe_metrics() {
-    metrics_.describe("malaria_http_requests_total", "HTTP requests by route and status.", "counter");
-    metrics_.describe("malaria_http_request_duration_seconds", "Time to answer a request, by route.", "histogram",
+    metrics_.describe("malaria_http_requests_total", "HTTP requests by route and status.",
+                      "counter");
+    metrics_.describe("malaria_http_request_duration_seconds",
+                      "Time to answer a request, by route.", "histogram",
                       {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5});
     metrics_.describe("malaria_predictions_total", "Classified cells by decision.", "counter");
-    metrics_.describe("malaria_inference_batch_size", "Images per forward pass (dynamic batching).", "histogram",
-                      {1, 2, 4, 8, 16, 32, 64, 128});
+    metrics_.describe("malaria_inference_batch_size", "Images per forward pass (dynamic batching).",
+                      "histogram", {1, 2, 4, 8, 16, 32, 64, 128});
     metrics_.describe("malaria_model_info", "The loaded model.", "gauge");
-    metrics_.count("malaria_model_info", "id=\"" + model_id_ + "\",arch=\"" + model_.arch() + "\"", 1);
+    metrics_.count("malaria_model_info", "id=\"" + model_id_ + "\",arch=\"" + model_.arch() + "\"",
+                   1);
     for (const char* d : {"Parasitized", "Uninfected", "Inconclusive"})
       metrics_.count("malaria_predictions_total", std::string("decision=\"") + d + "\"", 0);
   }
@@ -131,7 +136,8 @@ class App {
         continue;
       }
       try {
-        const cv::Mat bgr = decode_image(std::vector<uint8_t>(bytes.begin(), bytes.end()), o.filename);
+        const cv::Mat bgr =
+            decode_image(std::vector<uint8_t>(bytes.begin(), bytes.end()), o.filename);
         pixels.resize((good.size() + 1) * plane);
         to_chw_float(resize_rgb(bgr, s), pixels.data() + good.size() * plane);
         good.push_back(i);
@@ -149,7 +155,8 @@ class App {
   }
 
   json result_json(const FileOutcome& o) {
-    if (!o.error.empty()) return {{"filename", o.filename}, {"error", o.error}, {"status", o.status}};
+    if (!o.error.empty())
+      return {{"filename", o.filename}, {"error", o.error}, {"status", o.status}};
     const CellDecision d = decide(o.probability, model_.threshold(), band_);
     metrics_.count("malaria_predictions_total", "decision=\"" + d.decision + "\"");
     return {{"filename", o.filename},
@@ -165,7 +172,8 @@ class App {
     if (req.is_multipart_form_data()) {
       auto range = req.files.equal_range("file");
       for (auto it = range.first; it != range.second; ++it)
-        uploads.push_back({it->second.filename.empty() ? "upload" : it->second.filename, &it->second.content});
+        uploads.push_back(
+            {it->second.filename.empty() ? "upload" : it->second.filename, &it->second.content});
     } else if (!req.body.empty()) {
       uploads.push_back({"upload", &req.body});
     }
@@ -175,14 +183,20 @@ class App {
   void handle_api_predict(const httplib::Request& req, httplib::Response& res) {
     const auto uploads = uploads_of(req);
     if (uploads.empty())
-      return send_json(res, 400, json::parse(json_error("no file: send multipart field 'file' or an image body", 400)));
+      return send_json(
+          res, 400,
+          json::parse(json_error("no file: send multipart field 'file' or an image body", 400)));
     if (uploads.size() > opt_.max_files)
-      return send_json(res, 413, json::parse(json_error("too many files: " + std::to_string(uploads.size()) +
-                                                            " (limit " + std::to_string(opt_.max_files) + ")", 413)));
+      return send_json(res, 413,
+                       json::parse(json_error("too many files: " + std::to_string(uploads.size()) +
+                                                  " (limit " + std::to_string(opt_.max_files) + ")",
+                                              413)));
     std::vector<FileOutcome> outcomes;
     if (!classify(uploads, outcomes)) {
       res.set_header("Retry-After", "1");
-      return send_json(res, 503, json::parse(json_error("server busy: inference queue is full, retry shortly", 503)));
+      return send_json(
+          res, 503,
+          json::parse(json_error("server busy: inference queue is full, retry shortly", 503)));
     }
     json results = json::array();
     size_t parasitized = 0, uninfected = 0, inconclusive = 0, errors = 0;
@@ -199,7 +213,10 @@ class App {
       results.push_back(std::move(r));
     }
     const size_t cells = parasitized + uninfected;
-    json body = {{"model", {{"id", model_id_}, {"name", model_.metadata().value("name", "")}, {"arch", model_.arch()}}},
+    json body = {{"model",
+                  {{"id", model_id_},
+                   {"name", model_.metadata().value("name", "")},
+                   {"arch", model_.arch()}}},
                  {"results", results},
                  {"summary",
                   {{"cells", cells},
@@ -219,9 +236,11 @@ class App {
   std::string result_page(const std::string& body_html) const {
     return "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-           "<title>Malaria cell classifier: result</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body>"
+           "<title>Malaria cell classifier: result</title><link rel=\"stylesheet\" "
+           "href=\"/style.css\"></head><body>"
            "<header><h1>Malaria cell classifier</h1></header>"
-           "<p class=\"notice\" role=\"note\"><strong>Assistive tool.</strong> This software assists and does not "
+           "<p class=\"notice\" role=\"note\"><strong>Assistive tool.</strong> This software "
+           "assists and does not "
            "replace a trained microscopist.</p><main><section>" +
            body_html +
            "<p><a href=\"/\">Classify another image</a></p></section></main></body></html>";
@@ -231,14 +250,20 @@ class App {
   void handle_form_predict(const httplib::Request& req, httplib::Response& res) {
     const auto uploads = uploads_of(req);
     if (uploads.empty())
-      return send_page(res, 400, result_page("<h2>No file</h2><p class=\"error\">Choose a cell image to upload.</p>"));
+      return send_page(
+          res, 400,
+          result_page("<h2>No file</h2><p class=\"error\">Choose a cell image to upload.</p>"));
     if (uploads.size() > opt_.max_files)
-      return send_page(res, 413, result_page("<h2>Too many files</h2><p class=\"error\">At most " +
-                                             std::to_string(opt_.max_files) + " images per upload.</p>"));
+      return send_page(res, 413,
+                       result_page("<h2>Too many files</h2><p class=\"error\">At most " +
+                                   std::to_string(opt_.max_files) + " images per upload.</p>"));
     std::vector<FileOutcome> outcomes;
     if (!classify(uploads, outcomes)) {
       res.set_header("Retry-After", "1");
-      return send_page(res, 503, result_page("<h2>Busy</h2><p class=\"error\">The server is busy; try again in a moment.</p>"));
+      return send_page(
+          res, 503,
+          result_page(
+              "<h2>Busy</h2><p class=\"error\">The server is busy; try again in a moment.</p>"));
     }
     std::ostringstream html;
     int status = 200;
@@ -255,12 +280,13 @@ class App {
       const json r = result_json(o);
       char confidence[32];
       std::snprintf(confidence, sizeof confidence, "%.2f", 100.0 * r["confidence"].get<double>());
-      html << "<img class=\"result-image\" alt=\"uploaded cell\" src=\"data:" << mime_for_format(o.format) << ";base64,"
-           << base64_encode(*uploads[i].bytes) << "\">"
-           << "<p class=\"prediction\">Prediction: " << r["label"].get<std::string>() << " (Confidence: " << confidence
-           << "%)</p>";
+      html << "<img class=\"result-image\" alt=\"uploaded cell\" src=\"data:"
+           << mime_for_format(o.format) << ";base64," << base64_encode(*uploads[i].bytes) << "\">"
+           << "<p class=\"prediction\">Prediction: " << r["label"].get<std::string>()
+           << " (Confidence: " << confidence << "%)</p>";
       if (r["decision"] == kInconclusive)
-        html << "<p class=\"badge Inconclusive\">Inconclusive: close to the decision threshold, refer to a microscopist.</p>";
+        html << "<p class=\"badge Inconclusive\">Inconclusive: close to the decision threshold, "
+                "refer to a microscopist.</p>";
       html << "</article>";
     }
     send_page(res, any_ok ? 200 : status, result_page(html.str()));
@@ -316,7 +342,8 @@ class App {
     }
     svr_.set_default_headers(defaults);
     svr_.set_payload_max_length(static_cast<size_t>(opt_.max_upload_mb * 1024 * 1024));
-    svr_.set_tcp_nodelay(true);  // small JSON answers must not wait 40 ms for Nagle and delayed ACKs
+    svr_.set_tcp_nodelay(
+        true);  // small JSON answers must not wait 40 ms for Nagle and delayed ACKs
     svr_.set_read_timeout(10);
     svr_.set_write_timeout(30);
     const int http_threads = std::max(2, opt_.http_threads);
@@ -335,7 +362,9 @@ class App {
         const std::string auth = req.get_header_value("Authorization");
         if (!constant_time_equal(auth, "Bearer " + opt_.api_key)) {
           res.set_header("WWW-Authenticate", "Bearer");
-          send_json(res, 401, json::parse(json_error("missing or wrong API key (Authorization: Bearer KEY)", 401)));
+          send_json(
+              res, 401,
+              json::parse(json_error("missing or wrong API key (Authorization: Bearer KEY)", 401)));
           return httplib::Server::HandlerResponse::Handled;
         }
       }
@@ -348,33 +377,36 @@ class App {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       std::string message = "request failed with status " + std::to_string(res.status);
       if (res.status == 413)
-        message = "upload too large (limit " + std::to_string(static_cast<int>(opt_.max_upload_mb)) + " MB)";
+        message = "upload too large (limit " +
+                  std::to_string(static_cast<int>(opt_.max_upload_mb)) + " MB)";
       else if (res.status == 405)
-        message = "method " + req.method + " not allowed on " + req.path + " (allowed: " + res.get_header_value("Allow") + ")";
+        message = "method " + req.method + " not allowed on " + req.path +
+                  " (allowed: " + res.get_header_value("Allow") + ")";
       else if (res.status == 404)
         message = "no such route: " + req.path;
       if (is_api(req) || req.get_header_value("Accept").find("text/html") == std::string::npos) {
         res.set_content(json_error(message, res.status), "application/json");
       } else {
-        res.set_content(result_page("<h2>" + std::to_string(res.status) + "</h2><p class=\"error\">" +
-                                    html_escape(message) + "</p>"),
+        res.set_content(result_page("<h2>" + std::to_string(res.status) +
+                                    "</h2><p class=\"error\">" + html_escape(message) + "</p>"),
                         "text/html; charset=utf-8");
         res.set_header("Content-Security-Policy", kPageCsp);
       }
       return httplib::Server::HandlerResponse::Handled;
     }));
 
-    svr_.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-      std::string what = "internal error";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      spdlog::error("{} {}: {}", req.method, req.path, what);
-      send_json(res, 500, json::parse(json_error("internal error", 500)));
-    });
+    svr_.set_exception_handler(
+        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "internal error";
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          spdlog::error("{} {}: {}", req.method, req.path, what);
+          send_json(res, 500, json::parse(json_error("internal error", 500)));
+        });
 
     svr_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       const double seconds =
@@ -383,26 +415,33 @@ class App {
       metrics_.count("malaria_http_requests_total",
                      "route=\"" + route + "\",status=\"" + std::to_string(res.status) + "\"");
       metrics_.observe("malaria_http_request_duration_seconds", "route=\"" + route + "\"", seconds);
-      spdlog::info("{} {} {} {:.1f}ms {}B in {}B out {}", req.method, req.path, res.status, seconds * 1e3,
-                   req.body.size(), res.body.size(), req.remote_addr);
+      spdlog::info("{} {} {} {:.1f}ms {}B in {}B out {}", req.method, req.path, res.status,
+                   seconds * 1e3, req.body.size(), res.body.size(), req.remote_addr);
     });
 
     for (const auto& asset : web_assets()) {
       if (asset.path == "/openapi.json") continue;
       route(asset.path, "GET", [this, &asset](const httplib::Request&, httplib::Response& res) {
         const bool text = asset.content_type.rfind("text/", 0) == 0;
-        res.set_content(std::string(asset.content), asset.content_type + (text ? "; charset=utf-8" : ""));
-        res.set_header("Content-Security-Policy", asset.path.rfind("/docs", 0) == 0 ? kDocsCsp : kPageCsp);
+        res.set_content(std::string(asset.content),
+                        asset.content_type + (text ? "; charset=utf-8" : ""));
+        res.set_header("Content-Security-Policy",
+                       asset.path.rfind("/docs", 0) == 0 ? kDocsCsp : kPageCsp);
         res.set_header("Cache-Control", asset.path == "/" ? "no-cache" : "public, max-age=3600");
       });
     }
     route("/openapi.json", "GET", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(std::string(find_asset("/openapi.json")->content), "application/json");
     });
-    route("/api/v1/predict", "POST", [this](const auto& req, auto& res) { handle_api_predict(req, res); });
-    route("/predict/", "POST", [this](const auto& req, auto& res) { handle_form_predict(req, res); });
-    route("/api/v1/model", "GET", [this](const auto&, auto& res) { send_json(res, 200, model_json()); });
-    route("/health", "GET", [this](const auto&, auto& res) { send_json(res, 200, {{"status", "ok"}}); });
+    route("/api/v1/predict", "POST",
+          [this](const auto& req, auto& res) { handle_api_predict(req, res); });
+    route("/predict/", "POST",
+          [this](const auto& req, auto& res) { handle_form_predict(req, res); });
+    route("/api/v1/model", "GET",
+          [this](const auto&, auto& res) { send_json(res, 200, model_json()); });
+    route("/health", "GET", [this](const auto&, auto& res) {
+      send_json(res, 200, {{"status", "ok"}});
+    });
     route("/ready", "GET", [this](const auto&, auto& res) {
       if (ready_)
         send_json(res, 200, {{"ready", true}, {"model", model_id_}});
@@ -446,8 +485,8 @@ int run_server(const ServerOptions& options) {
   App app(options);
   auto& svr = app.server();
   if (!svr.bind_to_port(options.host, options.port))
-    throw std::runtime_error("cannot listen on " + options.host + ":" + std::to_string(options.port) +
-                             " (address in use or not allowed)");
+    throw std::runtime_error("cannot listen on " + options.host + ":" +
+                             std::to_string(options.port) + " (address in use or not allowed)");
   if (::pipe(g_stop_pipe) != 0) throw std::runtime_error("cannot create the shutdown pipe");
   struct sigaction action {};
   action.sa_handler = on_server_signal;
@@ -459,13 +498,14 @@ int run_server(const ServerOptions& options) {
     while (::read(g_stop_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
     if (sig == 0) return;  // the pipe was closed: the server stopped by itself
-    spdlog::info("received {}, finishing requests in flight", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    spdlog::info("received {}, finishing requests in flight",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.set_ready(false);
     svr.stop();
   });
   app.set_ready(true);
-  spdlog::info("serving model {} at http://{}:{}/ ({} compute threads)", app.model_id(), options.host, options.port,
-               compute_threads());
+  spdlog::info("serving model {} at http://{}:{}/ ({} compute threads)", app.model_id(),
+               options.host, options.port, compute_threads());
   const bool ok = svr.listen_after_bind();
   ::close(g_stop_pipe[1]);  // releases the watcher if no signal came
   stopper.join();

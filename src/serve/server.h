@@ -10,15 +10,15 @@ struct ServerOptions {
   std::string model_path;
   std::string host = "127.0.0.1";
   int port = 8000;
-  int compute_threads = 0;     // LibTorch threads; 0: all cores
-  int http_threads = 32;       // connections served at once
-  size_t max_batch = 32;       // images per forward pass
-  int batch_wait_ms = 0;       // extra wait to fill a batch; 0 batches whatever is queued
+  int compute_threads = 0;       // LibTorch threads; 0: all cores
+  int http_threads = 32;         // connections served at once
+  size_t max_batch = 32;         // images per forward pass
+  int batch_wait_ms = 0;         // extra wait to fill a batch; 0 batches whatever is queued
   size_t queue_capacity = 1024;  // images waiting for inference before 503
   double max_upload_mb = 10;
   size_t max_files = 64;
-  std::string api_key;         // when set, /api/ routes need "Authorization: Bearer KEY"
-  std::string cors_origin;     // when set, allowed cross-origin caller of the API
+  std::string api_key;            // when set, /api/ routes need "Authorization: Bearer KEY"
+  std::string cors_origin;        // when set, allowed cross-origin caller of the API
   double inconclusive_band = -1;  // < 0: the model file's band, or the default
 };
 

@@ -31,7 +31,8 @@ bool cpu_has_bf16() {
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);)
     if (line.rfind("flags", 0) == 0)
-      return line.find(" avx512_bf16") != std::string::npos || line.find(" amx_bf16") != std::string::npos;
+      return line.find(" avx512_bf16") != std::string::npos ||
+             line.find(" amx_bf16") != std::string::npos;
   return false;
 }
 
@@ -123,22 +124,27 @@ struct EpochRecord {
   double train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0;
   double learning_rate = 0, seconds = 0, images_per_second = 0;
   json to_json() const {
-    return {{"epoch", epoch},           {"train_loss", train_loss}, {"train_accuracy", train_accuracy},
-            {"val_loss", val_loss},     {"val_accuracy", val_accuracy},
-            {"learning_rate", learning_rate}, {"seconds", seconds},
+    return {{"epoch", epoch},
+            {"train_loss", train_loss},
+            {"train_accuracy", train_accuracy},
+            {"val_loss", val_loss},
+            {"val_accuracy", val_accuracy},
+            {"learning_rate", learning_rate},
+            {"seconds", seconds},
             {"images_per_second", images_per_second}};
   }
   static EpochRecord from_json(const json& j) {
-    return {j.at("epoch"),         j.at("train_loss"),    j.at("train_accuracy"), j.at("val_loss"),
-            j.at("val_accuracy"),  j.at("learning_rate"), j.at("seconds"),        j.at("images_per_second")};
+    return {j.at("epoch"),    j.at("train_loss"),       j.at("train_accuracy"),
+            j.at("val_loss"), j.at("val_accuracy"),     j.at("learning_rate"),
+            j.at("seconds"),  j.at("images_per_second")};
   }
 };
 
 // Everything needed to continue a run exactly where it stopped.
 struct RunState {
-  int epoch = 0;           // epoch in progress (0-based)
-  size_t next_batch = 0;   // first batch of that epoch not yet trained
-  double loss_sum = 0;     // running sums of the epoch in progress
+  int epoch = 0;          // epoch in progress (0-based)
+  size_t next_batch = 0;  // first batch of that epoch not yet trained
+  double loss_sum = 0;    // running sums of the epoch in progress
   size_t correct = 0, seen = 0;
   double epoch_seconds = 0;
   double best_val_loss = std::numeric_limits<double>::infinity();
@@ -150,10 +156,18 @@ struct RunState {
   json to_json() const {
     json h = json::array();
     for (const auto& r : history) h.push_back(r.to_json());
-    return {{"epoch", epoch},          {"next_batch", next_batch},       {"loss_sum", loss_sum},
-            {"correct", correct},      {"seen", seen},                   {"epoch_seconds", epoch_seconds},
-            {"best_val_loss", best_val_loss}, {"best_epoch", best_epoch}, {"bad_epochs", bad_epochs},
-            {"train_seconds", train_seconds}, {"train_images", train_images}, {"history", h}};
+    return {{"epoch", epoch},
+            {"next_batch", next_batch},
+            {"loss_sum", loss_sum},
+            {"correct", correct},
+            {"seen", seen},
+            {"epoch_seconds", epoch_seconds},
+            {"best_val_loss", best_val_loss},
+            {"best_epoch", best_epoch},
+            {"bad_epochs", bad_epochs},
+            {"train_seconds", train_seconds},
+            {"train_images", train_images},
+            {"history", h}};
   }
   static RunState from_json(const json& j) {
     RunState s;
@@ -190,11 +204,13 @@ void load_module(const std::string& path, torch::nn::Module& module) {
 
 void write_history(const std::string& dir, const std::vector<EpochRecord>& history) {
   std::ostringstream csv;
-  csv << "epoch,train_loss,train_accuracy,val_loss,val_accuracy,learning_rate,seconds,images_per_second\n";
+  csv << "epoch,train_loss,train_accuracy,val_loss,val_accuracy,learning_rate,seconds,images_per_"
+         "second\n";
   json j = json::array();
   for (const auto& r : history) {
     csv << r.epoch << ',' << r.train_loss << ',' << r.train_accuracy << ',' << r.val_loss << ','
-        << r.val_accuracy << ',' << r.learning_rate << ',' << r.seconds << ',' << r.images_per_second << '\n';
+        << r.val_accuracy << ',' << r.learning_rate << ',' << r.seconds << ','
+        << r.images_per_second << '\n';
     j.push_back(r.to_json());
   }
   write_text_atomic(dir + "/history.csv", csv.str());
@@ -209,8 +225,8 @@ class Trainer {
     prepare_data(resuming);
     model_ = build_model(opt_.arch, opt_.image_size);
     to_channels_last(*model_);
-    optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(),
-                                                      torch::optim::AdamOptions(opt_.learning_rate));
+    optimizer_ = std::make_unique<torch::optim::Adam>(
+        model_->parameters(), torch::optim::AdamOptions(opt_.learning_rate));
     if (resuming) {
       load_checkpoint();
       to_channels_last(*model_);  // loading restores the file's memory order
@@ -223,20 +239,22 @@ class Trainer {
     const double budget = opt_.time_limit_minutes * 60.0;
     const double already = state_.train_seconds;
     TrainOutcome outcome;
-    log("training %s at %dx%d on %zu images (validation %zu, test %zu), %d threads", opt_.arch.c_str(),
-        opt_.image_size, opt_.image_size, split_.train.size(), split_.val.size(), split_.test.size(),
-        compute_threads());
+    log("training %s at %dx%d on %zu images (validation %zu, test %zu), %d threads",
+        opt_.arch.c_str(), opt_.image_size, opt_.image_size, split_.train.size(), split_.val.size(),
+        split_.test.size(), compute_threads());
     bool stop_early = false;
     while (state_.epoch < opt_.epochs && !stop_early) {
       if (!train_epoch()) {
         save_checkpoint();
         outcome.interrupted = true;
-        log("interrupted: checkpoint saved in %s/checkpoint; continue with: malaria train --resume %s",
+        log("interrupted: checkpoint saved in %s/checkpoint; continue with: malaria train --resume "
+            "%s",
             dir_.c_str(), dir_.c_str());
         return outcome;
       }
       stop_early = end_epoch();
-      const double elapsed = already + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double elapsed =
+          already + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (budget > 0 && elapsed >= budget && state_.epoch < opt_.epochs && !stop_early) {
         log("time limit of %.1f min reached after epoch %d", opt_.time_limit_minutes, state_.epoch);
         stop_early = true;
@@ -266,12 +284,16 @@ class Trainer {
       scan.strict = opt_.strict;
       const Dataset ds = scan_dataset(opt_.data_dir, scan);
       split_ = split_dataset(ds.samples, opt_.split, opt_.fractions, opt_.seed);
-      data_summary_ = {{"root", ds.root}, {"dataset", ds.summary.to_json()}, {"split", split_summary(split_)},
-                       {"split_mode", malaria::to_string(opt_.split)}, {"split_seed", opt_.seed}};
+      data_summary_ = {{"root", ds.root},
+                       {"dataset", ds.summary.to_json()},
+                       {"split", split_summary(split_)},
+                       {"split_mode", malaria::to_string(opt_.split)},
+                       {"split_seed", opt_.seed}};
       write_split_csv(split_, split_csv);
       write_text_atomic(dir_ + "/data_summary.json", data_summary_.dump(2));
       write_text_atomic(dir_ + "/config.json", opt_.to_json().dump(2));
-      log("data: %zu images of %zu patients (%zu Parasitized, %zu Uninfected), %zu unreadable skipped",
+      log("data: %zu images of %zu patients (%zu Parasitized, %zu Uninfected), %zu unreadable "
+          "skipped",
           ds.samples.size(), ds.summary.patients, ds.summary.per_class[kParasitized],
           ds.summary.per_class[kUninfected], ds.summary.unreadable.size());
     }
@@ -308,11 +330,13 @@ class Trainer {
   bool train_epoch() {
     model_->train();
     for (auto& group : optimizer_->param_groups())
-      static_cast<torch::optim::AdamOptions&>(group.options()).lr(epoch_learning_rate(state_.epoch));
+      static_cast<torch::optim::AdamOptions&>(group.options())
+          .lr(epoch_learning_rate(state_.epoch));
     train_loader_->start_epoch(state_.epoch, state_.next_batch);
     const size_t steps = steps_per_epoch();
     const size_t batch_images = std::min<size_t>(split_.train.size(), steps * opt_.batch_size);
-    ProgressBar bar(batch_images, "epoch " + std::to_string(state_.epoch + 1) + "/" + std::to_string(opt_.epochs));
+    ProgressBar bar(batch_images, "epoch " + std::to_string(state_.epoch + 1) + "/" +
+                                      std::to_string(opt_.epochs));
     auto t0 = std::chrono::steady_clock::now();
     auto flush_time = [&] {
       const auto now = std::chrono::steady_clock::now();
@@ -367,7 +391,8 @@ class Trainer {
                    .contiguous(at::MemoryFormat::ChannelsLast);
       auto y = torch::from_blob(batch->labels.data(), {n});
       auto logits = model_->forward(x).reshape({n});
-      loss_sum += torch::binary_cross_entropy_with_logits(logits, y, {}, {}, torch::Reduction::Sum).item<double>();
+      loss_sum += torch::binary_cross_entropy_with_logits(logits, y, {}, {}, torch::Reduction::Sum)
+                      .item<double>();
       correct += ((logits >= 0).to(torch::kFloat) == y).sum().item<int64_t>();
       seen += n;
     }
@@ -402,8 +427,8 @@ class Trainer {
     } else {
       state_.bad_epochs++;
     }
-    log("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs %.0f img/s%s", r.epoch,
-        opt_.epochs, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds,
+    log("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs %.0f img/s%s",
+        r.epoch, opt_.epochs, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds,
         r.images_per_second, improved ? "  *best" : "");
     write_history(dir_, state_.history);
     state_.epoch++;
@@ -412,8 +437,8 @@ class Trainer {
     state_.correct = state_.seen = 0;
     state_.epoch_seconds = 0;
     if (state_.bad_epochs >= opt_.patience) {
-      log("early stopping: validation loss has not improved for %d epochs (best: epoch %d)", opt_.patience,
-          state_.best_epoch);
+      log("early stopping: validation loss has not improved for %d epochs (best: epoch %d)",
+          opt_.patience, state_.best_epoch);
       return true;
     }
     return false;
@@ -427,13 +452,15 @@ class Trainer {
       optimizer_->save(archive);
       archive.save_to(tmp);
     });
-    write_text_atomic(cp + "/state.json", state_.to_json().dump(2));  // last: marks the set complete
+    write_text_atomic(cp + "/state.json",
+                      state_.to_json().dump(2));  // last: marks the set complete
   }
 
   void load_checkpoint() {
     const std::string cp = dir_ + "/checkpoint";
     if (!fs::exists(cp + "/state.json"))
-      throw std::runtime_error("no checkpoint to resume in " + dir_ + " (expected " + cp + "/state.json)");
+      throw std::runtime_error("no checkpoint to resume in " + dir_ + " (expected " + cp +
+                               "/state.json)");
     state_ = RunState::from_json(json::parse(read_text(cp + "/state.json")));
     load_module(cp + "/weights.pt", *model_);
     torch::serialize::InputArchive archive;
@@ -464,7 +491,8 @@ class Trainer {
             {"preprocessing",
              {{"decode", "OpenCV, 8-bit color"},
               {"color", "RGB"},
-              {"resize", "to image_size x image_size; INTER_AREA when shrinking, INTER_CUBIC when enlarging"},
+              {"resize",
+               "to image_size x image_size; INTER_AREA when shrinking, INTER_CUBIC when enlarging"},
               {"scale", "pixel / 255"},
               {"layout", "NCHW float32"}}},
             {"threshold", 0.5},
@@ -502,7 +530,8 @@ class Trainer {
     outcome.epochs_run = static_cast<int>(state_.history.size());
     outcome.best_epoch = state_.best_epoch;
     outcome.train_seconds = state_.train_seconds;
-    outcome.train_images_per_second = state_.train_seconds > 0 ? state_.train_images / state_.train_seconds : 0;
+    outcome.train_images_per_second =
+        state_.train_seconds > 0 ? state_.train_images / state_.train_seconds : 0;
     log("saved %s (best epoch %d, validation loss %.4f)", model_path.c_str(), state_.best_epoch,
         state_.best_val_loss);
     if (!split_.test.empty()) {
@@ -514,17 +543,18 @@ class Trainer {
       outcome.test = ev.to_json();
       write_text_atomic(dir_ + "/evaluation.json", outcome.test.dump(2));
       write_text_atomic(dir_ + "/evaluation.txt", ev.to_text());
-      std::printf("Test split (%zu images, %zu patients never seen in training)\n%s", split_.test.size(),
-                  ev.patients.size(), ev.to_text().c_str());
-      meta["test"] = {{"loss", ev.metrics.loss},         {"accuracy", ev.metrics.accuracy},
-                      {"sensitivity", ev.metrics.recall}, {"specificity", ev.metrics.specificity},
+      std::printf("Test split (%zu images, %zu patients never seen in training)\n%s",
+                  split_.test.size(), ev.patients.size(), ev.to_text().c_str());
+      meta["test"] = {{"loss", ev.metrics.loss},           {"accuracy", ev.metrics.accuracy},
+                      {"sensitivity", ev.metrics.recall},  {"specificity", ev.metrics.specificity},
                       {"precision", ev.metrics.precision}, {"f1", ev.metrics.f1},
-                      {"roc_auc", ev.metrics.roc_auc},   {"images", split_.test.size()}};
+                      {"roc_auc", ev.metrics.roc_auc},     {"images", split_.test.size()}};
       save_model_file(model_path, model_, meta);
       write_figures_and_report(classifier, ev);
     }
     std::error_code ignored;
-    fs::remove_all(dir_ + "/checkpoint", ignored);  // the run is complete; model.pt holds the result
+    fs::remove_all(dir_ + "/checkpoint",
+                   ignored);  // the run is complete; model.pt holds the result
     return outcome;
   }
 
@@ -545,7 +575,8 @@ class Trainer {
 TrainOutcome run_training(const TrainOptions& options) {
   if (options.out_dir.empty()) throw std::invalid_argument("an output folder (--out) is required");
   if (fs::exists(options.out_dir + "/checkpoint/state.json"))
-    throw std::runtime_error(options.out_dir + " holds an interrupted run; continue it with --resume " +
+    throw std::runtime_error(options.out_dir +
+                             " holds an interrupted run; continue it with --resume " +
                              options.out_dir + " or choose another --out");
   build_model(options.arch, options.image_size);  // fail fast on a bad arch or size
   Trainer trainer(options, false);
@@ -554,7 +585,8 @@ TrainOutcome run_training(const TrainOptions& options) {
 
 TrainOutcome resume_training(const std::string& run_dir, int threads) {
   const std::string config = run_dir + "/config.json";
-  if (!fs::exists(config)) throw std::runtime_error(run_dir + " is not a training run folder (no config.json)");
+  if (!fs::exists(config))
+    throw std::runtime_error(run_dir + " is not a training run folder (no config.json)");
   TrainOptions options = TrainOptions::from_json(json::parse(read_text(config)));
   options.out_dir = run_dir;
   if (threads > 0) options.threads = threads;

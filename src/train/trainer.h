@@ -20,7 +20,8 @@ struct TrainOptions {
   int epochs = 20;
   int batch_size = 32;
   double learning_rate = 5e-4;
-  std::string lr_schedule = "cosine";  // cosine: decays to 1% over the epochs; constant: the original
+  std::string lr_schedule =
+      "cosine";       // cosine: decays to 1% over the epochs; constant: the original
   int patience = 10;  // epochs without a better validation loss before stopping
   SplitMode split = SplitMode::Patient;
   SplitFractions fractions;

@@ -7,7 +7,8 @@
 namespace malaria {
 
 // Writes through `writer` into PATH.tmp-PID, flushes, then renames over PATH.
-void write_file_atomic(const std::string& path, const std::function<void(const std::string&)>& writer);
+void write_file_atomic(const std::string& path,
+                       const std::function<void(const std::string&)>& writer);
 void write_text_atomic(const std::string& path, const std::string& text);
 std::string read_text(const std::string& path);
 std::string now_iso8601();
