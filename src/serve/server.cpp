@@ -415,8 +415,11 @@ class App {
       metrics_.count("malaria_http_requests_total",
                      "route=\"" + route + "\",status=\"" + std::to_string(res.status) + "\"");
       metrics_.observe("malaria_http_request_duration_seconds", "route=\"" + route + "\"", seconds);
-      spdlog::info("{} {} {} {:.1f}ms {}B in {}B out {}", req.method, req.path, res.status,
-                   seconds * 1e3, req.body.size(), res.body.size(), req.remote_addr);
+      spdlog::info(
+          "{} {} {} {:.1f}ms {}B in {}B out {}", req.method, req.path, res.status, seconds * 1e3,
+          req.get_header_value("Content-Length").empty() ? "0"
+                                                         : req.get_header_value("Content-Length"),
+          res.body.size(), req.remote_addr);
     });
 
     for (const auto& asset : web_assets()) {
