@@ -10,6 +10,7 @@
 #include "data/dataset.h"
 #include "data/download.h"
 #include "data/image.h"
+#include "eval/decision.h"
 #include "eval/evaluate.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
@@ -178,7 +179,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   evaluate->add_option("--json", json_out, "also write the full report as JSON to this file");
   evaluate->add_flag("--strict", strict, "treat an unreadable image as an error");
-  std::string figures_dir;
+  std::string figures_dir, predictions_out;
+  evaluate->add_option("--predictions", predictions_out,
+                       "write one CSV row per image (probability, decision)");
   evaluate->add_option("--figures", figures_dir,
                        "write confusion matrix, ROC, PR, samples, feature maps, architecture here");
 
@@ -308,6 +311,8 @@ int main(int argc, char** argv) {
         j["data"] = ds.summary.to_json();
         write_text_atomic(json_out, j.dump(2));
       }
+      if (!predictions_out.empty())
+        write_text_atomic(predictions_out, ev.predictions_csv(kDefaultInconclusiveBand));
       if (!figures_dir.empty()) {
         write_evaluation_figures(model, ev, figures_dir);
         std::printf("figures written to %s\n", figures_dir.c_str());

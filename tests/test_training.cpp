@@ -26,8 +26,9 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   o.cache = true;
   const TrainOutcome outcome = run_training(o);
   ASSERT_FALSE(outcome.interrupted);
-  for (const char* f : {"model.pt", "split.csv", "config.json", "data_summary.json", "history.csv",
-                        "history.json", "evaluation.json", "evaluation.txt"})
+  for (const char* f :
+       {"model.pt", "split.csv", "config.json", "data_summary.json", "history.csv", "history.json",
+        "evaluation.json", "evaluation.txt", "test_predictions.csv"})
     EXPECT_TRUE(std::filesystem::exists(dir / ("run/" + std::string(f)))) << f;
   EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoint"));
 
@@ -59,6 +60,9 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
     EXPECT_NEAR(predictions[i].probability, ev.probabilities[i], 1e-5) << paths[i];
   }
   EXPECT_NEAR(ev.metrics.accuracy, outcome.test["accuracy"].get<double>(), 1e-9);
+  const std::string predictions_csv = read_text(dir / "run/test_predictions.csv");
+  EXPECT_EQ(std::count(predictions_csv.begin(), predictions_csv.end(), '\n'),
+            static_cast<long>(split.test.size()) + 1);
 
   // Figures: present, real PNGs, and drawn from the numbers the JSON report holds.
   for (const char* f : {"training_history", "confusion_matrix", "roc", "pr", "sample_images",

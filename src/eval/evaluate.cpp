@@ -7,6 +7,7 @@
 
 #include "data/image.h"
 #include "data/loader.h"
+#include "eval/decision.h"
 #include "util/progress.h"
 
 namespace malaria {
@@ -60,6 +61,18 @@ std::string Evaluation::to_text() const {
   }
   std::snprintf(line, sizeof line, "\n%.1f s, %.0f images/s\n", seconds, images_per_second);
   out << line;
+  return out.str();
+}
+
+std::string Evaluation::predictions_csv(double band) const {
+  std::ostringstream out;
+  out << "path,patient,label,probability_parasitized,predicted,decision\n";
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const CellDecision d = decide(probabilities[i], metrics.threshold, band);
+    out << '"' << samples[i].path << "\"," << samples[i].patient << ','
+        << kClassNames[samples[i].label] << ',' << probabilities[i] << ',' << d.label << ','
+        << d.decision << '\n';
+  }
   return out.str();
 }
 

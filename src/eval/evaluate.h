@@ -19,6 +19,8 @@ struct Evaluation {
   double seconds = 0, images_per_second = 0;
   nlohmann::json to_json() const;
   std::string to_text() const;  // terminal report: metrics, confusion matrix, report, patients
+  // One row per image: path, patient, true label, P(Parasitized), predicted label, decision.
+  std::string predictions_csv(double inconclusive_band) const;
 };
 
 struct EvaluateOptions {

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "data/loader.h"
+#include "eval/decision.h"
 #include "eval/evaluate.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
@@ -543,6 +544,8 @@ class Trainer {
       outcome.test = ev.to_json();
       write_text_atomic(dir_ + "/evaluation.json", outcome.test.dump(2));
       write_text_atomic(dir_ + "/evaluation.txt", ev.to_text());
+      write_text_atomic(dir_ + "/test_predictions.csv",
+                        ev.predictions_csv(kDefaultInconclusiveBand));
       std::printf("Test split (%zu images, %zu patients never seen in training)\n%s",
                   split_.test.size(), ev.patients.size(), ev.to_text().c_str());
       meta["test"] = {{"loss", ev.metrics.loss},           {"accuracy", ev.metrics.accuracy},
