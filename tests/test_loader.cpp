@@ -21,6 +21,15 @@ std::vector<Sample> make_images(const TempDir& dir, int n = 10) {
   return out;
 }
 
+// 8 px images, `batch` per batch: small enough that every test runs in milliseconds.
+LoaderOptions small_loader(int batch, bool shuffle) {
+  LoaderOptions o;
+  o.image_size = 8;
+  o.batch_size = batch;
+  o.shuffle = shuffle;
+  return o;
+}
+
 std::vector<std::vector<size_t>> epoch_items(BatchLoader& loader, int epoch, size_t first = 0) {
   loader.start_epoch(epoch, first);
   std::vector<std::vector<size_t>> out;
@@ -32,10 +41,7 @@ std::vector<std::vector<size_t>> epoch_items(BatchLoader& loader, int epoch, siz
 TEST(Loader, EveryImageOnceWithCorrectPixelsAndLabels) {
   TempDir dir;
   const auto samples = make_images(dir);
-  LoaderOptions o;
-  o.image_size = 8;
-  o.batch_size = 4;
-  o.shuffle = true;
+  LoaderOptions o = small_loader(4, true);
   o.workers = 2;
   BatchLoader loader(samples, o);
   EXPECT_EQ(loader.batches_per_epoch(), 3u);
@@ -57,10 +63,7 @@ TEST(Loader, EveryImageOnceWithCorrectPixelsAndLabels) {
 TEST(Loader, ShuffleDependsOnSeedAndEpochOnly) {
   TempDir dir;
   const auto samples = make_images(dir);
-  LoaderOptions o;
-  o.image_size = 8;
-  o.batch_size = 3;
-  o.shuffle = true;
+  LoaderOptions o = small_loader(3, true);
   o.seed = 11;
   BatchLoader a(samples, o), b(samples, o);
   EXPECT_EQ(epoch_items(a, 0), epoch_items(b, 0));
@@ -70,10 +73,7 @@ TEST(Loader, ShuffleDependsOnSeedAndEpochOnly) {
 TEST(Loader, ResumingMidEpochYieldsTheRemainingBatches) {
   TempDir dir;
   const auto samples = make_images(dir);
-  LoaderOptions o;
-  o.image_size = 8;
-  o.batch_size = 3;
-  o.shuffle = true;
+  LoaderOptions o = small_loader(3, true);
   o.augment = AugmentConfig();
   BatchLoader loader(samples, o);
   const auto full = epoch_items(loader, 2);
@@ -86,9 +86,7 @@ TEST(Loader, AnImageThatVanishesIsReportedByName) {
   TempDir dir;
   auto samples = make_images(dir, 4);
   std::filesystem::remove(samples[2].path);
-  LoaderOptions o;
-  o.image_size = 8;
-  o.batch_size = 2;
+  LoaderOptions o = small_loader(2, false);
   BatchLoader loader(samples, o);
   loader.start_epoch(0);
   ASSERT_TRUE(loader.next());
@@ -104,9 +102,7 @@ TEST(Loader, CacheServesTheSamePixels) {
   TempDir dir;
   const auto samples = make_images(dir);
   ImageCache cache(8);
-  LoaderOptions o;
-  o.image_size = 8;
-  o.batch_size = 10;
+  LoaderOptions o = small_loader(10, false);
   BatchLoader plain(samples, o);
   o.cache = &cache;
   BatchLoader cached(samples, o);

@@ -27,14 +27,14 @@ std::string sniff_image_format(const void* data, size_t size) {
   return "";
 }
 
-cv::Mat decode_image(const std::vector<uint8_t>& bytes, const std::string& name) {
+cv::Mat decode_image(std::string_view bytes, const std::string& name) {
   if (bytes.empty()) throw ImageError(name + ": empty file");
   if (sniff_image_format(bytes.data(), bytes.size()).empty())
     throw ImageError(name + ": not a PNG, JPEG, BMP or TIFF image");
   cv::Mat image;
   try {
     image = cv::imdecode(
-        cv::Mat(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data())),
+        cv::Mat(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data())),
         cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
     throw ImageError(name + ": cannot decode image (" + e.msg + ")");
@@ -46,8 +46,7 @@ cv::Mat decode_image(const std::vector<uint8_t>& bytes, const std::string& name)
 cv::Mat read_image(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ImageError(path + ": cannot open file");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return decode_image(bytes, path);
 }
 

@@ -6,6 +6,7 @@
 #include <opencv2/core.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace malaria {
@@ -25,7 +26,7 @@ void configure_image_limits();
 std::string sniff_image_format(const void* data, size_t size);
 
 // 8-bit BGR image, or ImageError naming `name`.
-cv::Mat decode_image(const std::vector<uint8_t>& bytes, const std::string& name);
+cv::Mat decode_image(std::string_view bytes, const std::string& name);
 cv::Mat read_image(const std::string& path);
 
 // 8-bit RGB, size x size. Shrinks with INTER_AREA (as the dataset's 64 px copies were made) and

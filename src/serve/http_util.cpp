@@ -5,8 +5,8 @@
 
 namespace malaria {
 
-std::string json_error(const std::string& message, int status) {
-  return nlohmann::json{{"error", message}, {"status", status}}.dump();
+nlohmann::json json_error(const std::string& message, int status) {
+  return {{"error", message}, {"status", status}};
 }
 
 std::string fnv1a_hex(std::string_view bytes) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -9,7 +10,7 @@
 
 namespace malaria {
 
-std::string json_error(const std::string& message, int status);
+nlohmann::json json_error(const std::string& message, int status);
 // FNV-1a 64-bit digest as 16 hex digits: a stable id for a model file's bytes.
 std::string fnv1a_hex(std::string_view bytes);
 // Compares without an early exit, so the time taken does not reveal how much of a key matched.

@@ -136,8 +136,7 @@ class App {
         continue;
       }
       try {
-        const cv::Mat bgr =
-            decode_image(std::vector<uint8_t>(bytes.begin(), bytes.end()), o.filename);
+        const cv::Mat bgr = decode_image(bytes, o.filename);
         pixels.resize((good.size() + 1) * plane);
         to_chw_float(resize_rgb(bgr, s), pixels.data() + good.size() * plane);
         good.push_back(i);
@@ -183,20 +182,18 @@ class App {
   void handle_api_predict(const httplib::Request& req, httplib::Response& res) {
     const auto uploads = uploads_of(req);
     if (uploads.empty())
-      return send_json(
-          res, 400,
-          json::parse(json_error("no file: send multipart field 'file' or an image body", 400)));
+      return send_json(res, 400,
+                       json_error("no file: send multipart field 'file' or an image body", 400));
     if (uploads.size() > opt_.max_files)
       return send_json(res, 413,
-                       json::parse(json_error("too many files: " + std::to_string(uploads.size()) +
-                                                  " (limit " + std::to_string(opt_.max_files) + ")",
-                                              413)));
+                       json_error("too many files: " + std::to_string(uploads.size()) + " (limit " +
+                                      std::to_string(opt_.max_files) + ")",
+                                  413));
     std::vector<FileOutcome> outcomes;
     if (!classify(uploads, outcomes)) {
       res.set_header("Retry-After", "1");
-      return send_json(
-          res, 503,
-          json::parse(json_error("server busy: inference queue is full, retry shortly", 503)));
+      return send_json(res, 503,
+                       json_error("server busy: inference queue is full, retry shortly", 503));
     }
     json results = json::array();
     size_t parasitized = 0, uninfected = 0, inconclusive = 0, errors = 0;
@@ -362,9 +359,8 @@ class App {
         const std::string auth = req.get_header_value("Authorization");
         if (!constant_time_equal(auth, "Bearer " + opt_.api_key)) {
           res.set_header("WWW-Authenticate", "Bearer");
-          send_json(
-              res, 401,
-              json::parse(json_error("missing or wrong API key (Authorization: Bearer KEY)", 401)));
+          send_json(res, 401,
+                    json_error("missing or wrong API key (Authorization: Bearer KEY)", 401));
           return httplib::Server::HandlerResponse::Handled;
         }
       }
@@ -385,7 +381,7 @@ class App {
       else if (res.status == 404)
         message = "no such route: " + req.path;
       if (is_api(req) || req.get_header_value("Accept").find("text/html") == std::string::npos) {
-        res.set_content(json_error(message, res.status), "application/json");
+        res.set_content(json_error(message, res.status).dump(), "application/json");
       } else {
         res.set_content(result_page("<h2>" + std::to_string(res.status) +
                                     "</h2><p class=\"error\">" + html_escape(message) + "</p>"),
@@ -405,7 +401,7 @@ class App {
           } catch (...) {
           }
           spdlog::error("{} {}: {}", req.method, req.path, what);
-          send_json(res, 500, json::parse(json_error("internal error", 500)));
+          send_json(res, 500, json_error("internal error", 500));
         });
 
     svr_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
@@ -449,7 +445,7 @@ class App {
       if (ready_)
         send_json(res, 200, {{"ready", true}, {"model", model_id_}});
       else
-        send_json(res, 503, json::parse(json_error("not ready", 503)));
+        send_json(res, 503, json_error("not ready", 503));
     });
     route("/metrics", "GET", [this](const auto&, auto& res) {
       res.set_content(metrics_.render(), "text/plain; version=0.0.4");
