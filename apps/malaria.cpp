@@ -85,7 +85,6 @@ void print_model_info(const json& meta) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  configure_image_limits();
   CLI::App app{"malaria: detect malaria parasites in images of single red blood cells"};
   app.require_subcommand(1);
   app.fallthrough();
@@ -257,7 +256,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve->add_option("--queue", sopt.queue_capacity, "images allowed to wait before 503")
       ->capture_default_str();
-  serve->add_option("--http-threads", sopt.http_threads, "connections served at once")
+  serve
+      ->add_option("--max-connections", sopt.max_connections,
+                   "open connections at once (more are refused)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  serve
+      ->add_option("--header-timeout", sopt.header_timeout_s,
+                   "seconds a client has to send a request's headers")
+      ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   serve->add_option("--max-upload-mb", sopt.max_upload_mb, "largest request body")
       ->capture_default_str();

@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config git ca-certificates clang-format
   libtorch-dev libopenblas-dev libopenblas0-openmp
   libopencv-dev libgoogle-perftools-dev
-  libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libcpp-httplib-dev libmicrohttpd-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox
   nodejs chromium wrk graphviz fonts-dejavu-core

@@ -50,7 +50,6 @@ TEST(Decode, ClearErrorsForEmptyForeignAndTruncatedInput) {
 }
 
 TEST(Decode, RefusesAbsurdDimensionsBeforeAllocating) {
-  configure_image_limits();
   // A valid PNG header claiming 100000 x 100000 pixels, followed by almost nothing.
   auto png = encode(gradient(4, 4), ".png");
   auto put32 = [&](size_t at, uint32_t v) {

@@ -75,10 +75,12 @@ TEST_F(ServerTest, HealthReadyModelAndDocs) {
   EXPECT_EQ(health->status, 200);
   EXPECT_EQ(json::parse(health->body)["status"], "ok");
   auto ready = c.Get("/ready");
+  ASSERT_TRUE(ready);
   EXPECT_EQ(ready->status, 200);
   EXPECT_TRUE(json::parse(ready->body)["ready"].get<bool>());
 
   auto model = c.Get("/api/v1/model");
+  ASSERT_TRUE(model);
   ASSERT_EQ(model->status, 200);
   const auto meta = json::parse(model->body);
   EXPECT_EQ(meta["arch"], malaria::Classifier::load(MALARIA_TEST_MODEL).arch());
@@ -86,6 +88,7 @@ TEST_F(ServerTest, HealthReadyModelAndDocs) {
   EXPECT_TRUE(meta.contains("validation"));
 
   auto openapi = c.Get("/openapi.json");
+  ASSERT_TRUE(openapi);
   ASSERT_EQ(openapi->status, 200);
   const auto spec = json::parse(openapi->body);
   for (const char* path : {"/api/v1/predict", "/api/v1/model", "/predict/", "/health", "/ready",
@@ -93,13 +96,16 @@ TEST_F(ServerTest, HealthReadyModelAndDocs) {
     EXPECT_TRUE(spec["paths"].contains(path)) << path;
 
   auto docs = c.Get("/docs");
+  ASSERT_TRUE(docs);
   ASSERT_EQ(docs->status, 200);
   EXPECT_NE(docs->body.find("swagger-ui-bundle.js"), std::string::npos);
   auto bundle = c.Get("/docs/swagger-ui-bundle.js");
+  ASSERT_TRUE(bundle);
   ASSERT_EQ(bundle->status, 200);
   EXPECT_GT(bundle->body.size(), 100000u);  // the real Swagger UI, served from the binary
 
   auto page = c.Get("/");
+  ASSERT_TRUE(page);
   ASSERT_EQ(page->status, 200);
   EXPECT_NE(page->body.find("action=\"/predict/\""), std::string::npos);
   EXPECT_NE(page->body.find("does not"), std::string::npos);  // the assistive-use statement
@@ -134,6 +140,7 @@ TEST_F(ServerTest, PredictMatchesTheCommandLinePathOnRealImages) {
 
   // A raw image body works too, whatever Content-Type claims.
   auto raw = c.Post("/api/v1/predict", files[0].second, "application/octet-stream");
+  ASSERT_TRUE(raw);
   ASSERT_EQ(raw->status, 200);
   EXPECT_NEAR(json::parse(raw->body)["results"][0]["probability_parasitized"].get<double>(),
               expected[0].probability, 1e-5);
@@ -175,6 +182,7 @@ TEST_F(ServerTest, BadInputsGetTheRightStatusAndAJsonError) {
   expect_error(c.Post("/api/v1/predict", form(many)), 413, "too many files");
   expect_error(c.Get("/no/such/route"), 404, "no such route");
   auto wrong = c.Get("/api/v1/predict");
+  ASSERT_TRUE(wrong);
   expect_error(wrong, 405, "not allowed");
   EXPECT_EQ(wrong->get_header_value("Allow"), "POST");
   expect_error(c.Delete("/api/v1/model"), 405, "not allowed");
@@ -184,12 +192,14 @@ TEST_F(ServerTest, FormRouteAnswersWithTheOriginalResultPage) {
   const auto paths = real_images(1);
   auto c = server_->client();
   auto res = c.Post("/predict/", form({{"cell.png", read_bytes(paths[0])}}));
+  ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200);
   EXPECT_NE(res->get_header_value("Content-Type").find("text/html"), std::string::npos);
   EXPECT_TRUE(std::regex_search(
       res->body, std::regex(R"(Prediction: (Parasitized|Uninfected) \(Confidence: \d+\.\d\d%\))")));
   EXPECT_NE(res->body.find("data:image/png;base64,"), std::string::npos);
   auto bad = c.Post("/predict/", form({{"notes.txt", "hello"}}));
+  ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 415);
   EXPECT_NE(bad->body.find("notes.txt"), std::string::npos);
   EXPECT_NE(bad->get_header_value("Content-Type").find("text/html"), std::string::npos);
@@ -209,6 +219,7 @@ TEST_F(ServerTest, ConcurrentClientsAllGetTheRightAnswer) {
       for (int i = 0; i < 50; ++i) {
         const size_t k = (t * 50 + i) % bytes.size();
         auto res = c.Post("/api/v1/predict", bytes[k], "image/png");
+        ASSERT_TRUE(res);
         if (!res || res->status != 200) {
           failed++;
           continue;
@@ -224,6 +235,7 @@ TEST_F(ServerTest, ConcurrentClientsAllGetTheRightAnswer) {
 
   // Metrics saw them, and batching happened.
   auto metrics = server_->client().Get("/metrics");
+  ASSERT_TRUE(metrics);
   ASSERT_EQ(metrics->status, 200);
   EXPECT_NE(
       metrics->body.find("malaria_http_requests_total{route=\"/api/v1/predict\",status=\"200\"}"),
@@ -238,15 +250,19 @@ TEST(ServerOptions, ApiKeyGuardsApiRoutesOnly) {
   ServerProcess server({"--api-key", "s3cret", "--cors-origin", "https://lab.example"});
   auto c = server.client();
   auto denied = c.Get("/api/v1/model");
+  ASSERT_TRUE(denied);
   ASSERT_EQ(denied->status, 401);
   EXPECT_NE(json::parse(denied->body)["error"].get<std::string>().find("API key"),
             std::string::npos);
-  EXPECT_EQ(c.Get("/api/v1/model", {{"Authorization", "Bearer wrong"}})->status, 401);
+  EXPECT_EQ(c.Get("/api/v1/model", {{"Authorization", "Bearer wrong"}}).value().status, 401);
+  // The scheme name is case-insensitive (RFC 7235).
+  EXPECT_EQ(c.Get("/api/v1/model", {{"Authorization", "bearer s3cret"}}).value().status, 200);
   auto allowed = c.Get("/api/v1/model", {{"Authorization", "Bearer s3cret"}});
+  ASSERT_TRUE(allowed);
   EXPECT_EQ(allowed->status, 200);
   EXPECT_EQ(allowed->get_header_value("Access-Control-Allow-Origin"), "https://lab.example");
-  EXPECT_EQ(c.Get("/health")->status, 200);
-  EXPECT_EQ(c.Options("/api/v1/predict")->status, 204);
+  EXPECT_EQ(c.Get("/health").value().status, 200);
+  EXPECT_EQ(c.Options("/api/v1/predict").value().status, 204);
 }
 
 TEST(ServerOptions, FullQueueAnswers503WithRetryAfter) {
@@ -257,6 +273,7 @@ TEST(ServerOptions, FullQueueAnswers503WithRetryAfter) {
   std::thread first([&] { server.client().Post("/api/v1/predict", png, "image/png"); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto res = server.client().Post("/api/v1/predict", png, "image/png");
+  ASSERT_TRUE(res);
   first.join();
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 503);

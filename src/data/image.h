@@ -16,18 +16,34 @@ class ImageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Largest image (in pixels) the decoder will allocate; bigger headers are refused before decoding.
-inline constexpr size_t kMaxImagePixels = 64ull * 1024 * 1024;
+// The largest image a decoder may allocate, checked against the header before decoding: a few
+// kilobytes of PNG can claim gigapixels (a decompression bomb).
+struct ImageLimits {
+  int max_width;
+  int max_height;
+};
+// A single cell: real uploads are 40-400 px.
+inline constexpr ImageLimits kCellImageLimits = {4096, 4096};
+// A whole smear field photo (up to 4000x3000 and more from larger sensors).
+inline constexpr ImageLimits kFieldImageLimits = {8192, 8192};
 
-// Must run before the first decode: OpenCV reads its pixel limit once.
-void configure_image_limits();
+struct ImageSize {
+  int width = 0;
+  int height = 0;
+};
+// Width and height from the header of a PNG, JPEG, BMP or TIFF, without decoding; throws
+// ImageError naming `name` when the header is missing or unreadable.
+ImageSize read_image_size(std::string_view bytes, const std::string& name);
 
 // Format from the leading bytes ("png", "jpeg", "bmp", "tiff"), or "" when not an image we accept.
 std::string sniff_image_format(const void* data, size_t size);
 
-// 8-bit BGR image, or ImageError naming `name`.
-cv::Mat decode_image(std::string_view bytes, const std::string& name);
-cv::Mat read_image(const std::string& path);
+// 8-bit BGR image, or ImageError naming `name` (also for headers beyond `limits`).
+cv::Mat decode_image(std::string_view bytes, const std::string& name,
+                     ImageLimits limits = kCellImageLimits);
+// Reads a regular file of at most max_bytes and decodes it; anything else is an ImageError.
+inline constexpr size_t kMaxImageFileBytes = 64u << 20;
+cv::Mat read_image(const std::string& path, ImageLimits limits = kCellImageLimits);
 
 // 8-bit RGB, size x size. Shrinks with INTER_AREA (as the dataset's 64 px copies were made) and
 // enlarges with INTER_CUBIC, so small and large uploads land close to the training distribution.

@@ -1,5 +1,7 @@
 #include "serve/http_util.h"
 
+#include <strings.h>
+
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -29,6 +31,13 @@ std::string mime_for_format(const std::string& format) {
   if (format == "bmp") return "image/bmp";
   if (format == "tiff") return "image/tiff";
   return "application/octet-stream";
+}
+
+std::string bearer_token(const std::string& authorization) {
+  // The scheme name is case-insensitive (RFC 7235); the token is not.
+  if (authorization.size() < 7 || strncasecmp(authorization.c_str(), "Bearer ", 7) != 0) return {};
+  const size_t start = authorization.find_first_not_of(' ', 7);
+  return start == std::string::npos ? std::string() : authorization.substr(start);
 }
 
 }  // namespace malaria

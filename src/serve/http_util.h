@@ -16,5 +16,7 @@ std::string fnv1a_hex(std::string_view bytes);
 // Compares without an early exit, so the time taken does not reveal how much of a key matched.
 bool constant_time_equal(std::string_view a, std::string_view b);
 std::string mime_for_format(const std::string& format);
+// The token of an "Authorization: Bearer TOKEN" header, or "" for any other header.
+std::string bearer_token(const std::string& authorization);
 
 }  // namespace malaria

@@ -11,10 +11,11 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
   int compute_threads = 0;       // LibTorch threads; 0: all cores
-  int http_threads = 32;         // connections served at once
+  int max_connections = 1000;    // open connections at once; each has its own thread
   size_t max_batch = 32;         // images per forward pass
   int batch_wait_ms = 0;         // extra wait to fill a batch; 0 batches whatever is queued
   size_t queue_capacity = 1024;  // images waiting for inference before 503
+  int header_timeout_s = 10;     // a request's headers must arrive within this (slow clients)
   double max_upload_mb = 10;
   size_t max_files = 64;
   std::string api_key;            // when set, /api/ routes need "Authorization: Bearer KEY"

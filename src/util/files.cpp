@@ -1,11 +1,16 @@
 #include "util/files.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -43,6 +48,36 @@ std::string read_text(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string read_regular_file(const std::string& path, size_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    throw FileError(path + ": cannot open (" +
+                    (errno == ELOOP ? std::string("symbolic link loop") : std::strerror(errno)) +
+                    ")");
+  std::unique_ptr<int, void (*)(int*)> guard(new int(fd), [](int* f) {
+    ::close(*f);
+    delete f;
+  });
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw FileError(path + ": cannot read (" + std::strerror(errno) + ")");
+  if (!S_ISREG(st.st_mode)) throw FileError(path + ": not a regular file");
+  if (static_cast<size_t>(st.st_size) > max_bytes)
+    throw FileError(path + ": file of " + std::to_string(st.st_size) +
+                    " bytes is over the limit of " + std::to_string(max_bytes));
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw FileError(path + ": cannot read (" + std::strerror(errno) + ")");
+    if (n == 0) break;  // the file shrank while we read it
+    got += static_cast<size_t>(n);
+  }
+  bytes.resize(got);
+  return bytes;
 }
 
 std::string now_iso8601() {

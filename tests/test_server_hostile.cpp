@@ -1,0 +1,329 @@
+// Attacks a hostile client would make on the real server binary, each followed by a normal
+// request that must still be answered correctly (issue 9's defects as regression tests).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "server_fixture.h"
+#include "test_helpers.h"
+
+using json = nlohmann::json;
+using testing_support::read_bytes;
+using testing_support::ServerProcess;
+
+namespace {
+
+int connect_to(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool send_all(int fd, const std::string& bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Everything the server sends until it closes the connection or `timeout_ms` passes.
+std::string read_until_closed(int fd, int timeout_ms) {
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    char buf[65536];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// Sends raw bytes as one request on a fresh connection; returns the raw answer.
+std::string raw_request(int port, const std::string& bytes, int timeout_ms = 5000) {
+  const int fd = connect_to(port);
+  if (fd < 0) return "";
+  send_all(fd, bytes);
+  std::string answer = read_until_closed(fd, timeout_ms);
+  ::close(fd);
+  return answer;
+}
+
+int status_of(const std::string& raw) {
+  if (raw.rfind("HTTP/1.1 ", 0) != 0) return -1;
+  return std::stoi(raw.substr(9, 3));
+}
+
+std::string body_of(const std::string& raw) {
+  const size_t at = raw.find("\r\n\r\n");
+  return at == std::string::npos ? "" : raw.substr(at + 4);
+}
+
+long resident_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+std::string real_cell() {
+  const std::string dir = testing_support::data_root() + "/cell_images_128/Parasitized";
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  return read_bytes(files.front());
+}
+
+// A real PNG whose header claims w x h pixels.
+std::string png_claiming(uint32_t w, uint32_t h) {
+  std::vector<uint8_t> png;
+  cv::imencode(".png", cv::Mat(4, 4, CV_8UC3, cv::Scalar(1, 2, 3)), png);
+  for (int i = 0; i < 4; ++i) {
+    png[16 + i] = static_cast<uint8_t>(w >> (24 - 8 * i));
+    png[20 + i] = static_cast<uint8_t>(h >> (24 - 8 * i));
+  }
+  return std::string(png.begin(), png.end());
+}
+
+std::string multipart(const std::vector<std::pair<std::string, std::string>>& files,
+                      const std::string& boundary = "XyZbOuNdArY") {
+  std::string body;
+  for (const auto& [name, bytes] : files)
+    body += "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" +
+            name + "\"\r\nContent-Type: image/png\r\n\r\n" + bytes + "\r\n";
+  return body + "--" + boundary + "--\r\n";
+}
+
+std::string post(const std::string& path, const std::string& body, const std::string& content_type,
+                 const std::string& extra_headers = "") {
+  return "POST " + path +
+         " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: " + content_type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra_headers + "\r\n" +
+         body;
+}
+
+class HostileClient : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::is_directory(testing_support::data_root() + "/cell_images_128")) return;
+    server_ = new ServerProcess({"--max-upload-mb", "2", "--api-key", "k3y"});
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    if (!server_) {
+      if (std::getenv("MALARIA_REQUIRE_DATA")) FAIL() << "shared data missing";
+      GTEST_SKIP() << "shared data missing";
+    }
+  }
+  void TearDown() override {
+    if (!server_) return;
+    // Whatever the attack, the server still answers a real request correctly.
+    const std::string cell = real_cell();
+    const std::string raw = raw_request(server_->port(), post("/api/v1/predict", cell, "image/png",
+                                                              "Authorization: Bearer k3y\r\n"));
+    ASSERT_EQ(status_of(raw), 200) << raw.substr(0, 300);
+    const auto body = json::parse(body_of(raw));
+    EXPECT_TRUE(body["results"][0].contains("probability_parasitized"));
+    EXPECT_LT(resident_kib(server_->pid()), 1024 * 1024) << "resident memory over 1 GB";
+  }
+  int port() const { return server_->port(); }
+  static ServerProcess* server_;
+};
+ServerProcess* HostileClient::server_ = nullptr;
+
+}  // namespace
+
+TEST_F(HostileClient, InvalidUtf8InThePathIsA404WithValidJson) {
+  for (const char* path : {"/%ff", "/%c0%af", "/api/%ff", "/a%0aFAKE%20LOG%20LINE"}) {
+    const std::string raw = raw_request(
+        port(),
+        std::string("GET ") + path +
+            " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\nConnection: close\r\n\r\n");
+    ASSERT_EQ(status_of(raw), 404) << path << ": " << raw.substr(0, 200);
+    const auto body = json::parse(body_of(raw));  // throws on invalid UTF-8
+    EXPECT_EQ(body["status"], 404);
+  }
+  const std::string raw = raw_request(
+      port(), "POST /%80 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(status_of(raw), 404);
+}
+
+TEST_F(HostileClient, ImagesClaimingHugeDimensionsAreRefusedBeforeDecoding) {
+  for (auto [w, h] :
+       {std::pair{30000u, 30000u}, {10000u, 10000u}, {5000u, 20u}, {0xFFFFFFFFu, 1u}}) {
+    const std::string raw = raw_request(
+        port(), post("/api/v1/predict", multipart({{"bomb.png", png_claiming(w, h)}}),
+                     "multipart/form-data; boundary=XyZbOuNdArY", "Authorization: Bearer k3y\r\n"));
+    EXPECT_EQ(status_of(raw), 422) << w << "x" << h;
+    EXPECT_NE(body_of(raw).find("larger than the limit"), std::string::npos) << body_of(raw);
+  }
+}
+
+TEST_F(HostileClient, ChunkedBodiesCountAgainstTheLimit) {
+  const int fd = connect_to(port());
+  ASSERT_GE(fd, 0);
+  send_all(fd,
+           "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+           "Transfer-Encoding: chunked\r\nContent-Type: image/png\r\n\r\n");
+  const std::string chunk = "100000\r\n" + std::string(1 << 20, 'x') + "\r\n";
+  int sent_mb = 0;
+  while (sent_mb < 200 && send_all(fd, chunk)) ++sent_mb;
+  send_all(fd, "0\r\n\r\n");
+  const std::string raw = read_until_closed(fd, 5000);
+  ::close(fd);
+  EXPECT_LT(sent_mb, 200) << "the server read 200 MB for a 2 MB limit";
+  if (!raw.empty()) EXPECT_EQ(status_of(raw), 413) << raw.substr(0, 200);
+
+  // A chunked body within the limit is fine.
+  const std::string cell = real_cell();
+  std::ostringstream hex;
+  hex << std::hex << cell.size();
+  const std::string ok =
+      raw_request(port(),
+                  "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                  "Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                      hex.str() + "\r\n" + cell + "\r\n0\r\n\r\n");
+  EXPECT_EQ(status_of(ok), 200) << ok.substr(0, 300);
+}
+
+TEST_F(HostileClient, CompressedBodiesAreRefused) {
+  const std::string raw =
+      raw_request(port(), post("/api/v1/predict", std::string(1000, '\0'), "image/png",
+                               "Authorization: Bearer k3y\r\nContent-Encoding: gzip\r\n"));
+  EXPECT_EQ(status_of(raw), 415);
+  EXPECT_NE(body_of(raw).find("Content-Encoding"), std::string::npos);
+}
+
+TEST_F(HostileClient, AFileNameThatIsNotUtf8DoesNotFailTheRequest) {
+  const std::string raw = raw_request(
+      port(), post("/api/v1/predict",
+                   multipart({{"bad\xff\xfe name.png", real_cell()}, {"good.png", real_cell()}}),
+                   "multipart/form-data; boundary=XyZbOuNdArY", "Authorization: Bearer k3y\r\n"));
+  ASSERT_EQ(status_of(raw), 200) << raw.substr(0, 300);
+  const auto body = json::parse(body_of(raw));
+  ASSERT_EQ(body["results"].size(), 2u);
+  EXPECT_TRUE(body["results"][0].contains("label"));
+  EXPECT_EQ(body["results"][1]["filename"], "good.png");
+}
+
+TEST_F(HostileClient, LenientHttpIsRefusedWith400) {
+  const std::string requests[] = {
+      "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: "
+      "6\r\n\r\nhello!",
+      "GET /health HTTP/1.1\r\nHost: x\r\nThis line has no colon\r\n\r\n",
+      "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+      "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+  };
+  for (const auto& r : requests) EXPECT_EQ(status_of(raw_request(port(), r)), 400) << r;
+}
+
+TEST_F(HostileClient, SlowAndIdleClientsDoNotStopHealthChecks) {
+  std::vector<int> idle, slow;
+  for (int i = 0; i < 500; ++i)
+    if (int fd = connect_to(port()); fd >= 0) idle.push_back(fd);
+  for (int i = 0; i < 40; ++i)
+    if (int fd = connect_to(port()); fd >= 0) {
+      send_all(fd, "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\n");
+      slow.push_back(fd);
+    }
+  EXPECT_EQ(idle.size(), 500u);
+  EXPECT_EQ(slow.size(), 40u);
+  double worst = 0;
+  for (int round = 0; round < 5; ++round) {
+    for (int fd : slow) send_all(fd, "X-Slow: 1\r\n");  // a header line now and then
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string raw =
+        raw_request(port(), "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3000);
+    worst = std::max(worst,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    EXPECT_EQ(status_of(raw), 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_LT(worst, 1.0);
+  for (int fd : idle) ::close(fd);
+  for (int fd : slow) ::close(fd);
+}
+
+TEST(ServerHardening, AHeaderThatNeverEndsIsCutOffAtTheDeadline) {
+  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  ServerProcess server({"--header-timeout", "2"});
+  const int fd = connect_to(server.port());
+  ASSERT_GE(fd, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  bool open = true;
+  // One header byte every 300 ms keeps an idle timer happy, but not the header deadline.
+  while (open && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(8)) {
+    open = send_all(fd, "G");
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 300) > 0) {
+      char c;
+      open = ::recv(fd, &c, 1, 0) > 0;
+    }
+  }
+  ::close(fd);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_FALSE(open);
+  EXPECT_LT(seconds, 4.0);
+}
+
+TEST(ServerHardening, ASecondServerOnTheSamePortFailsClearly) {
+  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  ServerProcess first({});
+  const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + MALARIA_TEST_MODEL +
+                          " --port " + std::to_string(first.port()) + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_NE(out.find("address already in use"), std::string::npos) << out;
+}
+
+TEST(ServerHardening, SigtermAnswersEveryConnectionItAccepted) {
+  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  ServerProcess server({"--batch-wait-ms", "400", "--max-batch", "64"});
+  const std::string request = post("/api/v1/predict", real_cell(), "image/png");
+  std::vector<int> fds;
+  for (int i = 0; i < 24; ++i) {
+    const int fd = connect_to(server.port());
+    ASSERT_GE(fd, 0);
+    send_all(fd, request);
+    fds.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ::kill(server.pid(), SIGTERM);
+  int answered = 0, ok = 0;
+  for (int fd : fds) {
+    const int status = status_of(read_until_closed(fd, 10000));
+    answered += status == 200 || status == 503;
+    ok += status == 200;
+    ::close(fd);
+  }
+  EXPECT_EQ(answered, 24);
+  EXPECT_EQ(ok, 24);  // all were accepted before the signal
+  EXPECT_EQ(server.wait_exit(), 0);
+}
