@@ -10,7 +10,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 # A wrong folder explains the layout and where to get the data.
 if "$bin" inspect --data "$work/nowhere" >"$work/out" 2>&1; then fail "inspect accepted a missing folder"; fi
 grep -q "expected layout" "$work/out" || fail "no layout help: $(cat "$work/out")"
-grep -q "cell_images.zip" "$work/out" || fail "no download hint"
+grep -q "malaria download-data" "$work/out" || fail "no download hint"
 
 # A small real dataset: 120 images per class.
 mkdir -p "$work/data/Parasitized" "$work/data/Uninfected"
@@ -22,8 +22,8 @@ done
 # Ctrl-C during training saves a checkpoint and exits 130; --resume finishes the run.
 "$bin" --threads 2 train --data "$work/data" --out "$work/run" --epochs 3 --batch-size 8 >"$work/train.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do grep -q "^epoch 1/3 " "$work/train.log" && break; sleep 0.1; done
-grep -q "^epoch 1/3 " "$work/train.log" || fail "first epoch never finished: $(tail -5 "$work/train.log")"
+for _ in $(seq 1 600); do grep -q "epoch 1/3 " "$work/train.log" && break; sleep 0.1; done
+grep -q "epoch 1/3 " "$work/train.log" || fail "first epoch never finished: $(tail -5 "$work/train.log")"
 kill -INT "$pid"
 set +e; wait "$pid"; code=$?; set -e
 [ "$code" -eq 130 ] || fail "interrupted train exited $code, expected 130: $(tail -5 "$work/train.log")"
@@ -47,4 +47,26 @@ set +e; "$bin" predict --model "$work/run/model.pt" --csv "$work/data/Parasitize
 [ "$code" -eq 2 ] || fail "predict exit code $code with a bad file"
 [ "$(grep -c -E ',(Parasitized|Uninfected),' "$work/pred.csv")" -eq 120 ] || fail "predict rows: $(head -3 "$work/pred.csv")"
 grep -q "bad.png" "$work/pred.csv" || fail "bad file not reported"
+# Numeric options are validated, with readable bounds.
+for bad in "--rotation nan" "--zoom 5" "--color-jitter -5" "--epochs 0" "--lr 1e30"; do
+  # shellcheck disable=SC2086
+  if "$bin" train --data "$work/data" --out "$work/x" $bad >"$work/out" 2>&1; then fail "train accepted $bad"; fi
+  grep -q "must be a number from" "$work/out" || fail "unclear error for $bad: $(cat "$work/out")"
+  [ "$(wc -c <"$work/out")" -lt 400 ] || fail "error for $bad is too long: $(cat "$work/out")"
+done
+
+# predict takes regular files only: a symlink loop, a FIFO and /dev/zero are per-file errors.
+ln -s loop.png "$work/loop.png"
+mkfifo "$work/fifo.png"
+set +e; timeout 60 "$bin" predict --model "$work/run/model.pt" --csv "$work/loop.png" "$work/fifo.png" /dev/zero "$work/data/Parasitized" >"$work/pred2.csv" 2>&1; code=$?; set -e
+[ "$code" -eq 2 ] || fail "predict with special files exited $code"
+grep -q "symbolic link loop" "$work/pred2.csv" || fail "loop not reported: $(head -3 "$work/pred2.csv")"
+[ "$(grep -c "not a regular file" "$work/pred2.csv")" -eq 2 ] || fail "FIFO or /dev/zero not reported"
+[ "$(grep -c -E ',(Parasitized|Uninfected),' "$work/pred2.csv")" -eq 120 ] || fail "other files not classified"
+# A quote in a file name stays one CSV field.
+cp "$data/Parasitized/$(ls "$data/Parasitized" | head -1)" "$work/we\"ird, name.png"
+"$bin" predict --model "$work/run/model.pt" --csv "$work/we\"ird, name.png" >"$work/pred3.csv"
+grep -q '"we""ird, name.png",Parasitized\|"we""ird, name.png",Uninfected' "$work/pred3.csv" || \
+  grep -q 'we""ird, name.png",' "$work/pred3.csv" || fail "CSV quoting: $(cat "$work/pred3.csv")"
+
 echo "cli_test: all checks passed"

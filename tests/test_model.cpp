@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "model/architecture.h"
 #include "model/classifier.h"
 #include "model/model.h"
@@ -58,7 +60,11 @@ TEST(ModelFile, RoundTripKeepsWeightsAndMetadata) {
   model->forward(torch::rand({8, 3, 32, 32}));
   model->eval();
   save_model_file(dir / "m.pt", model, test_metadata("cellnet", 32));
-  EXPECT_FALSE(std::filesystem::exists(dir / "m.pt.tmp"));
+  // Nothing but the model file: the temporary it was written through is gone.
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir.str()))
+    files.push_back(e.path().filename().string());
+  EXPECT_EQ(files, std::vector<std::string>{"m.pt"});
 
   const Classifier loaded = Classifier::load(dir / "m.pt");
   EXPECT_EQ(loaded.arch(), "cellnet");
@@ -103,6 +109,39 @@ TEST(ModelFile, MissingTruncatedAndForeignFilesGiveClearErrors) {
   auto seed = build_model("seed", 32);
   save_model_file(dir / "mismatch.pt", seed, test_metadata("cellnet", 32));
   EXPECT_NE(message(dir / "mismatch.pt").find("do not match"), std::string::npos);
+}
+
+TEST(ModelFile, WeightsThatAreNotFiniteAreRefused) {
+  TempDir dir;
+  auto model = build_model("cellnet", 32);
+  {
+    torch::NoGradGuard no_grad;
+    model->parameters()[0].view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  }
+  save_model_file(dir / "nan.pt", model, test_metadata("cellnet", 32));
+  try {
+    Classifier::load(dir / "nan.pt");
+    FAIL() << "a model with NaN weights was loaded";
+  } catch (const ModelFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelFile, MetadataOfTheWrongShapeIsAClearError) {
+  TempDir dir;
+  auto model = build_model("cellnet", 32);
+  for (const auto& meta :
+       {nlohmann::json::array({1, 2}), nlohmann::json{{"format", kModelFormat}},
+        nlohmann::json{{"format", kModelFormat}, {"format_version", 1}, {"arch", "cellnet"}},
+        nlohmann::json{{"format", kModelFormat},
+                       {"format_version", 1},
+                       {"arch", "cellnet"},
+                       {"image_size", "big"}},
+        nlohmann::json{
+            {"format", kModelFormat}, {"format_version", 1}, {"arch", 7}, {"image_size", 32}}}) {
+    save_model_file(dir / "m.pt", model, meta);
+    EXPECT_THROW(Classifier::load(dir / "m.pt"), ModelFileError) << meta.dump();
+  }
 }
 
 TEST(ModelFile, FoldingBatchNormKeepsPredictions) {

@@ -96,9 +96,38 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
 
 TEST(Training, RefusesToOverwriteAnInterruptedRun) {
   TempDir dir;
-  testing_support::write_bytes(dir / "run/checkpoint/state.json", "{}");
+  testing_support::link_subset(dir / "data", 20);  // valid data: only the guard can refuse
+  testing_support::write_bytes(dir / "run/checkpoint/state.json", "{\"epoch\": 1}");
   TrainOptions o;
   o.data_dir = dir / "data";
   o.out_dir = dir / "run";
-  EXPECT_THROW(run_training(o), std::runtime_error);
+  o.epochs = 1;
+  o.quiet = true;
+  try {
+    run_training(o);
+    FAIL() << "an interrupted run was overwritten";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_text(dir / "run/checkpoint/state.json"), "{\"epoch\": 1}");
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/model.pt"));
+}
+
+TEST(Training, ADivergingRunStopsWithAClearErrorAndSavesNoModel) {
+  TempDir dir;
+  testing_support::link_subset(dir / "data", 40);
+  TrainOptions o;
+  o.data_dir = dir / "data";
+  o.out_dir = dir / "run";
+  o.epochs = 3;
+  o.batch_size = 8;
+  o.learning_rate = 1e30;  // the CLI refuses this; the library must still not save garbage
+  o.quiet = true;
+  try {
+    run_training(o);
+    FAIL() << "training with a diverging loss finished";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("diverged"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "run/model.pt"));
 }

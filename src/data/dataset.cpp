@@ -60,7 +60,9 @@ std::vector<Sample> list_class(const std::string& root, int label) {
     throw DatasetError("missing folder " + dir.string() + "\n" + layout_help(root));
   std::vector<Sample> out;
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (!entry.is_regular_file() || !is_image_file(entry.path())) continue;
+    // Links that loop, FIFOs and the like are kept: reading them reports a per-file error.
+    std::error_code ec;
+    if (entry.is_directory(ec) || !is_image_file(entry.path())) continue;
     out.push_back({entry.path().string(), label, patient_id(entry.path().string())});
   }
   std::sort(out.begin(), out.end(),

@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -178,8 +179,8 @@ std::string download_dataset(const DownloadOptions& o) {
       if (status == 416 && o.expected_bytes == 0) done = true;  // nothing left to fetch
       if (rc == CURLE_OK && (status == 200 || status == 206)) done = true;
       if (!done)
-        std::fprintf(stderr, "\ndownload interrupted (%s), resuming (attempt %d of %d)\n",
-                     error.c_str(), attempt + 1, o.attempts);
+        spdlog::warn("download interrupted ({}), resuming (attempt {} of {})", error, attempt + 1,
+                     o.attempts);
     }
     if (bar) bar->finish();
     if (!done)

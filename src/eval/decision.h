@@ -4,9 +4,10 @@
 
 #include <string>
 
+#include "model/model_info.h"
+
 namespace malaria {
 
-inline constexpr double kDefaultInconclusiveBand = 0.15;
 inline constexpr const char* kInconclusive = "Inconclusive";
 
 struct CellDecision {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 
@@ -9,6 +11,7 @@
 #include "data/loader.h"
 #include "eval/decision.h"
 #include "util/progress.h"
+#include "util/text.h"
 
 namespace malaria {
 
@@ -69,7 +72,7 @@ std::string Evaluation::predictions_csv(double band) const {
   out << "path,patient,label,probability_parasitized,predicted,decision\n";
   for (size_t i = 0; i < samples.size(); ++i) {
     const CellDecision d = decide(probabilities[i], metrics.threshold, band);
-    out << '"' << samples[i].path << "\"," << samples[i].patient << ','
+    out << csv_field(samples[i].path) << ',' << csv_field(samples[i].patient) << ','
         << kClassNames[samples[i].label] << ',' << probabilities[i] << ',' << d.label << ','
         << d.decision << '\n';
   }
@@ -111,15 +114,18 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
                                           const std::vector<std::string>& paths, int batch_size) {
   std::vector<FilePrediction> out;
   for (const auto& p : paths) {
-    if (fs::is_directory(p)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(p))
-        if (e.is_regular_file() && is_image_file(e.path())) found.push_back(e.path().string());
-      std::sort(found.begin(), found.end());
-      for (auto& f : found) out.push_back({f, "", 0, ""});
-    } else {
-      out.push_back({p, fs::exists(p) ? "" : p + ": no such file", 0, ""});
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) {  // files, links, loops, FIFOs: read_image says what is wrong
+      out.push_back({p, "", 0, ""});
+      continue;
     }
+    std::vector<std::string> found;
+    fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end;
+    for (; !ec && it != end; it.increment(ec))
+      if (!it->is_directory(ec) && is_image_file(it->path())) found.push_back(it->path().string());
+    if (ec) out.push_back({p, p + ": cannot list folder (" + ec.message() + ")", 0, ""});
+    std::sort(found.begin(), found.end());
+    for (auto& f : found) out.push_back({f, "", 0, ""});
   }
   std::vector<size_t> pending;
   std::vector<cv::Mat> images;
@@ -128,7 +134,10 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
     for (size_t i = 0; i < pending.size(); ++i) {
       auto& r = out[pending[i]];
       r.probability = prob[i];
-      r.label = kClassNames[prob[i] >= model.threshold() ? kParasitized : kUninfected];
+      if (std::isfinite(prob[i]))  // a broken model's NaN must never read as "Uninfected"
+        r.label = kClassNames[prob[i] >= model.threshold() ? kParasitized : kUninfected];
+      else
+        r.error = r.path + ": the model produced no valid probability (not a number)";
     }
     pending.clear();
     images.clear();
@@ -145,6 +154,40 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
   }
   if (!images.empty()) flush();
   return out;
+}
+
+std::string format_predictions(const std::vector<FilePrediction>& results,
+                               PredictionFormat format) {
+  std::ostringstream out;
+  if (format == PredictionFormat::Json) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& r : results)
+      rows.push_back(r.error.empty() ? nlohmann::json{{"path", r.path},
+                                                      {"label", r.label},
+                                                      {"probability_parasitized", r.probability}}
+                                     : nlohmann::json{{"path", r.path}, {"error", r.error}});
+    return rows.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  }
+  char line[64];
+  if (format == PredictionFormat::Csv) {
+    out << "path,label,probability_parasitized,error\n";
+    for (const auto& r : results) {
+      std::snprintf(line, sizeof line, "%.6f", r.probability);
+      out << csv_field(r.path) << ',' << r.label << ',' << (r.error.empty() ? line : "") << ','
+          << csv_field(r.error) << '\n';
+    }
+    return out.str();
+  }
+  std::snprintf(line, sizeof line, "%-12s %12s  ", "label", "P(parasit.)");
+  out << line << "path\n";
+  for (const auto& r : results) {
+    if (r.error.empty())
+      std::snprintf(line, sizeof line, "%-12s %12.4f  ", r.label.c_str(), r.probability);
+    else
+      std::snprintf(line, sizeof line, "%-12s %12s  ", "ERROR", "-");
+    out << line << printable(r.error.empty() ? r.path : r.error, 4096) << '\n';
+  }
+  return out.str();
 }
 
 }  // namespace malaria

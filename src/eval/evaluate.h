@@ -45,4 +45,8 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
                                           const std::vector<std::string>& paths,
                                           int batch_size = 64);
 
+enum class PredictionFormat { Table, Csv, Json };
+// predict's output: an aligned table for people, or CSV / JSON for programs.
+std::string format_predictions(const std::vector<FilePrediction>& results, PredictionFormat format);
+
 }  // namespace malaria

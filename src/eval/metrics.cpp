@@ -51,6 +51,11 @@ Metrics compute_metrics(const std::vector<float>& probabilities, const std::vect
                         double threshold) {
   if (probabilities.size() != labels.size())
     throw std::invalid_argument("metrics: probabilities and labels differ in length");
+  for (float p : probabilities)
+    if (!std::isfinite(p))
+      throw std::invalid_argument(
+          "metrics: the model produced a probability that is not a number; the model is broken "
+          "(was it trained with a learning rate that diverged?)");
   Metrics m;
   m.threshold = threshold;
   double loss = 0;
@@ -92,6 +97,9 @@ Metrics compute_metrics(const std::vector<float>& probabilities, const std::vect
 }
 
 double roc_auc(const std::vector<float>& probabilities, const std::vector<int>& labels) {
+  // NaN never compares, which would break the sort's ordering and the tie loop below.
+  for (float p : probabilities)
+    if (!std::isfinite(p)) return std::nan("");
   std::vector<size_t> idx(labels.size());
   std::iota(idx.begin(), idx.end(), 0);
   std::sort(idx.begin(), idx.end(),
@@ -116,6 +124,8 @@ namespace {
 // Walks thresholds from high to low, emitting one point per distinct score.
 template <typename Emit>
 void sweep(const std::vector<float>& probabilities, const std::vector<int>& labels, Emit emit) {
+  for (float p : probabilities)
+    if (!std::isfinite(p)) throw std::invalid_argument("curve: a probability is not a number");
   std::vector<size_t> idx(labels.size());
   std::iota(idx.begin(), idx.end(), 0);
   std::sort(idx.begin(), idx.end(),

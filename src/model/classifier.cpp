@@ -9,8 +9,7 @@ namespace malaria {
 
 struct Classifier::Impl {
   LoadedModel loaded;
-  int image_size = 0;
-  double threshold = 0.5;
+  ModelInfo info;
 };
 
 Classifier::Classifier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -23,20 +22,17 @@ Classifier Classifier::load(const std::string& path) {
   impl->loaded = load_model_file(path);
   impl->loaded.model = fold_batchnorm(impl->loaded.model);  // inference only: BatchNorm folded away
   to_channels_last(*impl->loaded.model);
-  impl->image_size = impl->loaded.metadata.at("image_size").get<int>();
-  impl->threshold = impl->loaded.metadata.value("threshold", 0.5);
+  impl->info = ModelInfo::from_metadata(impl->loaded.metadata);
   return Classifier(std::move(impl));
 }
 
 const nlohmann::json& Classifier::metadata() const { return impl_->loaded.metadata; }
-int Classifier::image_size() const { return impl_->image_size; }
-double Classifier::threshold() const { return impl_->threshold; }
-std::string Classifier::arch() const { return impl_->loaded.metadata.value("arch", ""); }
+const ModelInfo& Classifier::info() const { return impl_->info; }
 
 std::vector<float> Classifier::predict(const float* chw, size_t n) const {
   if (n == 0) return {};
   torch::NoGradGuard no_grad;
-  const int64_t s = impl_->image_size;
+  const int64_t s = impl_->info.image_size;
   auto input = torch::from_blob(const_cast<float*>(chw), {static_cast<int64_t>(n), 3, s, s})
                    .contiguous(at::MemoryFormat::ChannelsLast);
   auto prob = torch::sigmoid(impl_->loaded.model->forward(input)).reshape({-1}).contiguous();
@@ -44,7 +40,7 @@ std::vector<float> Classifier::predict(const float* chw, size_t n) const {
 }
 
 std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) const {
-  const int s = impl_->image_size;
+  const int s = impl_->info.image_size;
   const size_t plane = 3ull * s * s;
   std::vector<float> pixels(bgr.size() * plane);
   for (size_t i = 0; i < bgr.size(); ++i)
@@ -64,7 +60,7 @@ std::vector<cv::Mat> Classifier::feature_maps(const cv::Mat& bgr, int conv_layer
     throw std::invalid_argument("layer must be between 1 and " + std::to_string(conv_layers()) +
                                 " (the model's convolution layers)");
   torch::NoGradGuard no_grad;
-  const int s = impl_->image_size;
+  const int s = impl_->info.image_size;
   std::vector<float> pixels(3ull * s * s);
   to_chw_float(resize_rgb(bgr, s), pixels.data());
   torch::Tensor x =

@@ -9,15 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "model/model_info.h"
+
 namespace malaria {
-
-class ModelFileError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-inline constexpr const char* kModelFormat = "malaria-cell-classifier";
-inline constexpr int kModelFormatVersion = 1;
 
 class Classifier {
  public:
@@ -27,9 +21,10 @@ class Classifier {
   ~Classifier();
 
   const nlohmann::json& metadata() const;
-  int image_size() const;
-  double threshold() const;
-  std::string arch() const;
+  const ModelInfo& info() const;
+  int image_size() const { return info().image_size; }
+  double threshold() const { return info().threshold; }
+  const std::string& arch() const { return info().arch; }
 
   // P(Parasitized) for n preprocessed images (n x 3 x S x S floats in [0,1]). Thread-safe.
   std::vector<float> predict(const float* chw, size_t n) const;

@@ -199,18 +199,34 @@ LoadedModel load_model_file(const std::string& path) {
   } catch (const std::exception&) {
     throw ModelFileError(path + ": model metadata is corrupt");
   }
-  if (loaded.metadata.value("format", "") != kModelFormat)
+  if (!loaded.metadata.is_object() || !loaded.metadata.contains("format") ||
+      loaded.metadata["format"] != kModelFormat)
     throw ModelFileError(path + " is not a malaria model file (format field missing)");
-  if (loaded.metadata.value("format_version", 0) > kModelFormatVersion)
+  if (!loaded.metadata.contains("format_version") ||
+      !loaded.metadata["format_version"].is_number() ||
+      loaded.metadata["format_version"].get<double>() > kModelFormatVersion)
     throw ModelFileError(path + " was written by a newer version of malaria; upgrade to read it");
+  ModelInfo info;
   try {
-    loaded.model = build_model(loaded.metadata.at("arch").get<std::string>(),
-                               loaded.metadata.at("image_size").get<int>());
+    info = ModelInfo::from_metadata(loaded.metadata);
+  } catch (const ModelFileError& e) {
+    throw ModelFileError(path + ": " + e.what());
+  }
+  try {
+    loaded.model = build_model(info.arch, info.image_size);
     loaded.model->load(archive);
   } catch (const std::exception& e) {
     throw ModelFileError(path + ": weights do not match the recorded architecture (" +
                          std::string(e.what()).substr(0, 200) + ")");
   }
+  for (const auto& t : loaded.model->parameters())
+    if (!torch::isfinite(t).all().item<bool>())
+      throw ModelFileError(path +
+                           ": the weights hold values that are not finite numbers (the "
+                           "training that wrote it diverged)");
+  for (const auto& t : loaded.model->buffers())
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+      throw ModelFileError(path + ": the weights hold values that are not finite numbers");
   loaded.model->eval();
   return loaded;
 }

@@ -74,9 +74,7 @@ class App {
                                   observe(req, res, s, in);
                                 }}) {
     model_id_ = model_.arch() + "-" + fnv1a_hex(read_text(options.model_path)).substr(0, 12);
-    band_ = opt_.inconclusive_band >= 0
-                ? opt_.inconclusive_band
-                : model_.metadata().value("inconclusive_band", kDefaultInconclusiveBand);
+    band_ = opt_.inconclusive_band >= 0 ? opt_.inconclusive_band : model_.info().inconclusive_band;
     describe_metrics();
     warm_up();
     queue_ = std::make_unique<InferenceQueue>(
@@ -409,6 +407,7 @@ int wait_for_stop_signal() {
 }  // namespace
 
 int run_server(const ServerOptions& options) {
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");  // a server log wants times
   set_compute_threads(options.compute_threads);
   App app(options);
   app.http().start(options.host, options.port);

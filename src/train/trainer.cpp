@@ -266,12 +266,14 @@ class Trainer {
   }
 
  private:
+  // printf-style, for the aligned numbers of the epoch lines; goes to the log like all else.
   void log(const char* fmt, ...) const __attribute__((format(printf, 2, 3))) {
+    char line[1024];
     va_list args;
     va_start(args, fmt);
-    std::vfprintf(stderr, fmt, args);
+    std::vsnprintf(line, sizeof line, fmt, args);
     va_end(args);
-    std::fputc('\n', stderr);
+    spdlog::info("{}", line);
   }
 
   void prepare_data(bool resuming) {
@@ -362,9 +364,12 @@ class Trainer {
         logits = model_->forward(x).reshape({n}).to(torch::kFloat);
       }
       auto loss = torch::binary_cross_entropy_with_logits(logits, y);
+      const double batch_loss = loss.item<double>();
+      if (!std::isfinite(batch_loss))
+        throw_diverged("batch " + std::to_string(state_.next_batch + 1));
       loss.backward();
       optimizer_->step();
-      state_.loss_sum += loss.item<double>() * n;
+      state_.loss_sum += batch_loss * n;
       state_.correct += ((logits >= 0).to(torch::kFloat) == y).sum().item<int64_t>();
       state_.seen += n;
       state_.next_batch++;
@@ -398,7 +403,17 @@ class Trainer {
       seen += n;
     }
     model_->train();
+    if (!std::isfinite(loss_sum)) throw_diverged("validation");
     return {seen ? loss_sum / seen : 0.0, seen ? double(correct) / seen : 0.0};
+  }
+
+  // A loss that is not a number means the weights are gone: stop, and save nothing from them.
+  [[noreturn]] void throw_diverged(const std::string& where) const {
+    throw std::runtime_error("training diverged in epoch " + std::to_string(state_.epoch + 1) +
+                             " (" + where +
+                             "): the loss is not a finite number; nothing was saved from this "
+                             "state. Try a smaller --lr (now " +
+                             std::to_string(opt_.learning_rate) + ")");
   }
 
   // Records the finished epoch; returns true when early stopping ends the run.
@@ -481,30 +496,20 @@ class Trainer {
       const auto& best = state_.history.at(state_.best_epoch - 1);
       val = {{"loss", best.val_loss}, {"accuracy", best.val_accuracy}, {"epoch", best.epoch}};
     }
-    return {{"format", kModelFormat},
-            {"format_version", kModelFormatVersion},
-            {"name", fs::path(dir_).filename().string()},
-            {"arch", opt_.arch},
-            {"image_size", opt_.image_size},
-            {"class_names", {kClassNames[0], kClassNames[1]}},
-            {"positive_class", kClassNames[kParasitized]},
-            {"output", "one logit; sigmoid gives P(Parasitized)"},
-            {"preprocessing",
-             {{"decode", "OpenCV, 8-bit color"},
-              {"color", "RGB"},
-              {"resize",
-               "to image_size x image_size; INTER_AREA when shrinking, INTER_CUBIC when enlarging"},
-              {"scale", "pixel / 255"},
-              {"layout", "NCHW float32"}}},
-            {"threshold", 0.5},
-            {"parameters", summarize_architecture(opt_.arch, opt_.image_size).total_params},
-            {"training", opt_.to_json()},
-            {"data", data_summary_},
-            {"epochs_run", state_.history.size()},
-            {"train_seconds", state_.train_seconds},
-            {"validation", val},
-            {"program", {{"name", "malaria"}, {"version", MALARIA_VERSION}}},
-            {"created", now_iso8601()}};
+    ModelInfo info;
+    info.name = fs::path(dir_).filename().string();
+    info.arch = opt_.arch;
+    info.image_size = opt_.image_size;
+    json meta = info.to_metadata();
+    meta.update({{"parameters", summarize_architecture(opt_.arch, opt_.image_size).total_params},
+                 {"training", opt_.to_json()},
+                 {"data", data_summary_},
+                 {"epochs_run", state_.history.size()},
+                 {"train_seconds", state_.train_seconds},
+                 {"validation", val},
+                 {"program", {{"name", "malaria"}, {"version", MALARIA_VERSION}}},
+                 {"created", now_iso8601()}});
+    return meta;
   }
 
   // Pictures are for people; a plotting failure must not lose the trained model.
@@ -545,7 +550,7 @@ class Trainer {
       write_text_atomic(dir_ + "/evaluation.json", outcome.test.dump(2));
       write_text_atomic(dir_ + "/evaluation.txt", ev.to_text());
       write_text_atomic(dir_ + "/test_predictions.csv",
-                        ev.predictions_csv(kDefaultInconclusiveBand));
+                        ev.predictions_csv(classifier.info().inconclusive_band));
       std::printf("Test split (%zu images, %zu patients never seen in training)\n%s",
                   split_.test.size(), ev.patients.size(), ev.to_text().c_str());
       meta["test"] = {{"loss", ev.metrics.loss},           {"accuracy", ev.metrics.accuracy},

@@ -1,0 +1,121 @@
+// train: split, train, early-stop, evaluate and report; or resume an interrupted run.
+#include <memory>
+
+#include "commands.h"
+#include "model/architecture.h"
+#include "model/classifier.h"
+#include "train/trainer.h"
+
+namespace malaria::cli {
+
+namespace {
+
+struct TrainCommandOptions {
+  TrainOptions train;
+  std::string split_mode = "patient";
+  std::string resume_dir;
+  std::vector<double> fractions = {0.6, 0.2, 0.2};
+  bool no_augment = false;
+};
+
+int run_train(TrainCommandOptions o, const GlobalOptions& global) {
+  TrainOutcome outcome;
+  set_compute_threads(global.threads);
+  if (!o.resume_dir.empty()) {
+    outcome = resume_training(o.resume_dir, global.threads);
+  } else {
+    if (o.train.out_dir.empty())
+      throw std::invalid_argument("--out RUN_DIR is required (or --resume RUN_DIR)");
+    o.train.split = parse_split_mode(o.split_mode);
+    o.train.fractions = {o.fractions[0], o.fractions[1], o.fractions[2]};
+    o.train.threads = global.threads;
+    if (o.no_augment) o.train.augment = AugmentConfig::none();
+    outcome = run_training(o.train);
+  }
+  return outcome.interrupted ? 130 : 0;
+}
+
+void add_schedule_options(CLI::App* sub, TrainOptions& t) {
+  sub->add_option("--arch", t.arch, "network")
+      ->check(CLI::IsMember(architecture_names()))
+      ->capture_default_str();
+  sub->add_option("--image-size", t.image_size, "side of the square network input")
+      ->check(number_in(16, 1024))
+      ->capture_default_str();
+  sub->add_option("--epochs", t.epochs)->check(number_in(1, 10000))->capture_default_str();
+  sub->add_option("--batch-size", t.batch_size)->check(number_in(1, 4096))->capture_default_str();
+  sub->add_option("--lr", t.learning_rate, "Adam learning rate")
+      ->check(number_in(1e-8, 1))
+      ->capture_default_str();
+  sub->add_option("--lr-schedule", t.lr_schedule, "cosine (decay to 1%) or constant")
+      ->check(CLI::IsMember({"cosine", "constant"}))
+      ->capture_default_str();
+  sub->add_option("--patience", t.patience,
+                  "early stopping: epochs without a better validation loss")
+      ->check(number_in(1, 10000))
+      ->capture_default_str();
+  sub->add_option("--seed", t.seed, "seed for split, shuffling, augmentation and weights")
+      ->capture_default_str();
+  sub->add_option("--time-limit", t.time_limit_minutes,
+                  "minutes; stop after the epoch that crosses it (0: none)")
+      ->check(number_in(0, 1e6));
+  sub->add_option("--max-steps", t.max_steps, "at most this many batches per epoch (benchmarks)")
+      ->check(number_in(0, 1e9));
+  sub->add_flag("--bf16,!--no-bf16", t.bf16,
+                "bfloat16 autocast in the forward pass (default: on when the CPU has AVX-512 BF16 "
+                "or AMX)")
+      ->capture_default_str();
+  sub->add_flag("--quiet", t.quiet, "no progress bars");
+}
+
+void add_augment_options(CLI::App* sub, TrainCommandOptions& o) {
+  auto& a = o.train.augment;
+  sub->add_option("--rotation", a.rotation_deg, "augmentation: max rotation, degrees")
+      ->check(number_in(0, 180))
+      ->capture_default_str();
+  sub->add_option("--zoom", a.zoom, "augmentation: zoom range (0.2: 0.8-1.2)")
+      ->check(number_in(0, 0.9))
+      ->capture_default_str();
+  sub->add_option("--color-jitter", a.color_jitter,
+                  "augmentation: scale each colour channel by 1 +/- this (slide-to-slide stain; "
+                  "0: off)")
+      ->check(number_in(0, 0.9))
+      ->capture_default_str();
+  sub->add_flag("!--no-hflip", a.horizontal_flip, "augmentation: no horizontal flips");
+  sub->add_flag("!--no-vflip", a.vertical_flip, "augmentation: no vertical flips");
+  sub->add_flag("--no-augment", o.no_augment, "no augmentation at all");
+}
+
+Command add_train(CLI::App& app, const GlobalOptions& global) {
+  auto o = std::make_shared<TrainCommandOptions>();
+  o->train.data_dir = default_data_dir();
+  auto* sub = app.add_subcommand("train", "Train a model and evaluate it on a held-out split");
+  sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
+      ->capture_default_str();
+  sub->add_option("--out", o->train.out_dir,
+                  "run folder for the model, history, split and reports");
+  sub->add_option("--resume", o->resume_dir, "continue the interrupted run in this folder");
+  sub->add_option("--split", o->split_mode, "patient (no patient in two splits) or random")
+      ->check(CLI::IsMember({"patient", "random"}))
+      ->capture_default_str();
+  sub->add_option("--fractions", o->fractions, "train, validation and test shares")
+      ->expected(3)
+      ->check(number_in(0, 1))
+      ->capture_default_str();
+  sub->add_option("--workers", o->train.workers, "data-loading threads")
+      ->check(number_in(0, 64))
+      ->capture_default_str();
+  sub->add_flag("--cache", o->train.cache, "keep decoded, resized images in RAM");
+  sub->add_flag("--strict", o->train.strict, "stop on an unreadable image instead of skipping it");
+  add_schedule_options(sub, o->train);
+  add_augment_options(sub, *o);
+  return {sub, [o, &global] { return run_train(*o, global); }};
+}
+
+}  // namespace
+
+std::vector<Command> add_train_commands(CLI::App& app, const GlobalOptions& global) {
+  return {add_train(app, global)};
+}
+
+}  // namespace malaria::cli
