@@ -61,6 +61,40 @@ TEST(Decode, RefusesAbsurdDimensionsBeforeAllocating) {
   EXPECT_THROW(decode_image(png, "bomb.png"), ImageError);
 }
 
+TEST(Decode, ReadsTheSizeFromEveryFormatsHeader) {
+  const cv::Mat image = gradient(53, 37);  // 53 wide, 37 high
+  for (const char* ext : {".png", ".jpg", ".bmp", ".tif"}) {
+    const ImageSize size = read_image_size(encode(image, ext), std::string("x") + ext);
+    EXPECT_EQ(size.width, 53) << ext;
+    EXPECT_EQ(size.height, 37) << ext;
+  }
+}
+
+TEST(Decode, RefusesImagesOverTheLimitBeforeDecoding) {
+  const std::string bytes = encode(gradient(300, 40), ".png");
+  EXPECT_EQ(decode_image(bytes, "ok.png", {300, 300}).cols, 300);
+  try {
+    decode_image(bytes, "wide.png", {299, 4096});
+    FAIL();
+  } catch (const ImageError& e) {
+    EXPECT_NE(std::string(e.what()).find("300x40 pixels is larger than the limit"),
+              std::string::npos)
+        << e.what();
+  }
+  // A header with no size (JPEG cut before its frame header) is refused, not decoded.
+  EXPECT_THROW(decode_image(encode(gradient(40, 40), ".jpg").substr(0, 20), "cut.jpg"), ImageError);
+}
+
+TEST(ReadImage, RegularFilesOnly) {
+  testing_support::TempDir dir;
+  testing_support::write_bytes(dir / "a.png", encode(gradient(8, 8), ".png"));
+  EXPECT_EQ(read_image(dir / "a.png").rows, 8);
+  std::filesystem::create_symlink("loop.png", dir / "loop.png");
+  EXPECT_THROW(read_image(dir / "loop.png"), ImageError);
+  EXPECT_THROW(read_image("/dev/zero"), ImageError);
+  EXPECT_THROW(read_image(dir.str()), ImageError);
+}
+
 TEST(Preprocess, ResizesToSquareRgbAndScalesToUnitRange) {
   cv::Mat bgr(37, 91, CV_8UC3, cv::Scalar(255, 0, 0));  // pure blue in BGR
   const cv::Mat rgb = resize_rgb(bgr, 64);

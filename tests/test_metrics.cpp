@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "eval/metrics.h"
 
@@ -84,4 +85,13 @@ TEST(PerPatient, CountsCellsAccuracyAndParasitemia) {
   EXPECT_NEAR(r[0].true_parasitemia(), 2.0 / 3.0, 1e-12);
   EXPECT_NEAR(r[0].predicted_parasitemia(), 2.0 / 3.0, 1e-12);
   EXPECT_DOUBLE_EQ(r[1].accuracy(), 1.0);
+}
+
+TEST(Metrics, ProbabilitiesThatAreNotNumbersNeverHangOrPassSilently) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> p = {0.9f, nan, 0.2f, nan};
+  const std::vector<int> y = {1, 1, 0, 0};
+  EXPECT_TRUE(std::isnan(roc_auc(p, y)));  // returns at once instead of looping forever
+  EXPECT_THROW(roc_curve(p, y), std::invalid_argument);
+  EXPECT_THROW(compute_metrics(p, y, 0.5), std::invalid_argument);
 }

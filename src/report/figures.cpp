@@ -12,6 +12,7 @@
 
 #include "data/image.h"
 #include "util/files.h"
+#include "util/text.h"
 
 namespace malaria {
 
@@ -84,9 +85,9 @@ void write_csv(const std::string& path, const std::string& header,
 void plot_training_history(const nlohmann::json& history, int best_epoch, const std::string& png) {
   std::vector<std::vector<double>> rows;
   for (const auto& r : history)
-    rows.push_back({r["epoch"].get<double>(), r["train_accuracy"].get<double>(),
-                    r["val_accuracy"].get<double>(), r["train_loss"].get<double>(),
-                    r["val_loss"].get<double>()});
+    rows.push_back({r.value("epoch", 0.0), r.value("train_accuracy", 0.0),
+                    r.value("val_accuracy", 0.0), r.value("train_loss", 0.0),
+                    r.value("val_loss", 0.0)});
   const std::string data = csv_path(png);
   write_csv(data, "epoch,train_accuracy,val_accuracy,train_loss,val_loss", rows);
   std::ostringstream gp;
@@ -223,7 +224,7 @@ void write_png_atomic(const std::string& png, const cv::Mat& img) {
 }  // namespace
 
 void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& prob,
-                      int per_class, const std::string& png) {
+                      double threshold, int per_class, const std::string& png) {
   constexpr int kCell = 128, kCaption = 44, kPad = 10, kHeader = 40;
   const int cols = per_class;
   cv::Mat canvas(kHeader + 2 * (kCell + kCaption + kPad) + kPad, kPad + cols * (kCell + kPad),
@@ -251,12 +252,12 @@ void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<floa
       if (!prob.empty()) {
         char text[48];
         std::snprintf(text, sizeof text, "P=%.3f", prob[i]);
-        const bool wrong = (prob[i] >= 0.5) != (label == kParasitized);
+        const bool wrong = (prob[i] >= threshold) != (label == kParasitized);
         put_text(canvas, std::string(text) + (wrong ? " wrong" : ""), {x, y + kCell + 37}, 0.5,
                  wrong ? cv::Scalar(0, 0, 200) : cv::Scalar(60, 60, 60), 1);
       }
-      csv << row << ',' << c << ',' << samples[i].path << ',' << kClassNames[label] << ','
-          << (prob.empty() ? std::string() : std::to_string(prob[i])) << '\n';
+      csv << row << ',' << c << ',' << csv_field(samples[i].path) << ',' << kClassNames[label]
+          << ',' << (prob.empty() ? std::string() : std::to_string(prob[i])) << '\n';
     }
   }
   write_text_atomic(csv_path(png), csv.str());

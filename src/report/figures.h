@@ -24,7 +24,7 @@ void plot_precision_recall(const std::vector<float>& probabilities, const std::v
 // A labelled grid of up to `per_class` cells of each class; with probabilities, each caption
 // shows P(Parasitized) too.
 void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& probabilities,
-                      int per_class, const std::string& png);
+                      double threshold, int per_class, const std::string& png);
 void draw_architecture(const ArchitectureSummary& summary, const std::string& png);
 // The input cell and one panel per channel of a layer's activations.
 void draw_feature_maps(const cv::Mat& input_bgr, const std::vector<cv::Mat>& maps,

@@ -23,7 +23,8 @@ void write_evaluation_figures(const Classifier& model, const Evaluation& ev,
   plot_confusion_matrix(ev.metrics, dir + "/confusion_matrix.png");
   plot_roc(ev.probabilities, labels, ev.metrics, dir + "/roc.png");
   plot_precision_recall(ev.probabilities, labels, ev.metrics, dir + "/pr.png");
-  draw_sample_grid(ev.samples, ev.probabilities, 8, dir + "/sample_images.png");
+  draw_sample_grid(ev.samples, ev.probabilities, ev.metrics.threshold, 8,
+                   dir + "/sample_images.png");
   // The first Parasitized cell: parasites make the maps worth looking at.
   for (const auto& s : ev.samples)
     if (s.label == kParasitized) {
@@ -42,6 +43,15 @@ namespace {
 
 json read_json(const std::string& path) {
   return fs::exists(path) ? json::parse(read_text(path)) : json();
+}
+
+// The member, or null when it is missing or `object` is not an object (a const json's operator[]
+// would be undefined behaviour there).
+const json& field(const json& object, const char* key) {
+  static const json kNull;
+  if (!object.is_object()) return kNull;
+  const auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
 }
 
 std::string pct(const json& v) {
@@ -115,10 +125,11 @@ std::string write_report(const std::string& dir) {
          "class=\"metrics\"><tr><th>accuracy</th><th>sensitivity</th><th>specificity</"
          "th><th>precision</th>"
       << "<th>F1</th><th>ROC AUC</th><th>loss</th><th>images</th></tr><tr>"
-      << "<td class=n>" << pct(test["accuracy"]) << "</td><td class=n>" << pct(test["recall"])
-      << "</td><td class=n>" << pct(test["specificity"]) << "</td><td class=n>"
-      << pct(test["precision"]) << "</td><td class=n>" << num(test["f1"]) << "</td><td class=n>"
-      << num(test["roc_auc"]) << "</td><td class=n>" << num(test["loss"]) << "</td><td class=n>"
+      << "<td class=n>" << pct(field(test, "accuracy")) << "</td><td class=n>"
+      << pct(field(test, "recall")) << "</td><td class=n>" << pct(field(test, "specificity"))
+      << "</td><td class=n>" << pct(field(test, "precision")) << "</td><td class=n>"
+      << num(field(test, "f1")) << "</td><td class=n>" << num(field(test, "roc_auc"))
+      << "</td><td class=n>" << num(field(test, "loss")) << "</td><td class=n>"
       << test.value("images", 0) << "</td></tr></table>\n";
     h << figure(dir, "confusion_matrix.png", "Confusion matrix of the test split")
       << figure(dir, "roc.png", "ROC curve with the operating point")
@@ -140,12 +151,12 @@ std::string write_report(const std::string& dir) {
          "acc</th>"
       << "<th>learning rate</th><th>seconds</th><th>images/s</th></tr>";
     for (const auto& r : history)
-      h << "<tr><td class=n>" << r["epoch"] << "</td><td class=n>" << num(r["train_loss"])
-        << "</td><td class=n>" << num(r["train_accuracy"]) << "</td><td class=n>"
-        << num(r["val_loss"]) << "</td><td class=n>" << num(r["val_accuracy"])
-        << "</td><td class=n>" << num(r["learning_rate"], 6) << "</td><td class=n>"
-        << num(r["seconds"], 1) << "</td><td class=n>" << num(r["images_per_second"], 0)
-        << "</td></tr>";
+      h << "<tr><td class=n>" << field(r, "epoch") << "</td><td class=n>"
+        << num(field(r, "train_loss")) << "</td><td class=n>" << num(field(r, "train_accuracy"))
+        << "</td><td class=n>" << num(field(r, "val_loss")) << "</td><td class=n>"
+        << num(field(r, "val_accuracy")) << "</td><td class=n>" << num(field(r, "learning_rate"), 6)
+        << "</td><td class=n>" << num(field(r, "seconds"), 1) << "</td><td class=n>"
+        << num(field(r, "images_per_second"), 0) << "</td></tr>";
     h << "</table>\n";
   }
 
@@ -155,7 +166,7 @@ std::string write_report(const std::string& dir) {
     h << "<table><tr><th>split</th><th>images</th><th>Parasitized</th><th>Uninfected</"
          "th><th>patients</th></tr>";
     for (const char* part : {"train", "val", "test"}) {
-      const json p = data["split"].value(part, json::object());
+      const json p = field(data, "split").value(part, json::object());
       h << "<tr><td>" << part << "</td><td class=n>" << p.value("images", 0) << "</td><td class=n>"
         << p.value("Parasitized", 0) << "</td><td class=n>" << p.value("Uninfected", 0)
         << "</td><td class=n>" << p.value("patients", 0) << "</td></tr>";
@@ -168,11 +179,11 @@ std::string write_report(const std::string& dir) {
   if (test.is_object() && test.contains("patients")) {
     h << "<h2>Per-patient results</h2><table><tr><th>patient</th><th>cells</th><th>accuracy</th>"
       << "<th>true parasitemia</th><th>predicted parasitemia</th></tr>";
-    for (const auto& p : test["patients"])
+    for (const auto& p : field(test, "patients"))
       h << "<tr><td>" << html_escape(p.value("patient", "")) << "</td><td class=n>"
-        << p.value("cells", 0) << "</td><td class=n>" << pct(p["accuracy"]) << "</td><td class=n>"
-        << pct(p["true_parasitemia"]) << "</td><td class=n>" << pct(p["predicted_parasitemia"])
-        << "</td></tr>";
+        << p.value("cells", 0) << "</td><td class=n>" << pct(field(p, "accuracy"))
+        << "</td><td class=n>" << pct(field(p, "true_parasitemia")) << "</td><td class=n>"
+        << pct(field(p, "predicted_parasitemia")) << "</td></tr>";
     h << "</table>\n";
   }
 

@@ -1,5 +1,7 @@
 #include "serve/prometheus.h"
 
+#include <spdlog/fmt/fmt.h>
+
 #include <sstream>
 
 namespace malaria {
@@ -37,6 +39,9 @@ std::string with_label(const std::string& labels, const std::string& extra) {
   if (labels.empty()) return "{" + extra + "}";
   return "{" + labels + "," + extra + "}";
 }
+// Shortest text that reads back as the same double: counters stay exact past a million.
+std::string number(double v) { return fmt::format("{}", v); }
+
 std::string braces(const std::string& labels) { return labels.empty() ? "" : "{" + labels + "}"; }
 }  // namespace
 
@@ -45,19 +50,19 @@ std::string MetricsRegistry::render() const {
   std::ostringstream out;
   for (const auto& [name, f] : families_) {
     out << "# HELP " << name << ' ' << f.help << "\n# TYPE " << name << ' ' << f.type << '\n';
-    for (const auto& [labels, v] : f.counters) out << name << braces(labels) << ' ' << v << '\n';
+    for (const auto& [labels, v] : f.counters)
+      out << name << braces(labels) << ' ' << number(v) << '\n';
     for (const auto& [labels, h] : f.histograms) {
       double cumulative = 0;
       for (size_t i = 0; i < f.buckets.size(); ++i) {
         cumulative += h.counts[i];
-        std::ostringstream le;
-        le << f.buckets[i];
-        out << name << "_bucket" << with_label(labels, "le=\"" + le.str() + "\"") << ' '
-            << cumulative << '\n';
+        out << name << "_bucket" << with_label(labels, "le=\"" + number(f.buckets[i]) + "\"") << ' '
+            << number(cumulative) << '\n';
       }
-      out << name << "_bucket" << with_label(labels, "le=\"+Inf\"") << ' ' << h.count << '\n';
-      out << name << "_sum" << braces(labels) << ' ' << h.sum << '\n';
-      out << name << "_count" << braces(labels) << ' ' << h.count << '\n';
+      out << name << "_bucket" << with_label(labels, "le=\"+Inf\"") << ' ' << number(h.count)
+          << '\n';
+      out << name << "_sum" << braces(labels) << ' ' << number(h.sum) << '\n';
+      out << name << "_count" << braces(labels) << ' ' << number(h.count) << '\n';
     }
   }
   return out.str();
