@@ -1,9 +1,11 @@
 // Integration: short training runs on real NIH images from ../shared/data.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <thread>
 
 #include "eval/evaluate.h"
 #include "model/classifier.h"
@@ -130,4 +132,39 @@ TEST(Training, ADivergingRunStopsWithAClearErrorAndSavesNoModel) {
     EXPECT_NE(std::string(e.what()).find("diverged"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(std::filesystem::exists(dir / "run/model.pt"));
+}
+
+TEST(Training, AnInterruptedAndResumedRunEqualsAnUninterruptedOne) {
+  TempDir dir;
+  testing_support::link_subset(dir / "data", 150);
+  TrainOptions o;
+  o.data_dir = dir / "data";
+  o.epochs = 4;
+  o.batch_size = 8;
+  o.quiet = true;
+  o.cache = true;
+  o.threads = 1;      // one thread: reductions in a fixed order
+  o.image_size = 32;  // small and fast; cellnet has dropout, whose generator must survive
+  o.out_dir = dir / "straight";
+  run_training(o);
+
+  // Interrupt the second run early in its second epoch, as Ctrl-C would.
+  o.out_dir = dir / "resumed";
+  std::thread interrupter([&] {
+    while (!std::filesystem::exists(dir / "resumed/history.json"))
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::raise(SIGINT);
+  });
+  const TrainOutcome first = run_training(o);
+  interrupter.join();
+  ASSERT_TRUE(first.interrupted) << "the run ended before the interrupt";
+  resume_training(dir / "resumed", 1);
+
+  const auto a = nlohmann::json::parse(read_text(dir / "straight/history.json"));
+  const auto b = nlohmann::json::parse(read_text(dir / "resumed/history.json"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t e = 0; e < a.size(); ++e)
+    for (const char* key : {"train_loss", "val_loss", "val_accuracy"})
+      EXPECT_DOUBLE_EQ(a[e][key].get<double>(), b[e][key].get<double>()) << key << " epoch " << e;
 }

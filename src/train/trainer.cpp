@@ -468,6 +468,12 @@ class Trainer {
       optimizer_->save(archive);
       archive.save_to(tmp);
     });
+    // Dropout draws from the global generator: its state makes a resumed run exact.
+    write_file_atomic(cp + "/rng.pt", [&](const std::string& tmp) {
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      torch::save(at::Tensor(generator.get_state()), tmp);
+    });
     write_text_atomic(cp + "/state.json",
                       state_.to_json().dump(2));  // last: marks the set complete
   }
@@ -486,6 +492,14 @@ class Trainer {
       CellClassifier best = build_model(opt_.arch, opt_.image_size);
       load_module(cp + "/best.pt", *best);
       best_weights_ = snapshot_state(*best);
+    }
+    // Last: building the model above draws from the generator too.
+    if (fs::exists(cp + "/rng.pt")) {
+      torch::Tensor rng;
+      torch::load(rng, cp + "/rng.pt");
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(rng);
     }
     log("resuming %s at epoch %d, batch %zu", dir_.c_str(), state_.epoch + 1, state_.next_batch);
   }
