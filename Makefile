@@ -3,13 +3,13 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 DATA ?= $(if $(MALARIA_DATA),$(MALARIA_DATA),../shared/data/cell_images)
 
-.PHONY: deps bench-deps build run train test bench serve-bench format clean
+.PHONY: deps bench-deps fuzz-deps build run train test sanitize fuzz bench serve-bench format clean
 
 deps:
 	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-deps.sh; else sudo bash scripts/install-deps.sh; fi
 
 build:
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: deps build
@@ -20,6 +20,15 @@ train: deps build
 
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j 2
+
+# Unit, model-file, server and hostile-client tests under AddressSanitizer + UBSan (build-asan/).
+sanitize: deps
+	bash scripts/sanitize.sh
+
+# libFuzzer targets (clang), FUZZ_SECONDS each; crashers land in fuzz/regressions/.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # The PyTorch reference runs on Debian's python3-torch; only the benchmark needs it.
 bench-deps: deps

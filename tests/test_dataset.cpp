@@ -173,7 +173,7 @@ TEST(Split, CsvRoundTrip) {
 }
 
 TEST(Scan, RealDataHasBothClassesAndManyPatients) {
-  if (!std::filesystem::is_directory(testing_support::cell_images())) GTEST_SKIP();
+  MALARIA_REQUIRE_DIR(testing_support::cell_images());
   const Dataset ds = scan_dataset(testing_support::cell_images());
   EXPECT_EQ(ds.summary.per_class[kParasitized], 11040u);
   EXPECT_EQ(ds.summary.per_class[kUninfected], 11040u);

@@ -96,7 +96,7 @@ class LocalServer {
 class Download : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::is_directory(testing_support::cell_images())) GTEST_SKIP() << "shared data missing";
+    MALARIA_REQUIRE_DIR(testing_support::cell_images());
     zip_bytes_ = make_zip(work_ / "source.zip");
     server_ = std::make_unique<LocalServer>(zip_bytes_);
     sha_ = sha256_file(work_ / "source.zip");

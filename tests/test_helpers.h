@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -14,6 +15,16 @@ namespace testing_support {
 namespace fs = std::filesystem;
 
 inline std::string data_root() { return MALARIA_DATA_ROOT; }
+
+// Skips a test whose real images are absent; with MALARIA_REQUIRE_DATA set (CI does), fails
+// instead, so coverage cannot vanish unnoticed.
+#define MALARIA_REQUIRE_DIR(dir)                                                             \
+  do {                                                                                       \
+    if (!std::filesystem::is_directory(dir)) {                                               \
+      if (std::getenv("MALARIA_REQUIRE_DATA")) FAIL() << "required data missing: " << (dir); \
+      GTEST_SKIP() << "shared data not found at " << (dir);                                  \
+    }                                                                                        \
+  } while (0)
 inline std::string cell_images() { return data_root() + "/cell_images"; }
 
 // A fresh folder under the system temp dir, removed when the object dies.
@@ -50,7 +61,7 @@ inline std::string read_bytes(const std::string& path) {
 // into DIR/{Parasitized,Uninfected}. Skips the test when the shared data is absent.
 inline void link_subset(const std::string& dir, size_t per_class,
                         const std::string& source = cell_images()) {
-  if (!fs::is_directory(source)) GTEST_SKIP() << "shared data not found at " << source;
+  MALARIA_REQUIRE_DIR(source);
   for (const char* cls : {"Parasitized", "Uninfected"}) {
     std::vector<fs::path> files;
     for (const auto& e : fs::directory_iterator(fs::path(source) / cls)) files.push_back(e.path());

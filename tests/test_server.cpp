@@ -59,9 +59,7 @@ class ServerTest : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
-  void SetUp() override {
-    if (!server_) GTEST_SKIP() << "shared data missing";
-  }
+  void SetUp() override { MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128"); }
   static ServerProcess* server_;
 };
 ServerProcess* ServerTest::server_ = nullptr;
@@ -246,7 +244,7 @@ TEST_F(ServerTest, ConcurrentClientsAllGetTheRightAnswer) {
 }
 
 TEST(ServerOptions, ApiKeyGuardsApiRoutesOnly) {
-  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
   ServerProcess server({"--api-key", "s3cret", "--cors-origin", "https://lab.example"});
   auto c = server.client();
   auto denied = c.Get("/api/v1/model");
@@ -266,7 +264,7 @@ TEST(ServerOptions, ApiKeyGuardsApiRoutesOnly) {
 }
 
 TEST(ServerOptions, FullQueueAnswers503WithRetryAfter) {
-  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
   // The worker waits 300 ms to fill a batch, so a second request finds the one-image queue full.
   ServerProcess server({"--queue", "1", "--max-batch", "64", "--batch-wait-ms", "300"});
   const std::string png = read_bytes(real_images(1)[0]);
@@ -281,7 +279,7 @@ TEST(ServerOptions, FullQueueAnswers503WithRetryAfter) {
 }
 
 TEST(ServerOptions, SigtermFinishesTheRequestInFlight) {
-  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
   ServerProcess server({"--batch-wait-ms", "500", "--max-batch", "64"});
   const std::string png = read_bytes(real_images(1)[0]);
   int status = 0;

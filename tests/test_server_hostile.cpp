@@ -130,12 +130,7 @@ class HostileClient : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
-  void SetUp() override {
-    if (!server_) {
-      if (std::getenv("MALARIA_REQUIRE_DATA")) FAIL() << "shared data missing";
-      GTEST_SKIP() << "shared data missing";
-    }
-  }
+  void SetUp() override { MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128"); }
   void TearDown() override {
     if (!server_) return;
     // Whatever the attack, the server still answers a real request correctly.
@@ -193,7 +188,9 @@ TEST_F(HostileClient, ChunkedBodiesCountAgainstTheLimit) {
   const std::string raw = read_until_closed(fd, 5000);
   ::close(fd);
   EXPECT_LT(sent_mb, 200) << "the server read 200 MB for a 2 MB limit";
-  if (!raw.empty()) EXPECT_EQ(status_of(raw), 413) << raw.substr(0, 200);
+  if (!raw.empty()) {
+    EXPECT_EQ(status_of(raw), 413) << raw.substr(0, 200);
+  }
 
   // A chunked body within the limit is fine.
   const std::string cell = real_cell();
@@ -267,7 +264,7 @@ TEST_F(HostileClient, SlowAndIdleClientsDoNotStopHealthChecks) {
 }
 
 TEST(ServerHardening, AHeaderThatNeverEndsIsCutOffAtTheDeadline) {
-  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
   ServerProcess server({"--header-timeout", "2"});
   const int fd = connect_to(server.port());
   ASSERT_GE(fd, 0);
@@ -290,7 +287,7 @@ TEST(ServerHardening, AHeaderThatNeverEndsIsCutOffAtTheDeadline) {
 }
 
 TEST(ServerHardening, ASecondServerOnTheSamePortFailsClearly) {
-  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
   ServerProcess first({});
   const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + MALARIA_TEST_MODEL +
                           " --port " + std::to_string(first.port()) + " 2>&1";
@@ -304,7 +301,7 @@ TEST(ServerHardening, ASecondServerOnTheSamePortFailsClearly) {
 }
 
 TEST(ServerHardening, SigtermAnswersEveryConnectionItAccepted) {
-  if (!std::filesystem::is_directory(testing_support::data_root())) GTEST_SKIP();
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
   ServerProcess server({"--batch-wait-ms", "400", "--max-batch", "64"});
   const std::string request = post("/api/v1/predict", real_cell(), "image/png");
   std::vector<int> fds;

@@ -69,7 +69,8 @@ struct HttpServer::Impl {
     HttpResponse res;
     MHD_PostProcessor* post = nullptr;
     size_t bytes_in = 0;
-    bool rejected = false;  // an error answer is decided; the rest of the body is dropped
+    bool rejected = false;    // an error answer is decided; the rest of the body is dropped
+    bool answer_now = false;  // answer before the body: none is coming, or far too much
     ~RequestState() {
       if (post) MHD_destroy_post_processor(post);
     }
@@ -151,34 +152,49 @@ struct HttpServer::Impl {
     req.remote_addr = client_address(c);
     MHD_get_connection_values(c, MHD_HEADER_KIND, &collect_header, &req);
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, &collect_query, &req);
-
-    if (req.headers.count("Content-Length") > 1)
-      return reject(st, 400, "conflicting Content-Length headers");
-    const std::string encoding = req.header("Content-Encoding");
-    if (!encoding.empty() && strcasecmp(encoding.c_str(), "identity") != 0)
-      return reject(
-          st, 415,
-          "compressed request bodies are not accepted (Content-Encoding: " + encoding + ")");
-    const std::string length = req.header("Content-Length");
-    if (!length.empty()) {
-      char* end = nullptr;
-      errno = 0;
-      const unsigned long long n = std::strtoull(length.c_str(), &end, 10);
-      if (errno != 0 || *end != '\0' || length[0] == '-')
-        return reject(st, 400, "invalid Content-Length");
-      if (n > limits.max_body_bytes) return reject(st, 413, too_large_message());
-    }
-    if (cb.early && cb.early(req, st.res)) {
-      st.rejected = true;  // answered before the body: do not keep reading it
+    check_framing(st);
+    if (!st.rejected && cb.early && cb.early(req, st.res)) {
+      st.rejected = true;  // answered without looking at the body: drop it
       st.res.set_header("Connection", "close");
-      return;
     }
+    if (st.rejected) return;
     const std::string type = req.header("Content-Type");
     if (type.size() >= 19 && strncasecmp(type.c_str(), "multipart/form-data", 19) == 0) {
       req.multipart = true;
       st.post = MHD_create_post_processor(c, 64 * 1024, &on_part, &st);
-      if (!st.post) return reject(st, 400, "malformed multipart/form-data (no boundary)");
+      if (!st.post) reject(st, 400, "malformed multipart/form-data (no boundary)");
     }
+  }
+
+  // Length and encoding rules, and whether a refusal is answered before the body or after it.
+  void check_framing(RequestState& st) {
+    const auto& req = st.req;
+    if (req.headers.count("Content-Length") > 1) {
+      reject(st, 400, "conflicting Content-Length headers");
+      st.answer_now = true;  // no length to trust for skipping the body
+      return;
+    }
+    const std::string length = req.header("Content-Length");
+    unsigned long long declared = 0;
+    if (!length.empty()) {
+      char* end = nullptr;
+      errno = 0;
+      declared = std::strtoull(length.c_str(), &end, 10);
+      if (errno != 0 || *end != '\0' || length[0] == '-') {
+        reject(st, 400, "invalid Content-Length");
+        st.answer_now = true;
+        return;
+      }
+    }
+    const std::string encoding = req.header("Content-Encoding");
+    if (!encoding.empty() && strcasecmp(encoding.c_str(), "identity") != 0)
+      reject(st, 415,
+             "compressed request bodies are not accepted (Content-Encoding: " + encoding + ")");
+    else if (declared > limits.max_body_bytes)
+      reject(st, 413, too_large_message());
+    const bool chunked = !req.header("Transfer-Encoding").empty();
+    st.answer_now =
+        (!chunked && declared == 0) || declared > limits.max_body_bytes + kDiscardAllowance;
   }
 
   std::string too_large_message() const {
@@ -275,8 +291,9 @@ struct HttpServer::Impl {
       st->server = &self;
       *req_cls = st;
       self.begin(c, url, method, *st);
-      // Answer early refusals now: MHD then skips the body and closes the connection.
-      return st->rejected ? self.send(c, *st) : MHD_YES;
+      // MHD skips the body of an early answer and closes the connection, which can reset it
+      // before a client still sending reads the answer: early only when that cannot happen.
+      return st->rejected && st->answer_now ? self.send(c, *st) : MHD_YES;
     }
     if (*upload_size > 0) {
       const size_t size = *upload_size;

@@ -1,0 +1,23 @@
+// Fuzz target: loading an untrusted model file. Anything but a clean ModelFileError is a bug.
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include "model/classifier.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const std::string path = "/tmp/malaria-fuzz-model-" + std::to_string(::getpid()) + ".pt";
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  }
+  try {
+    const auto model = malaria::Classifier::load(path);
+    std::vector<float> pixels(3ull * model.image_size() * model.image_size(), 0.5f);
+    model.predict(pixels.data(), 1);
+  } catch (const malaria::ModelFileError&) {
+  }
+  return 0;
+}
