@@ -32,9 +32,7 @@ const ModelInfo& Classifier::info() const { return impl_->info; }
 std::vector<float> Classifier::predict(const float* chw, size_t n) const {
   if (n == 0) return {};
   torch::NoGradGuard no_grad;
-  const int64_t s = impl_->info.image_size;
-  auto input = torch::from_blob(const_cast<float*>(chw), {static_cast<int64_t>(n), 3, s, s})
-                   .contiguous(at::MemoryFormat::ChannelsLast);
+  const auto input = image_batch_tensor(chw, n, impl_->info.image_size);
   auto prob = torch::sigmoid(impl_->loaded.model->forward(input)).reshape({-1}).contiguous();
   return std::vector<float>(prob.data_ptr<float>(), prob.data_ptr<float>() + n);
 }
@@ -63,8 +61,7 @@ std::vector<cv::Mat> Classifier::feature_maps(const cv::Mat& bgr, int conv_layer
   const int s = impl_->info.image_size;
   std::vector<float> pixels(3ull * s * s);
   to_chw_float(resize_rgb(bgr, s), pixels.data());
-  torch::Tensor x =
-      torch::from_blob(pixels.data(), {1, 3, s, s}).contiguous(at::MemoryFormat::ChannelsLast);
+  torch::Tensor x = image_batch_tensor(pixels.data(), 1, s);
   int convs = 0;
   bool after_target_conv = false;
   for (auto& module : *impl_->loaded.model->features) {

@@ -267,6 +267,11 @@ void to_channels_last(torch::nn::Module& module) {
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 }
 
+torch::Tensor image_batch_tensor(const float* chw, size_t n, int size) {
+  return torch::from_blob(const_cast<float*>(chw), {static_cast<int64_t>(n), 3, size, size})
+      .contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module) {
   std::vector<torch::Tensor> state;
   for (const auto& p : module.parameters()) state.push_back(p.detach().clone());

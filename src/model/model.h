@@ -64,6 +64,10 @@ class Bf16Autocast {
   bool on_;
 };
 
+// n preprocessed images (n x 3 x size x size floats) as a channels-last tensor: the memory order
+// the convolutions here run fastest in. The result owns its memory.
+torch::Tensor image_batch_tensor(const float* chw, size_t n, int size);
+
 // Copies of parameters and buffers, to keep the best epoch's weights in memory.
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module);
 void restore_state(torch::nn::Module& module, const std::vector<torch::Tensor>& state);

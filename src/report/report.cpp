@@ -86,18 +86,7 @@ std::string kv_table(const json& obj) {
   return out.str();
 }
 
-}  // namespace
-
-std::string write_report(const std::string& dir) {
-  if (!fs::exists(dir + "/config.json"))
-    throw std::runtime_error(dir + " is not a training run folder (no config.json)");
-  const json config = read_json(dir + "/config.json");
-  const json data = read_json(dir + "/data_summary.json");
-  const json history = read_json(dir + "/history.json");
-  const json test = read_json(dir + "/evaluation.json");
-  const std::string txt =
-      fs::exists(dir + "/evaluation.txt") ? read_text(dir + "/evaluation.txt") : "";
-
+std::string report_head(const std::string& dir, const json& config) {
   std::ostringstream h;
   h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Training report: "
     << html_escape(fs::path(dir).filename().string()) << "</title><style>"
@@ -119,6 +108,11 @@ std::string write_report(const std::string& dir) {
     << now_iso8601() << " by malaria " << MALARIA_VERSION
     << ". The model assists and does not replace a trained microscopist.</p>\n";
 
+  return h.str();
+}
+
+std::string test_section(const std::string& dir, const json& test, const std::string& txt) {
+  std::ostringstream h;
   h << "<h2>Test metrics (patients never seen in training)</h2>\n";
   if (test.is_object()) {
     h << "<table "
@@ -144,6 +138,11 @@ std::string write_report(const std::string& dir) {
     h << "<p>No test split was evaluated.</p>\n";
   }
 
+  return h.str();
+}
+
+std::string history_section(const std::string& dir, const json& history) {
+  std::ostringstream h;
   h << "<h2>Training history</h2>\n"
     << figure(dir, "training_history.png", "Accuracy and loss per epoch");
   if (history.is_array()) {
@@ -160,6 +159,11 @@ std::string write_report(const std::string& dir) {
     h << "</table>\n";
   }
 
+  return h.str();
+}
+
+std::string data_section(const std::string& dir, const json& data) {
+  std::ostringstream h;
   h << "<h2>Data and split</h2>\n";
   if (data.is_object()) {
     h << kv_table(data.value("dataset", json::object()));
@@ -176,6 +180,11 @@ std::string write_report(const std::string& dir) {
   }
   h << figure(dir, "sample_images.png", "Sample test cells with the model's probability");
 
+  return h.str();
+}
+
+std::string patients_section(const json& test) {
+  std::ostringstream h;
   if (test.is_object() && test.contains("patients")) {
     h << "<h2>Per-patient results</h2><table><tr><th>patient</th><th>cells</th><th>accuracy</th>"
       << "<th>true parasitemia</th><th>predicted parasitemia</th></tr>";
@@ -187,13 +196,36 @@ std::string write_report(const std::string& dir) {
     h << "</table>\n";
   }
 
+  return h.str();
+}
+
+std::string model_section(const std::string& dir, const json& config) {
+  std::ostringstream h;
   h << "<h2>Model</h2>\n"
     << figure(dir, "feature_maps.png",
               "Activations of the first convolution layer for one test cell")
     << figure(dir, "architecture.png", "The network, drawn from its definition");
   h << "<h2>Configuration</h2>\n" << kv_table(config) << "</body></html>\n";
+  return h.str();
+}
+
+}  // namespace
+
+std::string write_report(const std::string& dir) {
+  if (!fs::exists(dir + "/config.json"))
+    throw std::runtime_error(dir + " is not a training run folder (no config.json)");
+  const json config = read_json(dir + "/config.json");
+  const json data = read_json(dir + "/data_summary.json");
+  const json history = read_json(dir + "/history.json");
+  const json test = read_json(dir + "/evaluation.json");
+  const std::string txt =
+      fs::exists(dir + "/evaluation.txt") ? read_text(dir + "/evaluation.txt") : "";
+
+  const std::string html = report_head(dir, config) + test_section(dir, test, txt) +
+                           history_section(dir, history) + data_section(dir, data) +
+                           patients_section(test) + model_section(dir, config);
   const std::string path = dir + "/report.html";
-  write_text_atomic(path, h.str());
+  write_text_atomic(path, html);
   return path;
 }
 

@@ -1,0 +1,121 @@
+#include "train/run_state.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "util/files.h"
+
+namespace malaria {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+bool cpu_has_bf16() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("flags", 0) == 0)
+      return line.find(" avx512_bf16") != std::string::npos ||
+             line.find(" amx_bf16") != std::string::npos;
+  return false;
+}
+
+json TrainOptions::to_json() const {
+  return {{"data_dir", data_dir},
+          {"out_dir", out_dir},
+          {"arch", arch},
+          {"image_size", image_size},
+          {"epochs", epochs},
+          {"batch_size", batch_size},
+          {"learning_rate", learning_rate},
+          {"lr_schedule", lr_schedule},
+          {"patience", patience},
+          {"split", malaria::to_string(split)},
+          {"fractions", {fractions.train, fractions.val, fractions.test}},
+          {"seed", seed},
+          {"threads", threads},
+          {"workers", workers},
+          {"cache", cache},
+          {"strict", strict},
+          {"augment", augment.to_json()},
+          {"time_limit_minutes", time_limit_minutes},
+          {"max_steps", max_steps},
+          {"bf16", bf16},
+          {"optimizer", "adam"},
+          {"loss", "binary_cross_entropy_with_logits"},
+          {"early_stopping", "validation loss, best weights restored"}};
+}
+
+TrainOptions TrainOptions::from_json(const json& j) {
+  TrainOptions o;
+  o.data_dir = j.at("data_dir");
+  o.out_dir = j.at("out_dir");
+  o.arch = j.at("arch");
+  o.image_size = j.at("image_size");
+  o.epochs = j.at("epochs");
+  o.batch_size = j.at("batch_size");
+  o.learning_rate = j.at("learning_rate");
+  o.lr_schedule = j.value("lr_schedule", "constant");
+  o.patience = j.at("patience");
+  o.split = parse_split_mode(j.at("split"));
+  o.fractions = {j.at("fractions")[0], j.at("fractions")[1], j.at("fractions")[2]};
+  o.seed = j.at("seed");
+  o.threads = j.at("threads");
+  o.workers = j.at("workers");
+  o.cache = j.at("cache");
+  o.strict = j.at("strict");
+  const auto& a = j.at("augment");
+  o.augment = {a.at("rotation_deg"), a.at("zoom"), a.at("horizontal_flip"), a.at("vertical_flip"),
+               a.value("color_jitter", 0.0)};
+  o.time_limit_minutes = j.at("time_limit_minutes");
+  o.max_steps = j.at("max_steps");
+  o.bf16 = j.value("bf16", false);
+  return o;
+}
+
+void write_history(const std::string& dir, const std::vector<EpochRecord>& history) {
+  std::ostringstream csv;
+  csv << "epoch,train_loss,train_accuracy,val_loss,val_accuracy,learning_rate,seconds,images_per_"
+         "second\n";
+  json j = json::array();
+  for (const auto& r : history) {
+    csv << r.epoch << ',' << r.train_loss << ',' << r.train_accuracy << ',' << r.val_loss << ','
+        << r.val_accuracy << ',' << r.learning_rate << ',' << r.seconds << ','
+        << r.images_per_second << '\n';
+    j.push_back(r.to_json());
+  }
+  write_text_atomic(dir + "/history.csv", csv.str());
+  write_text_atomic(dir + "/history.json", j.dump(2));
+}
+
+RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
+  const std::string dir = opt.out_dir;
+  fs::create_directories(dir);
+  RunData data;
+  if (resuming) {
+    data.split = read_split_csv(dir + "/split.csv");
+    data.summary = json::parse(read_text(dir + "/data_summary.json"));
+    return data;
+  }
+  ScanOptions scan;
+  scan.strict = opt.strict;
+  const Dataset ds = scan_dataset(opt.data_dir, scan);
+  data.split = split_dataset(ds.samples, opt.split, opt.fractions, opt.seed);
+  data.summary = {{"root", ds.root},
+                  {"dataset", ds.summary.to_json()},
+                  {"split", split_summary(data.split)},
+                  {"split_mode", malaria::to_string(opt.split)},
+                  {"split_seed", opt.seed}};
+  write_split_csv(data.split, dir + "/split.csv");
+  write_text_atomic(dir + "/data_summary.json", data.summary.dump(2));
+  write_text_atomic(dir + "/config.json", opt.to_json().dump(2));
+  spdlog::info(
+      "data: {} images of {} patients ({} Parasitized, {} Uninfected), {} unreadable skipped",
+      ds.samples.size(), ds.summary.patients, ds.summary.per_class[kParasitized],
+      ds.summary.per_class[kUninfected], ds.summary.unreadable.size());
+  return data;
+}
+
+}  // namespace malaria
