@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: end-to-end training and evaluation throughput of `malaria` against the PyTorch
 # reference, side by side on the same machine and data, the compute-only ceiling of the same
-# networks, and peak memory. Prints a table and writes bench/results/results.json.
+# networks, and peak memory. Prints a table and writes bench/results/CPU-MODEL/results.json:
+# figures are only comparable on the same CPU, so each CPU model keeps its own file.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/build/malaria}
@@ -9,7 +10,12 @@ compute=${COMPUTE:-$here/build/bench/bench_compute}
 shared=${SHARED:-$here/../shared}
 steps=${BENCH_STEPS:-60}
 threads=${BENCH_THREADS:-2}
-out=$here/bench/results
+cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_bf16|amx_bf16|amx_tile' | tr '\n' ' ' || true)
+# bfloat16 only where the CPU computes it natively: elsewhere it is emulated and ~10x slower.
+if echo "$cpu_flags" | grep -qE 'avx512_bf16|amx_bf16'; then native_bf16=1; else native_bf16=0; fi
+out=$here/bench/results/$(echo "$cpu_model" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')
+echo "CPU: $cpu_model; flags: ${cpu_flags:-none of avx2/avx512/bf16/amx}; native bf16: $native_bf16" >&2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out"
@@ -31,8 +37,10 @@ run_config() {  # name arch size data
   echo "== $name: $arch at ${size}x$size on $data ($steps steps of 32, augmentation on)" >&2
   timed "$name-ours-train" "$bin" --threads "$threads" train --data "$data" --out "$tmp/$name-run" --arch "$arch" \
     --image-size "$size" --epochs 1 --max-steps "$steps" --split random --quiet --no-bf16
-  timed "$name-ours-bf16" "$bin" --threads "$threads" train --data "$data" --out "$tmp/$name-bf16" --arch "$arch" \
-    --image-size "$size" --epochs 1 --max-steps "$steps" --split random --quiet --bf16
+  if [ "$native_bf16" = 1 ]; then
+    timed "$name-ours-bf16" "$bin" --threads "$threads" train --data "$data" --out "$tmp/$name-bf16" --arch "$arch" \
+      --image-size "$size" --epochs 1 --max-steps "$steps" --split random --quiet --bf16
+  fi
   timed "$name-ours-eval" "$bin" --threads "$threads" evaluate --model "$tmp/$name-run/model.pt" --data "$data" \
     --json "$tmp/$name-eval.json"
   timed "$name-reference" env LD_PRELOAD="$tcmalloc" /usr/bin/python3 "$shared/bench/reference_pytorch.py" \
@@ -51,9 +59,10 @@ timed mem-cache "$bin" --threads "$threads" train --data "$shared/data/cell_imag
 echo "== compute-only ceiling (synthetic batches of 32)" >&2
 "$compute" --benchmark_filter='(train_step|infer)/(seed_128|cellnet_64)/2' --benchmark_format=json >"$tmp/compute.json" 2>/dev/null
 
-/usr/bin/python3 - "$tmp" "$out" "$steps" "$threads" <<'PY'
+mkdir -p "$out"
+/usr/bin/python3 - "$tmp" "$out" "$steps" "$threads" "$cpu_flags" <<'PY'
 import json, sys, os, platform, subprocess
-tmp, out, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+tmp, out, steps, threads, flags = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split()
 def peak(name):
     kib, secs = open(f"{tmp}/{name}.time").read().split()
     return int(kib) / 1024.0, float(secs)
@@ -61,21 +70,23 @@ def history(run):
     return json.load(open(f"{tmp}/{run}/history.json"))[-1]
 compute = {b["name"].split("/min_time")[0]: b["items_per_second"] for b in json.load(open(f"{tmp}/compute.json"))["benchmarks"]}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-res = {"machine": {"cpu": cpu, "cores": os.cpu_count(), "threads_used": threads, "kernel": platform.release()},
+res = {"machine": {"cpu": cpu, "flags": flags, "cores": os.cpu_count(), "threads_used": threads,
+                   "kernel": platform.release()},
        "steps": steps, "batch_size": 32, "configs": {}}
 for name, arch, size, key in [("original", "seed", 128, "seed_128"), ("default", "cellnet", 64, "cellnet_64")]:
     ours_train = history(f"{name}-run")["images_per_second"]
     ours_eval = json.load(open(f"{tmp}/{name}-eval.json"))["images_per_second"]
     ref = json.loads(open(f"{tmp}/{name}-reference.out").read().strip().splitlines()[-1])
-    ours_bf16 = history(f"{name}-bf16")["images_per_second"]
+    has_bf16 = os.path.exists(f"{tmp}/{name}-bf16/history.json")
+    ours_bf16 = history(f"{name}-bf16")["images_per_second"] if has_bf16 else None
     ceiling_train = compute.get(f"train_step/{key}/2")
     ceiling_infer = compute.get(f"infer/{key}/2")
     res["configs"][name] = {
         "arch": arch, "image_size": size,
         "ours_train_images_per_s": round(ours_train, 1), "reference_train_images_per_s": ref["train_images_per_s"],
         "train_speedup": round(ours_train / ref["train_images_per_s"], 2),
-        "ours_train_bf16_images_per_s": round(ours_bf16, 1),
-        "train_bf16_speedup": round(ours_bf16 / ref["train_images_per_s"], 2),
+        "ours_train_bf16_images_per_s": round(ours_bf16, 1) if has_bf16 else "n/a (no native bf16)",
+        "train_bf16_speedup": round(ours_bf16 / ref["train_images_per_s"], 2) if has_bf16 else None,
         "ours_eval_images_per_s": round(ours_eval, 1), "reference_eval_images_per_s": ref["eval_images_per_s"],
         "eval_speedup": round(ours_eval / ref["eval_images_per_s"], 2),
         "compute_ceiling_train_images_per_s": round(ceiling_train, 1) if ceiling_train else None,
@@ -95,11 +106,11 @@ print(f"\n{'config':10} {'ours train':>11} {'ref train':>10} {'speedup':>8} {'ce
       f"{'ours eval':>10} {'ref eval':>9} {'speedup':>8} {'peak MiB':>9}")
 for name, c in res["configs"].items():
     print(f"{name:10} {c['ours_train_images_per_s']:>11} {c['reference_train_images_per_s']:>10} {c['train_speedup']:>7}x "
-          f"{c['compute_ceiling_train_images_per_s']:>8} {100*(c['share_of_ceiling'] or 0):>7.1f}% {c['train_bf16_speedup']:>6}x "
+          f"{c['compute_ceiling_train_images_per_s']:>8} {100*(c['share_of_ceiling'] or 0):>7.1f}% {str(c['train_bf16_speedup'] or 'n/a'):>6}x "
           f"{c['ours_eval_images_per_s']:>10} {c['reference_eval_images_per_s']:>9} {c['eval_speedup']:>7}x "
           f"{c['ours_train_peak_mib']:>9}")
 m = res["memory_full_epoch_22080_images"]
 print(f"\nfull epoch, 22,080 images: peak {m['stream_peak_mib']} MiB streaming, {m['cache_peak_mib']} MiB with --cache "
       f"(decoded images: {m['decoded_cache_mib']} MiB)")
-print(f"results: {out}/results.json")
+print(f"CPU: {cpu}\nresults: {out}/results.json")
 PY

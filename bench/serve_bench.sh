@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Server benchmark: single-image requests at 1, 4 and 16 concurrent clients, and 32-image
-# requests, with wrk (the load generator shares the machine's 2 cores with the server).
+# requests, with wrk. PIN=1 pins the server to core 0 and wrk to core 1 (on a 2-core machine the
+# server then computes on one core); by default both share all cores. The setup and the CPU are
+# written with the results to bench/results/CPU-MODEL/serve[-pinned].json.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/build/malaria}
@@ -10,9 +12,15 @@ duration=${DURATION:-10}
 images=("$shared"/data/cell_images_128/Parasitized/*.png)
 image=${images[0]}
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-out=$here/bench/results
+cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+out=$here/bench/results/$(echo "$cpu_model" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')
 mkdir -p "$out"
-"$bin" serve --model "$model" --port "$port" "$@" >/tmp/malaria-serve-bench.log 2>&1 &
+server_cpus="" load_cpus="" suffix=""
+if [ "${PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  server_cpus="taskset -c 0" load_cpus="taskset -c 1" suffix="-pinned"
+fi
+echo "CPU: $cpu_model; setup: ${suffix:+server on core 0, wrk on core 1}${suffix:-server and wrk share all cores}"
+$server_cpus "$bin" serve --model "$model" --port "$port" "$@" >/tmp/malaria-serve-bench.log 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
@@ -20,14 +28,14 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && 
 results="{"
 sep=""
 for clients in 1 4 16; do
-  line=$(IMAGE=$image wrk -t "$((clients < 2 ? 1 : 2))" -c "$clients" -d "${duration}s" --latency \
+  line=$(IMAGE=$image $load_cpus wrk -t "$((clients < 2 ? 1 : 2))" -c "$clients" -d "${duration}s" --latency \
     -s "$here/bench/predict.lua" "http://127.0.0.1:$port" | tail -1)
   echo "single image, $clients client(s): $line"
   results+="$sep\"single_c$clients\": $line"
   sep=", "
 done
-line=$(IMAGE=$image FILES=32 wrk -t 2 -c 4 -d "${duration}s" -s "$here/bench/predict.lua" "http://127.0.0.1:$port" | tail -1)
+line=$(IMAGE=$image FILES=32 $load_cpus wrk -t 2 -c 4 -d "${duration}s" -s "$here/bench/predict.lua" "http://127.0.0.1:$port" | tail -1)
 echo "32-image requests, 4 clients: $line"
-results+="$sep\"batch32_c4\": $line}"
-echo "$results" | /usr/bin/python3 -m json.tool >"$out/serve.json"
-echo "results: $out/serve.json"
+results+="$sep\"batch32_c4\": $line, \"cpu\": \"$cpu_model\", \"pinned\": ${suffix:+true}${suffix:-false}}"
+echo "$results" | /usr/bin/python3 -m json.tool >"$out/serve$suffix.json"
+echo "results: $out/serve$suffix.json"

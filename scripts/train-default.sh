@@ -3,7 +3,7 @@
 # test-split evaluation report, figures and report.html.
 set -euo pipefail
 bin=${1:-build/malaria}
-data=${2:-../shared/data/cell_images}
+data=${2:?usage: train-default.sh MALARIA_BIN DATA_DIR}
 if [ ! -d "$data/Parasitized" ] || [ ! -d "$data/Uninfected" ]; then
   cat >&2 <<TXT
 No dataset at $data.

@@ -71,8 +71,14 @@ struct HttpServer::Impl {
     size_t bytes_in = 0;
     bool rejected = false;    // an error answer is decided; the rest of the body is dropped
     bool answer_now = false;  // answer before the body: none is coming, or far too much
+    size_t held = 0;          // bytes of this body counted in server->buffered
     ~RequestState() {
       if (post) MHD_destroy_post_processor(post);
+      release();
+    }
+    void release() {
+      if (server && held) server->buffered -= held;
+      held = 0;
     }
   };
 
@@ -82,6 +88,7 @@ struct HttpServer::Impl {
   int listen_fd = -1;
   int bound_port = 0;
   std::atomic<bool> stopping{false};
+  std::atomic<size_t> buffered{0};  // body bytes held by requests in progress
 
   std::mutex mu;
   std::condition_variable wake;
@@ -94,6 +101,7 @@ struct HttpServer::Impl {
   void reject(RequestState& st, int status, const std::string& message) {
     if (st.rejected) return;
     st.rejected = true;
+    st.release();
     st.req.body.clear();
     st.req.body.shrink_to_fit();
     st.req.parts.clear();
@@ -239,6 +247,13 @@ struct HttpServer::Impl {
       reject(st, 413, too_large_message());
       return true;
     }
+    // Many uploads at once must not add up to more memory than the server may hold.
+    if (buffered.fetch_add(size) + size > limits.max_buffered_bytes) {
+      buffered -= size;
+      reject(st, 503, "server busy: too many uploads in progress, retry shortly");
+      return true;
+    }
+    st.held += size;
     if (!st.post) {
       st.req.body.append(data, size);
     } else if (MHD_post_process(st.post, data, size) != MHD_YES) {

@@ -51,13 +51,14 @@ struct HttpResponse {
 };
 
 struct HttpLimits {
-  size_t max_body_bytes = 10u << 20;  // bytes actually received, chunked or not
-  size_t max_parts = 64;              // multipart fields
-  unsigned max_connections = 1000;    // open connections; more are refused at accept
-  unsigned idle_timeout_s = 10;       // no byte for this long closes a connection
-  unsigned header_deadline_s = 10;    // a request's headers must arrive within this
-  unsigned body_deadline_s = 60;      // and its body within this
-  unsigned drain_timeout_s = 30;      // on stop, requests in flight get this long
+  size_t max_body_bytes = 10u << 20;       // bytes actually received, chunked or not
+  size_t max_buffered_bytes = 512u << 20;  // all bodies held at once; more is 503 (many uploads)
+  size_t max_parts = 64;                   // multipart fields
+  unsigned max_connections = 1000;         // open connections; more are refused at accept
+  unsigned idle_timeout_s = 10;            // no byte for this long closes a connection
+  unsigned header_deadline_s = 10;         // a request's headers must arrive within this
+  unsigned body_deadline_s = 60;           // and its body within this
+  unsigned drain_timeout_s = 30;           // on stop, requests in flight get this long
 };
 
 class HttpServer {

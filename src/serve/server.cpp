@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <csignal>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -59,6 +61,30 @@ std::vector<Upload> uploads_of(const HttpRequest& req) {
   }
   return uploads;
 }
+
+// At most `slots` holders at once; the others wait. Bounds the memory of decoded uploads
+// (up to 4096x4096x3 bytes each) however many connections are open.
+class Gate {
+ public:
+  explicit Gate(int slots) : free_(slots) {}
+  void enter() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return free_ > 0; });
+    --free_;
+  }
+  void leave() {
+    {
+      std::lock_guard lock(mutex_);
+      ++free_;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int free_;
+};
 
 class App {
  public:
@@ -192,6 +218,7 @@ class App {
         o.error = o.filename + ": not a PNG, JPEG, BMP or TIFF image";
         continue;
       }
+      decode_gate_.enter();
       try {
         const cv::Mat bgr = decode_image(bytes, o.filename, kCellImageLimits);
         pixels.resize((good.size() + 1) * plane);
@@ -200,7 +227,11 @@ class App {
       } catch (const ImageError& e) {
         o.status = 422;
         o.error = e.what();
+      } catch (...) {
+        decode_gate_.leave();
+        throw;
       }
+      decode_gate_.leave();
     }
     if (good.empty()) return true;
     auto future = queue_->submit(std::move(pixels), good.size());
@@ -379,6 +410,7 @@ class App {
   double band_ = kDefaultInconclusiveBand;
   MetricsRegistry metrics_;
   std::unique_ptr<InferenceQueue> queue_;
+  Gate decode_gate_{static_cast<int>(std::max(2u, 2 * std::thread::hardware_concurrency()))};
   std::atomic<bool> ready_{false};
 };
 
