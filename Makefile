@@ -1,7 +1,7 @@
 # Thin wrapper: `make run` runs the main job, `make test` installs, builds and tests everything.
 BUILD ?= build
 JOBS ?= $(shell nproc)
-DATA ?= $(if $(MALARIA_DATA),$(MALARIA_DATA),../shared/data/cell_images)
+DATA ?= $(MALARIA_DATA)
 
 .PHONY: deps bench-deps fuzz-deps build run train test sanitize fuzz bench serve-bench format clean
 

@@ -73,7 +73,7 @@ Command add_summary(CLI::App& app) {
   sub->add_option("--arch", o->arch)
       ->check(CLI::IsMember(architecture_names()))
       ->capture_default_str();
-  sub->add_option("--image-size", o->image_size)->check(number_in(16, 1024))->capture_default_str();
+  add_number(sub, "--image-size", o->image_size, 16, 1024);
   return {sub, [o] {
             std::string arch = o->arch;
             int size = o->image_size;
@@ -96,9 +96,7 @@ Command add_feature_maps(CLI::App& app, const GlobalOptions& global) {
   auto* sub = app.add_subcommand("feature-maps", "Draw a layer's activations for one image");
   sub->add_option("--model", o->model, "model file")->required();
   sub->add_option("--image", o->image, "cell image")->required();
-  sub->add_option("--layer", o->layer, "convolution layer, 1 = first")
-      ->check(number_in(1, 1000))
-      ->capture_default_str();
+  add_number(sub, "--layer", o->layer, 1, 1000, "convolution layer, 1 = first");
   sub->add_option("--out", o->out, "PNG to write")->capture_default_str();
   return {sub, [o, &global] {
             set_compute_threads(global.threads);

@@ -9,29 +9,15 @@ namespace malaria::cli {
 namespace {
 
 void add_limit_options(CLI::App* sub, ServerOptions& o) {
-  sub->add_option("--max-batch", o.max_batch, "images per forward pass")
-      ->check(number_in(1, 1024))
-      ->capture_default_str();
-  sub->add_option("--batch-wait-ms", o.batch_wait_ms, "extra wait to fill a batch")
-      ->check(number_in(0, 10000))
-      ->capture_default_str();
-  sub->add_option("--queue", o.queue_capacity, "images allowed to wait before 503")
-      ->check(number_in(1, 1e6))
-      ->capture_default_str();
-  sub->add_option("--max-connections", o.max_connections,
-                  "open connections at once (more are refused)")
-      ->check(number_in(1, 100000))
-      ->capture_default_str();
-  sub->add_option("--header-timeout", o.header_timeout_s,
-                  "seconds a client has to send a request's headers")
-      ->check(number_in(1, 3600))
-      ->capture_default_str();
-  sub->add_option("--max-upload-mb", o.max_upload_mb, "largest request body")
-      ->check(number_in(0.01, 1024))
-      ->capture_default_str();
-  sub->add_option("--max-files", o.max_files, "most images in one request")
-      ->check(number_in(1, 10000))
-      ->capture_default_str();
+  add_number(sub, "--max-batch", o.max_batch, 1, 1024, "images per forward pass");
+  add_number(sub, "--batch-wait-ms", o.batch_wait_ms, 0, 10000, "extra wait to fill a batch");
+  add_number(sub, "--queue", o.queue_capacity, 1, 1e6, "images allowed to wait before 503");
+  add_number(sub, "--max-connections", o.max_connections, 1, 100000,
+             "open connections at once (more are refused)");
+  add_number(sub, "--header-timeout", o.header_timeout_s, 1, 3600,
+             "seconds a client has to send a request's headers");
+  add_number(sub, "--max-upload-mb", o.max_upload_mb, 0.01, 1024, "largest request body");
+  add_number(sub, "--max-files", o.max_files, 1, 10000, "most images in one request");
 }
 
 Command add_serve(CLI::App& app, const GlobalOptions& global) {
@@ -40,7 +26,7 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--model", o->model_path, "model file")->required();
   sub->add_option("--host", o->host, "address to bind (loopback unless told otherwise)")
       ->capture_default_str();
-  sub->add_option("--port", o->port)->check(number_in(0, 65535))->capture_default_str();
+  add_number(sub, "--port", o->port, 0, 65535);
   add_limit_options(sub, *o);
   sub->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' on /api/ routes");
   sub->add_option("--cors-origin", o->cors_origin,

@@ -39,28 +39,21 @@ void add_schedule_options(CLI::App* sub, TrainOptions& t) {
   sub->add_option("--arch", t.arch, "network")
       ->check(CLI::IsMember(architecture_names()))
       ->capture_default_str();
-  sub->add_option("--image-size", t.image_size, "side of the square network input")
-      ->check(number_in(16, 1024))
-      ->capture_default_str();
-  sub->add_option("--epochs", t.epochs)->check(number_in(1, 10000))->capture_default_str();
-  sub->add_option("--batch-size", t.batch_size)->check(number_in(1, 4096))->capture_default_str();
-  sub->add_option("--lr", t.learning_rate, "Adam learning rate")
-      ->check(number_in(1e-8, 1))
-      ->capture_default_str();
+  add_number(sub, "--image-size", t.image_size, 16, 1024, "side of the square network input");
+  add_number(sub, "--epochs", t.epochs, 1, 10000);
+  add_number(sub, "--batch-size", t.batch_size, 1, 4096);
+  add_number(sub, "--lr", t.learning_rate, 1e-8, 1, "Adam learning rate");
   sub->add_option("--lr-schedule", t.lr_schedule, "cosine (decay to 1%) or constant")
       ->check(CLI::IsMember({"cosine", "constant"}))
       ->capture_default_str();
-  sub->add_option("--patience", t.patience,
-                  "early stopping: epochs without a better validation loss")
-      ->check(number_in(1, 10000))
-      ->capture_default_str();
+  add_number(sub, "--patience", t.patience, 1, 10000,
+             "early stopping: epochs without a better validation loss");
   sub->add_option("--seed", t.seed, "seed for split, shuffling, augmentation and weights")
       ->capture_default_str();
-  sub->add_option("--time-limit", t.time_limit_minutes,
-                  "minutes; stop after the epoch that crosses it (0: none)")
-      ->check(number_in(0, 1e6));
-  sub->add_option("--max-steps", t.max_steps, "at most this many batches per epoch (benchmarks)")
-      ->check(number_in(0, 1e9));
+  add_number(sub, "--time-limit", t.time_limit_minutes, 0, 1e6,
+             "minutes; stop after the epoch that crosses it (0: none)");
+  add_number(sub, "--max-steps", t.max_steps, 0, 1e9,
+             "at most this many batches per epoch (benchmarks)");
   sub->add_flag("--bf16,!--no-bf16", t.bf16,
                 "bfloat16 autocast in the forward pass (default: on when the CPU has AVX-512 BF16 "
                 "or AMX)")
@@ -70,17 +63,11 @@ void add_schedule_options(CLI::App* sub, TrainOptions& t) {
 
 void add_augment_options(CLI::App* sub, TrainCommandOptions& o) {
   auto& a = o.train.augment;
-  sub->add_option("--rotation", a.rotation_deg, "augmentation: max rotation, degrees")
-      ->check(number_in(0, 180))
-      ->capture_default_str();
-  sub->add_option("--zoom", a.zoom, "augmentation: zoom range (0.2: 0.8-1.2)")
-      ->check(number_in(0, 0.9))
-      ->capture_default_str();
-  sub->add_option("--color-jitter", a.color_jitter,
-                  "augmentation: scale each colour channel by 1 +/- this (slide-to-slide stain; "
-                  "0: off)")
-      ->check(number_in(0, 0.9))
-      ->capture_default_str();
+  add_number(sub, "--rotation", a.rotation_deg, 0, 180, "augmentation: max rotation, degrees");
+  add_number(sub, "--zoom", a.zoom, 0, 0.9, "augmentation: zoom range (0.2: 0.8-1.2)");
+  add_number(
+      sub, "--color-jitter", a.color_jitter, 0, 0.9,
+      "augmentation: scale each colour channel by 1 +/- this (slide-to-slide stain; 0: off)");
   sub->add_flag("!--no-hflip", a.horizontal_flip, "augmentation: no horizontal flips");
   sub->add_flag("!--no-vflip", a.vertical_flip, "augmentation: no vertical flips");
   sub->add_flag("--no-augment", o.no_augment, "no augmentation at all");
@@ -102,9 +89,7 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
       ->expected(3)
       ->check(number_in(0, 1))
       ->capture_default_str();
-  sub->add_option("--workers", o->train.workers, "data-loading threads")
-      ->check(number_in(0, 64))
-      ->capture_default_str();
+  add_number(sub, "--workers", o->train.workers, 0, 64, "data-loading threads");
   sub->add_flag("--cache", o->train.cache, "keep decoded, resized images in RAM");
   sub->add_flag("--strict", o->train.strict, "stop on an unreadable image instead of skipping it");
   add_schedule_options(sub, o->train);

@@ -22,7 +22,14 @@ struct Command {
 
 // A number within [lo, hi]; NaN and infinities are refused, and bounds print readably.
 CLI::Validator number_in(double lo, double hi);
-// ../shared/data/cell_images, or MALARIA_DATA.
+// A numeric option checked with number_in(lo, hi), its default shown in --help.
+template <typename T>
+CLI::Option* add_number(CLI::App* app, const std::string& name, T& value, double lo, double hi,
+                        const std::string& help = "") {
+  return app->add_option(name, value, help)->check(number_in(lo, hi))->capture_default_str();
+}
+
+// MALARIA_DATA, or the build's MALARIA_DATA_ROOT/cell_images (../shared/data/cell_images).
 std::string default_data_dir();
 // How to get the NIH images, printed after a dataset error.
 extern const char* const kGetDataHelp;

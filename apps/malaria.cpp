@@ -19,7 +19,7 @@ const char* const kGetDataHelp =
 
 std::string default_data_dir() {
   if (const char* env = std::getenv("MALARIA_DATA")) return env;
-  return "../shared/data/cell_images";
+  return MALARIA_DEFAULT_DATA;
 }
 
 CLI::Validator number_in(double lo, double hi) {

@@ -43,8 +43,10 @@ run_config() {  # name arch size data
   fi
   timed "$name-ours-eval" "$bin" --threads "$threads" evaluate --model "$tmp/$name-run/model.pt" --data "$data" \
     --json "$tmp/$name-eval.json"
-  timed "$name-reference" env LD_PRELOAD="$tcmalloc" /usr/bin/python3 "$shared/bench/reference_pytorch.py" \
-    --data "$data" --image-size "$size" --epochs 1 --max-steps "$steps" --threads "$threads"
+  # The same network in both tools (bench/reference_pytorch.py is the shared reference plus
+  # our default network).
+  timed "$name-reference" env LD_PRELOAD="$tcmalloc" /usr/bin/python3 "$here/bench/reference_pytorch.py" \
+    --arch "$arch" --data "$data" --image-size "$size" --epochs 1 --max-steps "$steps" --threads "$threads"
 }
 
 run_config original seed 128 "$shared/data/cell_images_128"
@@ -95,7 +97,7 @@ for name, arch, size, key in [("original", "seed", 128, "seed_128"), ("default",
         "ours_train_peak_mib": round(peak(f"{name}-ours-train")[0]),
         "ours_eval_peak_mib": round(peak(f"{name}-ours-eval")[0]),
         "reference_peak_mib": round(peak(f"{name}-reference")[0]),
-        "reference_arch": "seed",
+        "reference_arch": ref.get("arch", "seed"),
     }
 res["memory_full_epoch_22080_images"] = {
     "stream_peak_mib": round(peak("mem-stream")[0]), "cache_peak_mib": round(peak("mem-cache")[0]),

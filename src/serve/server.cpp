@@ -249,11 +249,10 @@ class App {
     }
   }
 
-  json result_json(const FileOutcome& o) {
+  json result_json(const FileOutcome& o) const {
     if (!o.error.empty())
       return {{"filename", o.filename}, {"error", o.error}, {"status", o.status}};
     const CellDecision d = decide(o.probability, model_.threshold(), band_);
-    metrics_.count("malaria_predictions_total", "decision=\"" + d.decision + "\"");
     return {{"filename", o.filename},
             {"label", d.label},
             {"probability_parasitized", o.probability},
@@ -279,7 +278,13 @@ class App {
       on_error(req, res, 503, "server busy: inference queue is full, retry shortly");
       return false;
     }
-    for (auto& o : outcomes) refuse_non_finite(o);
+    for (auto& o : outcomes) {
+      refuse_non_finite(o);
+      if (o.error.empty())
+        metrics_.count("malaria_predictions_total",
+                       "decision=\"" + decide(o.probability, model_.threshold(), band_).decision +
+                           "\"");
+    }
     return true;
   }
 

@@ -185,13 +185,13 @@ void EpochLoop::save_checkpoint(const std::string& cp, const RunState& state) {
     std::lock_guard<std::mutex> lock(generator.mutex());
     torch::save(at::Tensor(generator.get_state()), tmp);
   });
-  write_text_atomic(cp + "/state.json", state.to_json().dump(2));  // last: marks the set whole
+  write_text_atomic(cp + "/state.json", nlohmann::json(state).dump(2));  // last: marks the set whole
 }
 
 RunState EpochLoop::load_checkpoint(const std::string& cp) {
   if (!std::filesystem::exists(cp + "/state.json"))
     throw std::runtime_error("no checkpoint to resume (expected " + cp + "/state.json)");
-  RunState state = RunState::from_json(nlohmann::json::parse(read_text(cp + "/state.json")));
+  auto state = nlohmann::json::parse(read_text(cp + "/state.json")).get<RunState>();
   load_module(cp + "/weights.pt", *model_);
   to_channels_last(*model_);  // loading restores the file's memory order
   torch::serialize::InputArchive archive;

@@ -84,7 +84,7 @@ void write_history(const std::string& dir, const std::vector<EpochRecord>& histo
     csv << r.epoch << ',' << r.train_loss << ',' << r.train_accuracy << ',' << r.val_loss << ','
         << r.val_accuracy << ',' << r.learning_rate << ',' << r.seconds << ','
         << r.images_per_second << '\n';
-    j.push_back(r.to_json());
+    j.push_back(r);
   }
   write_text_atomic(dir + "/history.csv", csv.str());
   write_text_atomic(dir + "/history.json", j.dump(2));

@@ -158,8 +158,7 @@ class TrainingRun {
   // Pictures are for people; a plotting failure must not lose the trained model.
   void write_figures_and_report(const Classifier& classifier, const Evaluation& ev) {
     try {
-      json history = json::array();
-      for (const auto& r : state_.history) history.push_back(r.to_json());
+      const json history = state_.history;
       plot_training_history(history, state_.best_epoch, dir_ + "/figures/training_history.png");
       write_evaluation_figures(classifier, ev, dir_ + "/figures");
       log("report: %s", write_report(dir_).c_str());
