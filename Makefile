@@ -25,10 +25,12 @@ test: deps build
 sanitize: deps
 	bash scripts/sanitize.sh
 
-# libFuzzer targets (clang), FUZZ_SECONDS each; crashers land in fuzz/regressions/.
-FUZZ_SECONDS ?= 60
+# libFuzzer targets (clang): FUZZ_RUNS executions or FUZZ_SECONDS each, whichever comes first;
+# crashers land in fuzz/regressions/.
+FUZZ_SECONDS ?= 300
+FUZZ_RUNS ?= 100000
 fuzz: deps
-	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+	bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_RUNS)
 
 # The PyTorch reference runs on Debian's python3-torch; only the benchmark needs it.
 bench-deps: deps

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (address and undefined sanitizers) and runs each for
-# FUZZ_SECONDS seconds on a seed corpus; new crashers are copied to fuzz/regressions/TARGET/,
-# where the ordinary test build replays them. Usage: scripts/fuzz.sh [SECONDS]
+# RUNS executions or SECONDS seconds, whichever comes first, on a seed corpus; crashers are copied
+# to fuzz/regressions/TARGET/, where the ordinary test build replays them.
+# Usage: scripts/fuzz.sh [SECONDS [RUNS]]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-seconds=${1:-60}
+seconds=${1:-300}
+runs=${2:-100000}
 build=$here/build-fuzz
 data=$here/../shared/data
 export CC=clang CXX=clang++
@@ -17,7 +19,8 @@ cmake --build "$build" -j "$(nproc)" --target fuzz_image fuzz_http fuzz_model_fi
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT
 mkdir -p "$corpus"/{image,http,model_file}
-ls "$data/cell_images_128/Parasitized" | head -20 | while read -r f; do cp "$data/cell_images_128/Parasitized/$f" "$corpus/image/"; done
+cells=("$data"/cell_images_128/Parasitized/*.png)
+cp "${cells[@]:0:20}" "$corpus/image/"
 python3 - "$corpus/image" <<'PY'
 import sys, struct, zlib
 d = sys.argv[1]
@@ -40,15 +43,15 @@ head -c 200000 "$here/models/malaria-cellnet-64.pt" >"$corpus/model_file/truncat
 status=0
 for target in image http model_file; do
   mkdir -p "$build/artifacts/$target"
-  echo "fuzz_$target: ${seconds}s"
+  echo "fuzz_$target: $runs runs or ${seconds}s"
   set +e
   # Leak checking is off: LibTorch and OpenBLAS keep global allocations until exit by design.
-  ASAN_OPTIONS=detect_leaks=0 "$build/fuzz/fuzz_$target" -max_total_time="$seconds" -rss_limit_mb=4096 \
+  ASAN_OPTIONS=detect_leaks=0 "$build/fuzz/fuzz_$target" -runs="$runs" -max_total_time="$seconds" -rss_limit_mb=4096 \
     -timeout=20 -print_final_stats=1 -artifact_prefix="$build/artifacts/$target/" \
     "$corpus/$target" >"$build/fuzz_$target.log" 2>&1
   rc=$?
   set -e
-  grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb" "$build/fuzz_$target.log" || true
+  grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" "$build/fuzz_$target.log" || true
   if [ "$rc" -ne 0 ]; then
     status=1
     echo "fuzz_$target FAILED (exit $rc); crashers kept in fuzz/regressions/$target:"
