@@ -15,11 +15,12 @@ port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 out=$here/bench/results/$(echo "$cpu_model" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')
 mkdir -p "$out"
-server_cpus="" load_cpus="" suffix=""
+server_cpus="" load_cpus="" suffix="" pinned=false setup="server and wrk share all cores"
 if [ "${PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-  server_cpus="taskset -c 0" load_cpus="taskset -c 1" suffix="-pinned"
+  server_cpus="taskset -c 0" load_cpus="taskset -c 1" suffix="-pinned" pinned=true
+  setup="server on core 0, wrk on core 1"
 fi
-echo "CPU: $cpu_model; setup: ${suffix:+server on core 0, wrk on core 1}${suffix:-server and wrk share all cores}"
+echo "CPU: $cpu_model; setup: $setup"
 $server_cpus "$bin" serve --model "$model" --port "$port" "$@" >/tmp/malaria-serve-bench.log 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
@@ -36,6 +37,6 @@ for clients in 1 4 16; do
 done
 line=$(IMAGE=$image FILES=32 $load_cpus wrk -t 2 -c 4 -d "${duration}s" -s "$here/bench/predict.lua" "http://127.0.0.1:$port" | tail -1)
 echo "32-image requests, 4 clients: $line"
-results+="$sep\"batch32_c4\": $line, \"cpu\": \"$cpu_model\", \"pinned\": ${suffix:+true}${suffix:-false}}"
+results+="$sep\"batch32_c4\": $line, \"cpu\": \"$cpu_model\", \"pinned\": $pinned, \"setup\": \"$setup\"}"
 echo "$results" | /usr/bin/python3 -m json.tool >"$out/serve$suffix.json"
 echo "results: $out/serve$suffix.json"
