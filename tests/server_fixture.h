@@ -10,9 +10,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "test_helpers.h"
 
 namespace testing_support {
 
@@ -81,6 +84,36 @@ class ServerProcess {
   int port_;
   pid_t pid_ = -1;
   bool exited_ = false;
+};
+
+// Runs `malaria serve --model MODEL --port PORT`, expected to fail at start; returns its exit
+// status and everything it printed.
+inline std::pair<int, std::string> serve_and_capture(const std::string& model, int port) {
+  const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + model + " --port " +
+                          std::to_string(port) + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WEXITSTATUS(status), out};
+}
+
+// A test suite sharing one server process started with Options::args(); its tests fail (CI) or
+// skip when the shared images are missing.
+template <typename Options>
+class SharedServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (std::filesystem::is_directory(data_root() + "/cell_images_128"))
+      server_ = new ServerProcess(Options::args());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { MALARIA_REQUIRE_DIR(data_root() + "/cell_images_128"); }
+  static inline ServerProcess* server_ = nullptr;
 };
 
 }  // namespace testing_support

@@ -1,5 +1,4 @@
 // The torch-free HTTP pieces: routing, error bodies, metrics text, the Authorization header.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -14,6 +13,7 @@
 #include "serve/prometheus.h"
 #include "serve/render.h"
 #include "serve/router.h"
+#include "socket_helpers.h"
 
 using namespace malaria;
 
@@ -79,35 +79,6 @@ TEST(Auth, BearerSchemeIsCaseInsensitiveAndTheTokenIsNot) {
   EXPECT_FALSE(constant_time_equal("Abc", "abc"));
 }
 
-namespace {
-
-int connect_local(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ? fd : -1;
-}
-
-void send_all(int fd, const std::string& bytes) {
-  for (size_t sent = 0; sent < bytes.size();) {
-    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    sent += static_cast<size_t>(n);
-  }
-}
-
-int status_after_close(int fd) {
-  std::string answer;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, n);
-  ::close(fd);
-  return answer.size() > 12 ? std::stoi(answer.substr(9, 3)) : -1;
-}
-
-}  // namespace
-
 TEST(HttpServer, ManyUploadsAtOnceStayWithinTheMemoryBudget) {
   HttpLimits limits;
   limits.max_body_bytes = 1 << 20;
@@ -119,14 +90,17 @@ TEST(HttpServer, ManyUploadsAtOnceStayWithinTheMemoryBudget) {
   server.start("127.0.0.1", 0);
   const std::string head =
       "POST /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 700000\r\n\r\n";
-  const int first = connect_local(server.port()), second = connect_local(server.port());
+  const int first = testing_support::connect_to(server.port()),
+            second = testing_support::connect_to(server.port());
   ASSERT_GE(first, 0);
   ASSERT_GE(second, 0);
-  send_all(first, head + std::string(600000, 'a'));  // held: 600 kB
+  testing_support::send_all(first, head + std::string(600000, 'a'));  // held: 600 kB
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  send_all(second, head + std::string(700000, 'b'));  // would pass the 1 MB budget
-  EXPECT_EQ(status_after_close(second), 503);
-  send_all(first, std::string(100000, 'a'));
-  EXPECT_EQ(status_after_close(first), 200);
+  testing_support::send_all(second, head + std::string(700000, 'b'));  // would pass the 1 MB budget
+  EXPECT_EQ(testing_support::status_of(testing_support::read_until_closed(second, 5000)), 503);
+  ::close(second);
+  testing_support::send_all(first, std::string(100000, 'a'));
+  EXPECT_EQ(testing_support::status_of(testing_support::read_until_closed(first, 5000)), 200);
+  ::close(first);
   server.stop();
 }

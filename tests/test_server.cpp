@@ -49,20 +49,10 @@ std::string png_claiming(int w, int h) {
   return std::string(png.begin(), png.end());
 }
 
-class ServerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (!std::filesystem::is_directory(testing_support::data_root() + "/cell_images_128")) return;
-    server_ = new ServerProcess({"--max-files", "40", "--max-upload-mb", "2"});
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override { MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128"); }
-  static ServerProcess* server_;
+struct ServerTestOptions {
+  static std::vector<std::string> args() { return {"--max-files", "40", "--max-upload-mb", "2"}; }
 };
-ServerProcess* ServerTest::server_ = nullptr;
+class ServerTest : public testing_support::SharedServerTest<ServerTestOptions> {};
 
 }  // namespace
 
@@ -296,13 +286,8 @@ TEST(ServerOptions, SigtermFinishesTheRequestInFlight) {
 TEST(ServerOptions, RefusesABadModelFileClearly) {
   testing_support::TempDir dir;
   testing_support::write_bytes(dir / "bad.pt", "not a model");
-  const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + (dir / "bad.pt") +
-                          " --port " + std::to_string(testing_support::free_port()) + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[256];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  EXPECT_NE(WEXITSTATUS(status), 0);
+  const auto [status, out] =
+      testing_support::serve_and_capture(dir / "bad.pt", testing_support::free_port());
+  EXPECT_NE(status, 0);
   EXPECT_NE(out.find("not a malaria model file"), std::string::npos) << out;
 }

@@ -11,66 +11,19 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "server_fixture.h"
+#include "socket_helpers.h"
 #include "test_helpers.h"
 
 using json = nlohmann::json;
+using testing_support::connect_to;
+using testing_support::raw_request;
 using testing_support::read_bytes;
+using testing_support::read_until_closed;
+using testing_support::send_all;
 using testing_support::ServerProcess;
+using testing_support::status_of;
 
 namespace {
-
-int connect_to(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-bool send_all(int fd, const std::string& bytes) {
-  size_t sent = 0;
-  while (sent < bytes.size()) {
-    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    sent += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-// Everything the server sends until it closes the connection or `timeout_ms` passes.
-std::string read_until_closed(int fd, int timeout_ms) {
-  std::string out;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 50) <= 0) continue;
-    char buf[65536];
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
-// Sends raw bytes as one request on a fresh connection; returns the raw answer.
-std::string raw_request(int port, const std::string& bytes, int timeout_ms = 5000) {
-  const int fd = connect_to(port);
-  if (fd < 0) return "";
-  send_all(fd, bytes);
-  std::string answer = read_until_closed(fd, timeout_ms);
-  ::close(fd);
-  return answer;
-}
-
-int status_of(const std::string& raw) {
-  if (raw.rfind("HTTP/1.1 ", 0) != 0) return -1;
-  return std::stoi(raw.substr(9, 3));
-}
 
 std::string body_of(const std::string& raw) {
   const size_t at = raw.find("\r\n\r\n");
@@ -120,17 +73,11 @@ std::string post(const std::string& path, const std::string& body, const std::st
          body;
 }
 
-class HostileClient : public ::testing::Test {
+struct HostileClientOptions {
+  static std::vector<std::string> args() { return {"--max-upload-mb", "2", "--api-key", "k3y"}; }
+};
+class HostileClient : public testing_support::SharedServerTest<HostileClientOptions> {
  protected:
-  static void SetUpTestSuite() {
-    if (!std::filesystem::is_directory(testing_support::data_root() + "/cell_images_128")) return;
-    server_ = new ServerProcess({"--max-upload-mb", "2", "--api-key", "k3y"});
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override { MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128"); }
   void TearDown() override {
     if (!server_) return;
     // Whatever the attack, the server still answers a real request correctly.
@@ -143,9 +90,7 @@ class HostileClient : public ::testing::Test {
     EXPECT_LT(resident_kib(server_->pid()), 1024 * 1024) << "resident memory over 1 GB";
   }
   int port() const { return server_->port(); }
-  static ServerProcess* server_;
 };
-ServerProcess* HostileClient::server_ = nullptr;
 
 }  // namespace
 
@@ -289,14 +234,8 @@ TEST(ServerHardening, AHeaderThatNeverEndsIsCutOffAtTheDeadline) {
 TEST(ServerHardening, ASecondServerOnTheSamePortFailsClearly) {
   MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
   ServerProcess first({});
-  const std::string cmd = std::string(MALARIA_BIN) + " serve --model " + MALARIA_TEST_MODEL +
-                          " --port " + std::to_string(first.port()) + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[256];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  EXPECT_NE(WEXITSTATUS(status), 0);
+  const auto [status, out] = testing_support::serve_and_capture(MALARIA_TEST_MODEL, first.port());
+  EXPECT_NE(status, 0);
   EXPECT_NE(out.find("address already in use"), std::string::npos) << out;
 }
 

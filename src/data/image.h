@@ -24,8 +24,6 @@ struct ImageLimits {
 };
 // A single cell: real uploads are 40-400 px.
 inline constexpr ImageLimits kCellImageLimits = {4096, 4096};
-// A whole smear field photo (up to 4000x3000 and more from larger sensors).
-inline constexpr ImageLimits kFieldImageLimits = {8192, 8192};
 
 struct ImageSize {
   int width = 0;

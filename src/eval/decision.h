@@ -11,9 +11,9 @@ namespace malaria {
 inline constexpr const char* kInconclusive = "Inconclusive";
 
 struct CellDecision {
-  std::string label;     // Parasitized or Uninfected: the side of the threshold
-  double confidence;     // probability of that label
-  std::string decision;  // label, or Inconclusive when |p - threshold| < band
+  std::string label;      // Parasitized or Uninfected: the side of the threshold
+  double confidence = 0;  // probability of that label
+  std::string decision;   // label, or Inconclusive when |p - threshold| < band
 };
 
 CellDecision decide(double probability_parasitized, double threshold,

@@ -36,7 +36,6 @@ struct HttpRequest {
   std::chrono::steady_clock::time_point started;
 
   std::string header(const std::string& name) const;
-  bool has_query(const std::string& name) const { return query.count(name) > 0; }
 };
 
 struct HttpResponse {

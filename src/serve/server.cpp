@@ -46,6 +46,7 @@ struct FileOutcome {
   std::string error;
   float probability = 0;
   std::string format;
+  CellDecision decision;  // set once classified
 };
 
 // The `file` fields of a multipart form, or the raw body as one image.
@@ -252,7 +253,7 @@ class App {
   json result_json(const FileOutcome& o) const {
     if (!o.error.empty())
       return {{"filename", o.filename}, {"error", o.error}, {"status", o.status}};
-    const CellDecision d = decide(o.probability, model_.threshold(), band_);
+    const CellDecision& d = o.decision;
     return {{"filename", o.filename},
             {"label", d.label},
             {"probability_parasitized", o.probability},
@@ -280,10 +281,9 @@ class App {
     }
     for (auto& o : outcomes) {
       refuse_non_finite(o);
-      if (o.error.empty())
-        metrics_.count("malaria_predictions_total",
-                       "decision=\"" + decide(o.probability, model_.threshold(), band_).decision +
-                           "\"");
+      if (!o.error.empty()) continue;
+      o.decision = decide(o.probability, model_.threshold(), band_);
+      metrics_.count("malaria_predictions_total", "decision=\"" + o.decision.decision + "\"");
     }
     return true;
   }
