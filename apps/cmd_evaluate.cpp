@@ -23,12 +23,27 @@ struct EvaluateCommandOptions {
   std::string json_out;
   std::string predictions_out;
   std::string figures_dir;
+  std::string operating_point;
   bool strict = false;
 };
 
+// The model file, with the operating point asked for (empty: the file's own).
+Classifier load_classifier(const std::string& path, const std::string& operating_point) {
+  Classifier model = Classifier::load(path);
+  if (!operating_point.empty()) model.select_operating_point(operating_point);
+  return model;
+}
+
+void add_operating_point_option(CLI::App* sub, std::string& point) {
+  sub->add_option("--operating-point", point,
+                  "decision threshold and Inconclusive band to use: 'balanced', 'screening' "
+                  "(97% sensitivity on validation) or another the model file holds (default: "
+                  "the file's own)");
+}
+
 int run_evaluate(const EvaluateCommandOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  const Classifier model = Classifier::load(o.model);
+  const Classifier model = load_classifier(o.model, o.operating_point);
   ScanOptions scan;
   scan.strict = o.strict;
   const Dataset ds = scan_dataset(o.data, scan);
@@ -41,7 +56,7 @@ int run_evaluate(const EvaluateCommandOptions& o, const GlobalOptions& global) {
     write_text_atomic(o.json_out, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   if (!o.predictions_out.empty())
-    write_text_atomic(o.predictions_out, ev.predictions_csv(model.info().inconclusive_band));
+    write_text_atomic(o.predictions_out, ev.predictions_csv());
   if (!o.figures_dir.empty()) {
     write_evaluation_figures(model, ev, o.figures_dir);
     std::printf("figures written to %s\n", o.figures_dir.c_str());
@@ -60,13 +75,16 @@ Command add_evaluate(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--predictions", o->predictions_out,
                   "write one CSV row per image (probability, decision)");
   sub->add_option("--figures", o->figures_dir,
-                  "write confusion matrix, ROC, PR, samples, feature maps, architecture here");
+                  "write confusion matrix, ROC, PR, reliability, samples, feature maps, "
+                  "architecture here");
+  add_operating_point_option(sub, o->operating_point);
   return {sub, [o, &global] { return run_evaluate(*o, global); }};
 }
 
 struct PredictOptions {
   std::string model;
   std::vector<std::string> paths;
+  std::string operating_point;
   bool json = false;
   bool csv = false;
 };
@@ -74,7 +92,7 @@ struct PredictOptions {
 // Exit status 2 when any file could not be classified, so scripts notice.
 int run_predict(const PredictOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  const Classifier model = Classifier::load(o.model);
+  const Classifier model = load_classifier(o.model, o.operating_point);
   const auto results = predict_files(model, o.paths);
   std::cout << format_predictions(results, o.json  ? PredictionFormat::Json
                                            : o.csv ? PredictionFormat::Csv
@@ -93,6 +111,7 @@ Command add_predict(CLI::App& app, const GlobalOptions& global) {
   format->add_flag("--json", o->json, "JSON output");
   format->add_flag("--csv", o->csv, "CSV output");
   format->require_option(0, 1);
+  add_operating_point_option(sub, o->operating_point);
   return {sub, [o, &global] { return run_predict(*o, global); }};
 }
 

@@ -27,9 +27,15 @@ void print_model_info(const json& meta) {
   std::printf("model        %s\n", meta.value("name", "").c_str());
   std::printf("architecture %s at %dx%d, %s parameters\n", info.arch.c_str(), info.image_size,
               info.image_size, get("parameters").c_str());
-  std::printf("classes      %s (positive: %s), threshold %.2f, inconclusive band %.2f\n",
-              get("class_names").c_str(), meta.value("positive_class", "").c_str(), info.threshold,
-              info.inconclusive_band);
+  std::printf("classes      %s (positive: %s)\n", get("class_names").c_str(),
+              meta.value("positive_class", "").c_str());
+  std::printf("calibration  temperature %.4f%s\n", info.temperature,
+              info.temperature == 1.0 ? " (uncalibrated)" : "");
+  for (const auto& [name, p] : info.operating_points)
+    std::printf("%-12s %s threshold %.4f, Inconclusive from %.4f to %.4f%s\n",
+                name == info.operating_points.begin()->first ? "points" : "", name.c_str(),
+                p.threshold, p.inconclusive_low, p.inconclusive_high,
+                name == info.operating_point ? " (default)" : "");
   std::printf("created      %s by malaria %s\n", meta.value("created", "").c_str(),
               meta.contains("program") ? meta["program"].value("version", "").c_str() : "");
   if (meta.contains("data") && meta["data"].is_object()) {

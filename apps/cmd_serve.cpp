@@ -31,9 +31,9 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' on /api/ routes");
   sub->add_option("--cors-origin", o->cors_origin,
                   "allow this origin to call the API from a browser");
-  sub->add_option("--inconclusive-band", o->inconclusive_band,
-                  "|p - threshold| below this is Inconclusive (default: the model file's)")
-      ->check(number_in(0, 0.5));
+  sub->add_option("--operating-point", o->operating_point,
+                  "the model file's operating point to answer with (default: the file's own); "
+                  "a request may ask for another with ?operating_point=NAME");
   return {sub, [o, &global] {
             ServerOptions options = *o;
             options.compute_threads = global.threads;

@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
+#include "train/cross_validation.h"
 #include "train/trainer.h"
 
 namespace malaria::cli {
@@ -43,7 +44,7 @@ void add_schedule_options(CLI::App* sub, TrainOptions& t) {
   add_number(sub, "--epochs", t.epochs, 1, 10000);
   add_number(sub, "--batch-size", t.batch_size, 1, 4096);
   add_number(sub, "--lr", t.learning_rate, 1e-8, 1, "Adam learning rate");
-  sub->add_option("--lr-schedule", t.lr_schedule, "cosine (decay to 1%) or constant")
+  sub->add_option("--lr-schedule", t.lr_schedule, "cosine (per batch: warm-up, then down to zero) or constant")
       ->check(CLI::IsMember({"cosine", "constant"}))
       ->capture_default_str();
   add_number(sub, "--patience", t.patience, 1, 10000,
@@ -68,6 +69,9 @@ void add_augment_options(CLI::App* sub, TrainCommandOptions& o) {
   add_number(
       sub, "--color-jitter", a.color_jitter, 0, 0.9,
       "augmentation: scale each colour channel by 1 +/- this (slide-to-slide stain; 0: off)");
+  add_number(sub, "--stain", a.stain, 0, 1,
+             "augmentation: stain and camera robustness (hue, saturation, gamma, blur, noise), "
+             "strength 0-1 (0: off)");
   sub->add_flag("!--no-hflip", a.horizontal_flip, "augmentation: no horizontal flips");
   sub->add_flag("!--no-vflip", a.vertical_flip, "augmentation: no vertical flips");
   sub->add_flag("--no-augment", o.no_augment, "no augmentation at all");
@@ -97,10 +101,41 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
   return {sub, [o, &global] { return run_train(*o, global); }};
 }
 
+Command add_cv(CLI::App& app, const GlobalOptions& global) {
+  auto o = std::make_shared<TrainCommandOptions>();
+  auto folds = std::make_shared<int>(5);
+  auto val_share = std::make_shared<double>(0.25);
+  o->train.data_dir = default_data_dir();
+  auto* sub = app.add_subcommand(
+      "cv", "Patient-level cross-validation: train and test once per fold, report mean ± sd");
+  sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
+      ->capture_default_str();
+  sub->add_option("--out", o->train.out_dir,
+                  "folder for the folds (fold-1 ...) and the summary; run the same command "
+                  "again to continue an interrupted cross-validation")
+      ->required();
+  add_number(sub, "--folds", *folds, 2, 50, "folds of whole patients");
+  add_number(sub, "--val-share", *val_share, 0.01, 0.9,
+             "share of each fold's training patients kept for validation");
+  add_number(sub, "--workers", o->train.workers, 0, 64, "data-loading threads");
+  sub->add_flag("--cache", o->train.cache, "keep decoded, resized images in RAM");
+  add_schedule_options(sub, o->train);
+  add_augment_options(sub, *o);
+  return {sub, [o, folds, val_share, &global] {
+            set_compute_threads(global.threads);
+            TrainOptions t = o->train;
+            t.split = SplitMode::Patient;
+            t.fractions = {1 - *val_share, *val_share, 0};
+            t.threads = global.threads;
+            if (o->no_augment) t.augment = AugmentConfig::none();
+            return run_cross_validation(t, *folds).interrupted ? 130 : 0;
+          }};
+}
+
 }  // namespace
 
 std::vector<Command> add_train_commands(CLI::App& app, const GlobalOptions& global) {
-  return {add_train(app, global)};
+  return {add_train(app, global), add_cv(app, global)};
 }
 
 }  // namespace malaria::cli

@@ -15,8 +15,13 @@ struct AugmentConfig {
   // Not in the original: each colour channel scaled by 1 + U(-c, c), which imitates the stain and
   // illumination differences between slides (the main shift between patients). 0: off.
   double color_jitter = 0.0;
+  // Stain and camera robustness, strength in [0, 1] (0: off): hue shift up to 20*s degrees,
+  // saturation x (1 +/- 0.6 s), gamma exp(+/- 0.6 s), a slight blur for half of s of the cells,
+  // sensor noise up to 4% s. Applied to the cell only: the black background stays black.
+  double stain = 0.0;
   bool enabled() const {
-    return rotation_deg > 0 || zoom > 0 || horizontal_flip || vertical_flip || color_jitter > 0;
+    return rotation_deg > 0 || zoom > 0 || horizontal_flip || vertical_flip || color_jitter > 0 ||
+           stain > 0;
   }
   nlohmann::json to_json() const;
   static AugmentConfig none();

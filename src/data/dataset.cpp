@@ -168,7 +168,8 @@ Split split_random(const std::vector<Sample>& samples, const SplitFractions& f, 
 
 // Deals patients one at a time to the part whose class quotas are furthest from being met,
 // so every part gets about its share of both classes without splitting any patient.
-Split split_patients(const std::vector<Sample>& samples, const SplitFractions& f, uint64_t seed) {
+std::map<std::string, int> deal_patients(const std::vector<Sample>& samples,
+                                         const std::vector<double>& share, uint64_t seed) {
   std::map<std::string, std::array<size_t, 2>> counts;
   for (const auto& s : samples) counts[s.patient][s.label]++;
   std::vector<std::string> patients;
@@ -181,14 +182,14 @@ Split split_patients(const std::vector<Sample>& samples, const SplitFractions& f
     total[0] += c[0];
     total[1] += c[1];
   }
-  const std::array<double, 3> share = {f.train, f.val, f.test};
-  std::array<std::array<double, 2>, 3> have{};
+  const int parts = static_cast<int>(share.size());
+  std::vector<std::array<double, 2>> have(parts, {0, 0});
   std::map<std::string, int> part_of;
   for (const auto& p : patients) {
     const auto& c = counts[p];
     int best = 0;
     double best_gain = -1e300;
-    for (int part = 0; part < 3; ++part) {
+    for (int part = 0; part < parts; ++part) {
       if (share[part] <= 0) continue;
       // How much of this part's remaining quota the patient would fill, per class, minus overshoot.
       double gain = 0;
@@ -205,9 +206,14 @@ Split split_patients(const std::vector<Sample>& samples, const SplitFractions& f
     have[best][0] += c[0];
     have[best][1] += c[1];
   }
+  return part_of;
+}
+
+Split split_patients(const std::vector<Sample>& samples, const SplitFractions& f, uint64_t seed) {
+  const auto part_of = deal_patients(samples, {f.train, f.val, f.test}, seed);
   Split out;
   for (const auto& s : samples) {
-    const int part = part_of[s.patient];
+    const int part = part_of.at(s.patient);
     (part == 0 ? out.train : part == 1 ? out.val : out.test).push_back(s);
   }
   return out;
@@ -230,6 +236,31 @@ Split split_dataset(const std::vector<Sample>& samples, SplitMode mode,
   return out;
 }
 
+
+std::vector<std::vector<Sample>> patient_folds(const std::vector<Sample>& samples, int folds,
+                                               uint64_t seed) {
+  if (folds < 2) throw DatasetError("cross-validation needs at least 2 folds");
+  const auto part_of = deal_patients(samples, std::vector<double>(folds, 1.0 / folds), seed);
+  std::vector<std::vector<Sample>> out(folds);
+  for (const auto& s : samples) out[part_of.at(s.patient)].push_back(s);
+  for (int k = 0; k < folds; ++k)
+    if (out[k].empty())
+      throw DatasetError("too few patients for " + std::to_string(folds) + " folds (fold " +
+                         std::to_string(k + 1) + " is empty)");
+  return out;
+}
+
+Split cross_validation_split(const std::vector<Sample>& samples, int folds, int fold,
+                             double val_share, uint64_t seed) {
+  if (fold < 0 || fold >= folds) throw DatasetError("no fold " + std::to_string(fold + 1));
+  auto parts = patient_folds(samples, folds, seed);
+  std::vector<Sample> pool;
+  for (int k = 0; k < folds; ++k)
+    if (k != fold) pool.insert(pool.end(), parts[k].begin(), parts[k].end());
+  Split split = split_dataset(pool, SplitMode::Patient, {1 - val_share, val_share, 0}, seed + 1);
+  split.test = std::move(parts[fold]);
+  return split;
+}
 
 void write_split_csv(const Split& split, const std::string& path) {
   std::ostringstream out;

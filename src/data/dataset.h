@@ -74,6 +74,14 @@ struct Split {
 Split split_dataset(const std::vector<Sample>& samples, SplitMode mode,
                     const SplitFractions& fractions, uint64_t seed);
 
+// `folds` parts of whole patients, each close to 1/folds of both classes (seeded shuffle).
+std::vector<std::vector<Sample>> patient_folds(const std::vector<Sample>& samples, int folds,
+                                               uint64_t seed);
+// Fold `fold` (0-based) is the test part; the other folds' patients are split into training and
+// validation (val_share of them), so validation never comes from the test fold.
+Split cross_validation_split(const std::vector<Sample>& samples, int folds, int fold,
+                             double val_share, uint64_t seed);
+
 // CSV with header path,label,patient,split.
 void write_split_csv(const Split& split, const std::string& path);
 Split read_split_csv(const std::string& path);

@@ -1,17 +1,17 @@
 #include "eval/decision.h"
 
-#include <cmath>
-
 #include "data/dataset.h"
 
 namespace malaria {
 
-CellDecision decide(double p, double threshold, double band) {
-  const bool parasitized = p >= threshold;
+CellDecision decide(double p, const OperatingPoint& point) {
+  const bool parasitized = p >= point.threshold;
   CellDecision d;
   d.label = kClassNames[parasitized ? kParasitized : kUninfected];
   d.confidence = parasitized ? p : 1.0 - p;
-  d.decision = std::abs(p - threshold) < band ? kInconclusive : d.label;
+  const bool inside = point.inconclusive_high > point.inconclusive_low &&
+                      p >= point.inconclusive_low && p <= point.inconclusive_high;
+  d.decision = inside ? kInconclusive : d.label;
   return d;
 }
 

@@ -13,10 +13,9 @@ inline constexpr const char* kInconclusive = "Inconclusive";
 struct CellDecision {
   std::string label;      // Parasitized or Uninfected: the side of the threshold
   double confidence = 0;  // probability of that label
-  std::string decision;   // label, or Inconclusive when |p - threshold| < band
+  std::string decision;   // label, or Inconclusive inside the point's band
 };
 
-CellDecision decide(double probability_parasitized, double threshold,
-                    double band = kDefaultInconclusiveBand);
+CellDecision decide(double probability_parasitized, const OperatingPoint& point);
 
 }  // namespace malaria

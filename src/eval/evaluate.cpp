@@ -9,6 +9,7 @@
 
 #include "data/image.h"
 #include "data/loader.h"
+#include "eval/calibration.h"
 #include "eval/decision.h"
 #include "util/progress.h"
 #include "util/text.h"
@@ -23,6 +24,8 @@ nlohmann::json Evaluation::to_json() const {
   j["seconds"] = seconds;
   j["images_per_second"] = images_per_second;
   j["patients"] = malaria::to_json(patients);
+  j["calibration"] = calibration;
+  j["operating_points"] = operating_points;
   return j;
 }
 
@@ -31,7 +34,7 @@ std::string Evaluation::to_text() const {
   char line[200];
   const auto& m = metrics;
   std::snprintf(line, sizeof line,
-                "images %zu   loss %.4f   accuracy %.4f   ROC AUC %.4f   threshold %.2f\n"
+                "images %zu   loss %.4f   accuracy %.4f   ROC AUC %.4f   threshold %.4f\n"
                 "sensitivity (recall) %.4f   specificity %.4f   precision %.4f   F1 %.4f\n\n",
                 samples.size(), m.loss, m.accuracy, m.roc_auc, m.threshold, m.recall, m.specificity,
                 m.precision, m.f1);
@@ -42,6 +45,27 @@ std::string Evaluation::to_text() const {
                 "Uninfected", "Parasitized", "Uninfected", c.tn, c.fp, "Parasitized", c.fn, c.tp);
   out << line;
   out << "Classification report\n" << classification_report(m) << '\n';
+  if (calibration.is_object() && calibration.contains("ece")) {
+    std::snprintf(line, sizeof line,
+                  "Calibration: temperature %.3f   ECE (15 bins) %.4f   uncalibrated %.4f\n\n",
+                  calibration.value("temperature", 1.0), calibration.value("ece", 0.0),
+                  calibration.value("ece_uncalibrated", 0.0));
+    out << line;
+  }
+  if (operating_points.is_object() && !operating_points.empty()) {
+    std::snprintf(line, sizeof line, "%-12s %9s %11s %11s %9s %12s %14s\n", "point", "threshold",
+                  "sensitivity", "specificity", "accuracy", "inconclusive", "errors held");
+    out << "Operating points\n" << line;
+    for (const auto& [name, p] : operating_points.items()) {
+      std::snprintf(line, sizeof line, "%-12s %9.4f %11.4f %11.4f %9.4f %11.2f%% %8ld of %ld\n",
+                    name.c_str(), p.value("threshold", 0.0), p.value("sensitivity", 0.0),
+                    p.value("specificity", 0.0), p.value("accuracy", 0.0),
+                    100 * p.value("inconclusive_fraction", 0.0), p.value("errors_held", 0L),
+                    p.value("errors", 0L));
+      out << line;
+    }
+    out << '\n';
+  }
 
   // Worst patients first: where a reader should look.
   std::vector<PatientResult> sorted = patients;
@@ -67,11 +91,11 @@ std::string Evaluation::to_text() const {
   return out.str();
 }
 
-std::string Evaluation::predictions_csv(double band) const {
+std::string Evaluation::predictions_csv() const {
   std::ostringstream out;
   out << "path,patient,label,probability_parasitized,predicted,decision\n";
   for (size_t i = 0; i < samples.size(); ++i) {
-    const CellDecision d = decide(probabilities[i], metrics.threshold, band);
+    const CellDecision d = decide(probabilities[i], point);
     out << csv_field(samples[i].path) << ',' << csv_field(samples[i].patient) << ','
         << kClassNames[samples[i].label] << ',' << probabilities[i] << ',' << d.label << ','
         << d.decision << '\n';
@@ -90,24 +114,58 @@ Evaluation evaluate_model(const Classifier& model, const std::vector<Sample>& sa
 
   Evaluation ev;
   ev.samples = samples;
-  ev.probabilities.resize(samples.size());
+  ev.logits.resize(samples.size());
   std::vector<int> labels;
   for (const auto& s : samples) labels.push_back(s.label);
   ProgressBar bar(samples.size(), "evaluate");
   size_t done = 0;
   const auto start = std::chrono::steady_clock::now();
   while (auto batch = loader.next()) {
-    const auto prob = model.predict(batch->pixels.data(), batch->size());
-    for (size_t i = 0; i < batch->size(); ++i) ev.probabilities[batch->items[i]] = prob[i];
+    const auto logits = model.logits(batch->pixels.data(), batch->size());
+    for (size_t i = 0; i < batch->size(); ++i) ev.logits[batch->items[i]] = logits[i];
     done += batch->size();
     if (options.progress) bar.update(done);
   }
   ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ev.images_per_second = ev.seconds > 0 ? samples.size() / ev.seconds : 0;
   if (options.progress) bar.finish();
-  ev.metrics = compute_metrics(ev.probabilities, labels, model.threshold());
-  ev.patients = per_patient(samples, ev.probabilities, model.threshold());
+  ev.probabilities = apply_temperature(ev.logits, model.info().temperature);
+  ev.point = model.operating_point();
+  ev.metrics = compute_metrics(ev.probabilities, labels, ev.point.threshold);
+  ev.patients = per_patient(samples, ev.probabilities, ev.point.threshold);
+  add_calibration_report(ev, model.info());
   return ev;
+}
+
+void add_calibration_report(Evaluation& ev, const ModelInfo& info) {
+  std::vector<int> labels;
+  for (const auto& s : ev.samples) labels.push_back(s.label);
+  ev.calibration = nlohmann::json::object();
+  ev.operating_points = nlohmann::json::object();
+  if (ev.samples.empty()) return;
+  const auto raw = apply_temperature(ev.logits, 1.0);
+  ev.calibration = {{"temperature", info.temperature},
+                    {"bins", 15},
+                    {"ece", expected_calibration_error(ev.probabilities, labels, 15)},
+                    {"ece_uncalibrated", expected_calibration_error(raw, labels, 15)},
+                    {"reliability", to_json(reliability_bins(ev.probabilities, labels, 15))}};
+  for (const auto& [name, p] : info.operating_points) {
+    const Metrics m = compute_metrics(ev.probabilities, labels, p.threshold);
+    const InconclusiveBand band = count_inconclusive(ev.probabilities, labels, p.threshold,
+                                                     p.inconclusive_low, p.inconclusive_high);
+    ev.operating_points[name] = {
+        {"threshold", p.threshold},
+        {"sensitivity", m.recall},
+        {"specificity", m.specificity},
+        {"accuracy", m.accuracy},
+        {"inconclusive_low", p.inconclusive_low},
+        {"inconclusive_high", p.inconclusive_high},
+        {"inconclusive", band.flagged},
+        {"inconclusive_fraction", double(band.flagged) / ev.samples.size()},
+        {"errors", band.errors},
+        {"errors_held", band.errors_held},
+        {"in_use", name == info.operating_point}};
+  }
 }
 
 std::vector<FilePrediction> predict_files(const Classifier& model,
@@ -116,16 +174,16 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
   for (const auto& p : paths) {
     std::error_code ec;
     if (!fs::is_directory(p, ec)) {  // files, links, loops, FIFOs: read_image says what is wrong
-      out.push_back({p, "", 0, ""});
+      out.push_back({p, "", 0, "", ""});
       continue;
     }
     std::vector<std::string> found;
     fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end;
     for (; !ec && it != end; it.increment(ec))
       if (!it->is_directory(ec) && is_image_file(it->path())) found.push_back(it->path().string());
-    if (ec) out.push_back({p, p + ": cannot list folder (" + ec.message() + ")", 0, ""});
+    if (ec) out.push_back({p, p + ": cannot list folder (" + ec.message() + ")", 0, "", ""});
     std::sort(found.begin(), found.end());
-    for (auto& f : found) out.push_back({f, "", 0, ""});
+    for (auto& f : found) out.push_back({f, "", 0, "", ""});
   }
   std::vector<size_t> pending;
   std::vector<cv::Mat> images;
@@ -134,10 +192,13 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
     for (size_t i = 0; i < pending.size(); ++i) {
       auto& r = out[pending[i]];
       r.probability = prob[i];
-      if (std::isfinite(prob[i]))  // a broken model's NaN must never read as "Uninfected"
-        r.label = kClassNames[prob[i] >= model.threshold() ? kParasitized : kUninfected];
-      else
+      if (std::isfinite(prob[i])) {  // a broken model's NaN must never read as "Uninfected"
+        const CellDecision d = decide(prob[i], model.operating_point());
+        r.label = d.label;
+        r.decision = d.decision;
+      } else {
         r.error = r.path + ": the model produced no valid probability (not a number)";
+      }
     }
     pending.clear();
     images.clear();
@@ -164,27 +225,29 @@ std::string format_predictions(const std::vector<FilePrediction>& results,
     for (const auto& r : results)
       rows.push_back(r.error.empty() ? nlohmann::json{{"path", r.path},
                                                       {"label", r.label},
-                                                      {"probability_parasitized", r.probability}}
+                                                      {"probability_parasitized", r.probability},
+                                                      {"decision", r.decision}}
                                      : nlohmann::json{{"path", r.path}, {"error", r.error}});
     return rows.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   char line[64];
   if (format == PredictionFormat::Csv) {
-    out << "path,label,probability_parasitized,error\n";
+    out << "path,label,probability_parasitized,decision,error\n";
     for (const auto& r : results) {
       std::snprintf(line, sizeof line, "%.6f", r.probability);
       out << csv_field(r.path) << ',' << r.label << ',' << (r.error.empty() ? line : "") << ','
-          << csv_field(r.error) << '\n';
+          << r.decision << ',' << csv_field(r.error) << '\n';
     }
     return out.str();
   }
-  std::snprintf(line, sizeof line, "%-12s %12s  ", "label", "P(parasit.)");
+  std::snprintf(line, sizeof line, "%-12s %12s  %-13s ", "label", "P(parasit.)", "decision");
   out << line << "path\n";
   for (const auto& r : results) {
     if (r.error.empty())
-      std::snprintf(line, sizeof line, "%-12s %12.4f  ", r.label.c_str(), r.probability);
+      std::snprintf(line, sizeof line, "%-12s %12.4f  %-13s ", r.label.c_str(), r.probability,
+                    r.decision.c_str());
     else
-      std::snprintf(line, sizeof line, "%-12s %12s  ", "ERROR", "-");
+      std::snprintf(line, sizeof line, "%-12s %12s  %-13s ", "ERROR", "-", "-");
     out << line << printable(r.error.empty() ? r.path : r.error, 4096) << '\n';
   }
   return out.str();

@@ -13,15 +13,25 @@ namespace malaria {
 
 struct Evaluation {
   std::vector<Sample> samples;
-  std::vector<float> probabilities;  // P(Parasitized), aligned with samples
+  std::vector<float> logits;         // the network's raw outputs, aligned with samples
+  std::vector<float> probabilities;  // calibrated P(Parasitized), aligned with samples
+  OperatingPoint point;              // the model's operating point in use: metrics are at it
   Metrics metrics;
   std::vector<PatientResult> patients;
+  // temperature, ece, ece_uncalibrated (15 bins), reliability bins
+  nlohmann::json calibration;
+  // Per operating point of the model: threshold, sensitivity, specificity, accuracy, band,
+  // flagged share and the errors it holds.
+  nlohmann::json operating_points;
   double seconds = 0, images_per_second = 0;
   nlohmann::json to_json() const;
   std::string to_text() const;  // terminal report: metrics, confusion matrix, report, patients
   // One row per image: path, patient, true label, P(Parasitized), predicted label, decision.
-  std::string predictions_csv(double inconclusive_band) const;
+  std::string predictions_csv() const;
 };
+
+// Calibration and operating-point figures of probabilities against labels (filled into `ev`).
+void add_calibration_report(Evaluation& ev, const ModelInfo& info);
 
 struct EvaluateOptions {
   int batch_size = 64;
@@ -37,6 +47,7 @@ struct FilePrediction {
   std::string error;  // empty when the image was classified
   float probability = 0;
   std::string label;
+  std::string decision;  // label, or Inconclusive inside the operating point's band
 };
 
 // Every image file in `paths` (folders are walked recursively); unreadable files get an error

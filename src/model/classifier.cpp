@@ -29,12 +29,28 @@ Classifier Classifier::load(const std::string& path) {
 const nlohmann::json& Classifier::metadata() const { return impl_->loaded.metadata; }
 const ModelInfo& Classifier::info() const { return impl_->info; }
 
+void Classifier::select_operating_point(const std::string& name) {
+  impl_->info.select_operating_point(name);
+}
+
+namespace {
+std::vector<float> to_vector(const torch::Tensor& t) {
+  const auto flat = t.reshape({-1}).contiguous();
+  return std::vector<float>(flat.data_ptr<float>(), flat.data_ptr<float>() + flat.numel());
+}
+}  // namespace
+
+std::vector<float> Classifier::logits(const float* chw, size_t n) const {
+  if (n == 0) return {};
+  torch::NoGradGuard no_grad;
+  return to_vector(impl_->loaded.model->forward(image_batch_tensor(chw, n, impl_->info.image_size)));
+}
+
 std::vector<float> Classifier::predict(const float* chw, size_t n) const {
   if (n == 0) return {};
   torch::NoGradGuard no_grad;
   const auto input = image_batch_tensor(chw, n, impl_->info.image_size);
-  auto prob = torch::sigmoid(impl_->loaded.model->forward(input)).reshape({-1}).contiguous();
-  return std::vector<float>(prob.data_ptr<float>(), prob.data_ptr<float>() + n);
+  return to_vector(torch::sigmoid(impl_->loaded.model->forward(input) / impl_->info.temperature));
 }
 
 std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) const {

@@ -23,11 +23,17 @@ class Classifier {
   const nlohmann::json& metadata() const;
   const ModelInfo& info() const;
   int image_size() const { return info().image_size; }
-  double threshold() const { return info().threshold; }
+  double threshold() const { return info().threshold(); }
+  const OperatingPoint& operating_point() const { return info().point(); }
   const std::string& arch() const { return info().arch; }
+  // Throws std::invalid_argument for a name the file does not have.
+  void select_operating_point(const std::string& name);
 
-  // P(Parasitized) for n preprocessed images (n x 3 x S x S floats in [0,1]). Thread-safe.
+  // P(Parasitized) for n preprocessed images (n x 3 x S x S floats in [0,1]), calibrated with
+  // the file's temperature. Thread-safe.
   std::vector<float> predict(const float* chw, size_t n) const;
+  // The network's raw outputs, before temperature and sigmoid (what calibration is fitted on).
+  std::vector<float> logits(const float* chw, size_t n) const;
   // Decoded 8-bit BGR images of any size, preprocessed exactly as in training.
   std::vector<float> predict_images(const std::vector<cv::Mat>& bgr) const;
 

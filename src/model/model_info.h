@@ -2,6 +2,7 @@
 // every reader uses. Torch-free: the CLI, evaluator and server read it without LibTorch headers.
 #pragma once
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -20,12 +21,32 @@ inline constexpr double kDefaultThreshold = 0.5;
 // |P - threshold| below the band is Inconclusive: refer the cell to a microscopist.
 inline constexpr double kDefaultInconclusiveBand = 0.15;
 
+// A threshold and the Inconclusive band around it: low <= P <= high (with high > low) is
+// Inconclusive, and P >= threshold is Parasitized.
+struct OperatingPoint {
+  double threshold = kDefaultThreshold;
+  double inconclusive_low = kDefaultThreshold - kDefaultInconclusiveBand;
+  double inconclusive_high = kDefaultThreshold + kDefaultInconclusiveBand;
+  nlohmann::json validation;  // how it was chosen and what it scored there (may be empty)
+
+  static OperatingPoint symmetric(double threshold, double band);
+};
+
 struct ModelInfo {
   std::string name;
   std::string arch;
   int image_size = 0;
-  double threshold = kDefaultThreshold;
-  double inconclusive_band = kDefaultInconclusiveBand;
+  // P(Parasitized) = sigmoid(logit / temperature); fitted on validation data (1: uncalibrated).
+  double temperature = 1.0;
+  // Named operating points; a file without them has one, "default", from its threshold.
+  std::map<std::string, OperatingPoint> operating_points{{"default", {}}};
+  std::string operating_point = "default";  // the one in use
+
+  const OperatingPoint& point() const { return operating_points.at(operating_point); }
+  double threshold() const { return point().threshold; }
+  // Throws std::invalid_argument naming the points the file has.
+  void select_operating_point(const std::string& name);
+  std::string operating_point_names() const;  // "balanced, screening"
 
   // Throws ModelFileError when a required field is missing or out of range.
   static ModelInfo from_metadata(const nlohmann::json& metadata);

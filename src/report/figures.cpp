@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "data/image.h"
+#include "eval/calibration.h"
 #include "util/files.h"
 #include "util/text.h"
 
@@ -204,6 +205,38 @@ void plot_precision_recall(const std::vector<float>& prob, const std::vector<int
      << "plot " << quote(data) << " using 1:2 with lines lw 2.5 lc rgb '#1f77b4' title 'model', "
      << base_rate << " with lines dt 2 lc rgb '#999999' title 'chance (prevalence)', "
      << "$op using 1:2 with points pt 7 ps 1.8 lc rgb '#d62728' title '" << point << "'";
+  gnuplot(png, 700, 700, gp.str());
+}
+
+void plot_reliability(const std::vector<float>& calibrated, const std::vector<float>& uncalibrated,
+                      const std::vector<int>& labels, const std::string& png) {
+  const auto cal = reliability_bins(calibrated, labels, 15);
+  const auto raw = reliability_bins(uncalibrated, labels, 15);
+  std::vector<std::vector<double>> rows;
+  for (size_t b = 0; b < cal.size(); ++b)
+    rows.push_back({cal[b].low, cal[b].high, cal[b].mean_probability, cal[b].positive_rate,
+                    double(cal[b].count), raw[b].mean_probability, raw[b].positive_rate,
+                    double(raw[b].count)});
+  const std::string data = csv_path(png);
+  write_csv(data,
+            "bin_low,bin_high,calibrated_mean_probability,calibrated_positive_rate,"
+            "calibrated_count,raw_mean_probability,raw_positive_rate,raw_count",
+            rows);
+  char cal_title[96], raw_title[96];
+  std::snprintf(cal_title, sizeof cal_title, "calibrated (ECE %.4f)",
+                expected_calibration_error(calibrated, labels, 15));
+  std::snprintf(raw_title, sizeof raw_title, "uncalibrated (ECE %.4f)",
+                expected_calibration_error(uncalibrated, labels, 15));
+  std::ostringstream gp;
+  gp << "set title 'Reliability diagram (15 bins)' font ',14'\nset grid\nset size ratio 1\n"
+     << "set xrange [0:1]\nset yrange [0:1.01]\n"
+     << "set xlabel 'Mean predicted P(Parasitized)'\nset ylabel 'Share actually Parasitized'\n"
+     << "set key top left box opaque\nset datafile columnheaders\n"
+     << "plot x with lines dt 2 lc rgb '#999999' title 'perfect calibration', " << quote(data)
+     << " using ($8 > 0 ? $6 : NaN):7 with linespoints lw 1.5 pt 6 ps 1.2 "
+     << "lc rgb '#ff7f0e' title '" << raw_title << "', " << quote(data)
+     << " using ($5 > 0 ? $3 : NaN):4 with linespoints lw 2.5 pt 7 ps 1.4 "
+     << "lc rgb '#1f77b4' title '" << cal_title << "'";
   gnuplot(png, 700, 700, gp.str());
 }
 

@@ -21,6 +21,10 @@ void plot_roc(const std::vector<float>& probabilities, const std::vector<int>& l
               const Metrics& metrics, const std::string& png);
 void plot_precision_recall(const std::vector<float>& probabilities, const std::vector<int>& labels,
                            const Metrics& metrics, const std::string& png);
+// Reliability diagram: share of Parasitized cells against mean P(Parasitized) in 15 bins, for
+// the calibrated probabilities and the raw ones, with both ECEs in the legend.
+void plot_reliability(const std::vector<float>& calibrated, const std::vector<float>& uncalibrated,
+                      const std::vector<int>& labels, const std::string& png);
 // A labelled grid of up to `per_class` cells of each class; with probabilities, each caption
 // shows P(Parasitized) too.
 void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& probabilities,

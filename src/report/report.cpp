@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "data/image.h"
+#include "eval/calibration.h"
 #include "model/architecture.h"
 #include "report/figures.h"
 #include "util/files.h"
@@ -23,6 +24,8 @@ void write_evaluation_figures(const Classifier& model, const Evaluation& ev,
   plot_confusion_matrix(ev.metrics, dir + "/confusion_matrix.png");
   plot_roc(ev.probabilities, labels, ev.metrics, dir + "/roc.png");
   plot_precision_recall(ev.probabilities, labels, ev.metrics, dir + "/pr.png");
+  plot_reliability(ev.probabilities, apply_temperature(ev.logits, 1.0), labels,
+                   dir + "/reliability.png");
   draw_sample_grid(ev.samples, ev.probabilities, ev.metrics.threshold, 8,
                    dir + "/sample_images.png");
   // The first Parasitized cell: parasites make the maps worth looking at.
@@ -127,11 +130,12 @@ std::string test_section(const std::string& dir, const json& test, const std::st
       << test.value("images", 0) << "</td></tr></table>\n";
     h << figure(dir, "confusion_matrix.png", "Confusion matrix of the test split")
       << figure(dir, "roc.png", "ROC curve with the operating point")
-      << figure(dir, "pr.png", "Precision-recall curve");
+      << figure(dir, "pr.png", "Precision-recall curve")
+      << figure(dir, "reliability.png", "Reliability diagram: calibrated and raw probabilities");
     const auto cr = txt.find("Classification report");
     const auto pp = txt.find("Per patient");
     if (cr != std::string::npos)
-      h << "<h2>Classification report</h2><pre>"
+      h << "<h2>Classification report, calibration and operating points</h2><pre>"
         << html_escape(txt.substr(cr, pp == std::string::npos ? std::string::npos : pp - cr))
         << "</pre>\n";
   } else {

@@ -101,7 +101,7 @@ class App {
                                   observe(req, res, s, in);
                                 }}) {
     model_id_ = model_.arch() + "-" + fnv1a_hex(read_text(options.model_path)).substr(0, 12);
-    band_ = opt_.inconclusive_band >= 0 ? opt_.inconclusive_band : model_.info().inconclusive_band;
+    if (!opt_.operating_point.empty()) model_.select_operating_point(opt_.operating_point);
     describe_metrics();
     warm_up();
     queue_ = std::make_unique<InferenceQueue>(
@@ -261,9 +261,24 @@ class App {
             {"decision", d.decision}};
   }
 
+  // The operating point a request asks for with ?operating_point=NAME, or the server's.
+  const OperatingPoint* point_of(const HttpRequest& req, HttpResponse& res) {
+    const auto it = req.query.find("operating_point");
+    if (it == req.query.end()) return &model_.operating_point();
+    const auto& points = model_.info().operating_points;
+    const auto found = points.find(it->second);
+    if (found != points.end()) return &found->second;
+    on_error(req, res, 400,
+             "unknown operating point '" + printable(it->second, 64) +
+                 "'; this model has: " + model_.info().operating_point_names());
+    return nullptr;
+  }
+
   // Classifies the request's uploads, or answers the request's error itself (returns false).
   bool classify_request(const HttpRequest& req, HttpResponse& res, std::vector<Upload>& uploads,
                         std::vector<FileOutcome>& outcomes) {
+    const OperatingPoint* point = point_of(req, res);
+    if (!point) return false;
     uploads = uploads_of(req);
     if (uploads.empty()) {
       on_error(req, res, 400, "no file: send multipart field 'file' or an image body");
@@ -282,7 +297,7 @@ class App {
     for (auto& o : outcomes) {
       refuse_non_finite(o);
       if (!o.error.empty()) continue;
-      o.decision = decide(o.probability, model_.threshold(), band_);
+      o.decision = decide(o.probability, *point);
       metrics_.count("malaria_predictions_total", "decision=\"" + o.decision.decision + "\"");
     }
     return true;
@@ -362,7 +377,7 @@ class App {
   json model_json() const {
     json j = model_.metadata();
     j["id"] = model_id_;
-    j["inconclusive_band"] = band_;
+    j["operating_point"] = model_.info().operating_point;  // the server's, perhaps not the file's
     return j;
   }
 
@@ -412,7 +427,6 @@ class App {
   HttpServer http_;
   Router router_;
   std::string model_id_;
-  double band_ = kDefaultInconclusiveBand;
   MetricsRegistry metrics_;
   std::unique_ptr<InferenceQueue> queue_;
   Gate decode_gate_{static_cast<int>(std::max(2u, 2 * std::thread::hardware_concurrency()))};

@@ -20,7 +20,7 @@ struct ServerOptions {
   size_t max_files = 64;
   std::string api_key;            // when set, /api/ routes need "Authorization: Bearer KEY"
   std::string cors_origin;        // when set, allowed cross-origin caller of the API
-  double inconclusive_band = -1;  // < 0: the model file's band, or the default
+  std::string operating_point;    // empty: the model file's default
 };
 
 // Loads the model, serves until SIGINT or SIGTERM, finishes requests in flight, returns 0.

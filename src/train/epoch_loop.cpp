@@ -78,17 +78,21 @@ size_t EpochLoop::steps_per_epoch() const {
   return opt_.max_steps > 0 ? std::min(n, opt_.max_steps) : n;
 }
 
-double EpochLoop::learning_rate(int epoch) const {
-  if (opt_.lr_schedule != "cosine" || opt_.epochs <= 1) return opt_.learning_rate;
-  const double progress = static_cast<double>(epoch) / (opt_.epochs - 1);
-  constexpr double kFloor = 0.01;
-  return opt_.learning_rate * (kFloor + (1 - kFloor) * 0.5 * (1 + std::cos(M_PI * progress)));
+double EpochLoop::learning_rate(int epoch, size_t batch) const {
+  if (opt_.lr_schedule != "cosine") return opt_.learning_rate;
+  // Stepped per batch: a linear warm-up over the first epoch (at most 5% of all steps), then a
+  // half cosine down to zero at the last batch, so even a short run ends well trained.
+  const double steps = static_cast<double>(steps_per_epoch());
+  const double total = steps * opt_.epochs;
+  const double step = epoch * steps + static_cast<double>(batch);
+  const double warmup = std::max(1.0, std::min(steps, 0.05 * total));
+  if (step < warmup) return opt_.learning_rate * (step + 1) / warmup;
+  const double progress = std::min(1.0, (step - warmup) / std::max(1.0, total - warmup));
+  return opt_.learning_rate * 0.5 * (1 + std::cos(M_PI * progress));
 }
 
 bool EpochLoop::train_epoch(RunState& state) {
   model_->train();
-  for (auto& group : optimizer_->param_groups())
-    static_cast<torch::optim::AdamOptions&>(group.options()).lr(learning_rate(state.epoch));
   train_loader_->start_epoch(state.epoch, state.next_batch);
   const size_t steps = steps_per_epoch();
   ProgressBar bar(std::min<size_t>(train_images_, steps * opt_.batch_size),
@@ -109,6 +113,9 @@ bool EpochLoop::train_epoch(RunState& state) {
     const torch::Tensor x =
         image_batch_tensor(batch->pixels.data(), batch->size(), opt_.image_size);
     const torch::Tensor y = torch::from_blob(batch->labels.data(), {x.size(0)});
+    for (auto& group : optimizer_->param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options())
+          .lr(learning_rate(state.epoch, state.next_batch));
     optimizer_->zero_grad();
     torch::Tensor logits;
     {

@@ -37,7 +37,8 @@ class EpochLoop {
   bool train_epoch(RunState& state);
   // Mean loss and accuracy on the validation split.
   std::pair<double, double> validate(const RunState& state);
-  double learning_rate(int epoch) const;
+  // The rate for a batch of an epoch (0-based both).
+  double learning_rate(int epoch, size_t batch) const;
 
   // Keeps the current weights as the best so far (in memory and in the checkpoint folder).
   void keep_best(const std::string& checkpoint_dir);

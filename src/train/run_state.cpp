@@ -43,6 +43,8 @@ json TrainOptions::to_json() const {
           {"time_limit_minutes", time_limit_minutes},
           {"max_steps", max_steps},
           {"bf16", bf16},
+          {"cv_folds", cv_folds},
+          {"cv_fold", cv_fold},
           {"optimizer", "adam"},
           {"loss", "binary_cross_entropy_with_logits"},
           {"early_stopping", "validation loss, best weights restored"}};
@@ -68,10 +70,12 @@ TrainOptions TrainOptions::from_json(const json& j) {
   o.strict = j.at("strict");
   const auto& a = j.at("augment");
   o.augment = {a.at("rotation_deg"), a.at("zoom"), a.at("horizontal_flip"), a.at("vertical_flip"),
-               a.value("color_jitter", 0.0)};
+               a.value("color_jitter", 0.0), a.value("stain", 0.0)};
   o.time_limit_minutes = j.at("time_limit_minutes");
   o.max_steps = j.at("max_steps");
   o.bf16 = j.value("bf16", false);
+  o.cv_folds = j.value("cv_folds", 0);
+  o.cv_fold = j.value("cv_fold", 0);
   return o;
 }
 
@@ -102,11 +106,18 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
   ScanOptions scan;
   scan.strict = opt.strict;
   const Dataset ds = scan_dataset(opt.data_dir, scan);
-  data.split = split_dataset(ds.samples, opt.split, opt.fractions, opt.seed);
+  data.split = opt.cv_folds > 0
+                   ? cross_validation_split(ds.samples, opt.cv_folds, opt.cv_fold,
+                                            opt.fractions.val / (opt.fractions.train + opt.fractions.val),
+                                            opt.seed)
+                   : split_dataset(ds.samples, opt.split, opt.fractions, opt.seed);
   data.summary = {{"root", ds.root},
                   {"dataset", ds.summary.to_json()},
                   {"split", split_summary(data.split)},
-                  {"split_mode", malaria::to_string(opt.split)},
+                  {"split_mode", opt.cv_folds > 0 ? "patient cross-validation fold " +
+                                                        std::to_string(opt.cv_fold + 1) + " of " +
+                                                        std::to_string(opt.cv_folds)
+                                                  : malaria::to_string(opt.split)},
                   {"split_seed", opt.seed}};
   write_split_csv(data.split, dir + "/split.csv");
   write_text_atomic(dir + "/data_summary.json", data.summary.dump(2));

@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cstdarg>
 #include <filesystem>
+#include <optional>
 
+#include "eval/calibration.h"
 #include "eval/evaluate.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
@@ -95,7 +97,7 @@ class TrainingRun {
     r.train_accuracy = state_.seen ? double(state_.correct) / state_.seen : 0;
     r.seconds = state_.epoch_seconds;
     r.images_per_second = r.seconds > 0 ? state_.seen / r.seconds : 0;
-    r.learning_rate = loop_.learning_rate(state_.epoch);
+    r.learning_rate = loop_.learning_rate(state_.epoch, 0);  // at the epoch's first batch
     if (!data_.split.val.empty())
       std::tie(r.val_loss, r.val_accuracy) = loop_.validate(state_);
     else
@@ -143,7 +145,13 @@ class TrainingRun {
     info.name = fs::path(dir_).filename().string();
     info.arch = opt_.arch;
     info.image_size = opt_.image_size;
+    if (calibration_) {
+      info.temperature = calibration_->temperature;
+      info.operating_points = calibration_->operating_points;
+      info.operating_point = calibration_->default_point;
+    }
     json meta = info.to_metadata();
+    if (calibration_) meta["calibration"] = calibration_->summary;
     meta.update({{"parameters", summarize_architecture(opt_.arch, opt_.image_size).total_params},
                  {"training", opt_.to_json()},
                  {"data", data_.summary},
@@ -167,6 +175,31 @@ class TrainingRun {
     }
   }
 
+  // Temperature and operating points from the validation split, through the saved model exactly
+  // as users will load it.
+  void calibrate_on_validation(const std::string& model_path) {
+    if (data_.split.val.empty()) {
+      log("no validation split: the model keeps the uncalibrated default threshold");
+      return;
+    }
+    EvaluateOptions eo;
+    eo.workers = opt_.workers;
+    eo.progress = false;
+    const Evaluation val = evaluate_model(Classifier::load(model_path), data_.split.val, eo);
+    std::vector<int> labels;
+    for (const auto& s : val.samples) labels.push_back(s.label);
+    calibration_ = calibrate(val.logits, labels);
+    const auto& c = calibration_->summary;
+    log("calibrated on %zu validation cells: temperature %.3f, ECE %.4f -> %.4f", labels.size(),
+        calibration_->temperature, c.value("ece_before", 0.0), c.value("ece_after", 0.0));
+    for (const auto& [name, p] : calibration_->operating_points)
+      log("operating point %-9s threshold %.4f  sensitivity %.4f  specificity %.4f  "
+          "Inconclusive %.4f-%.4f holds %ld of %ld errors",
+          name.c_str(), p.threshold, p.validation.value("sensitivity", 0.0),
+          p.validation.value("specificity", 0.0), p.inconclusive_low, p.inconclusive_high,
+          p.validation.value("errors_held", 0L), p.validation.value("errors", 0L));
+  }
+
   // Evaluates the saved model, exactly as users will load it, on the test split.
   void evaluate_test_split(const std::string& model_path, json& meta, TrainOutcome& outcome) {
     const Classifier classifier = Classifier::load(model_path);
@@ -177,15 +210,17 @@ class TrainingRun {
     outcome.test = ev.to_json();
     write_text_atomic(dir_ + "/evaluation.json", outcome.test.dump(2));
     write_text_atomic(dir_ + "/evaluation.txt", ev.to_text());
-    write_text_atomic(dir_ + "/test_predictions.csv",
-                      ev.predictions_csv(classifier.info().inconclusive_band));
+    write_text_atomic(dir_ + "/test_predictions.csv", ev.predictions_csv());
     std::printf("Test split (%zu images, %zu patients never seen in training)\n%s",
                 data_.split.test.size(), ev.patients.size(), ev.to_text().c_str());
     const Metrics& m = ev.metrics;
     meta["test"] = {{"loss", m.loss},           {"accuracy", m.accuracy},
                     {"sensitivity", m.recall},  {"specificity", m.specificity},
                     {"precision", m.precision}, {"f1", m.f1},
-                    {"roc_auc", m.roc_auc},     {"images", data_.split.test.size()}};
+                    {"roc_auc", m.roc_auc},     {"images", data_.split.test.size()},
+                    {"ece", ev.calibration.value("ece", 0.0)},
+                    {"ece_uncalibrated", ev.calibration.value("ece_uncalibrated", 0.0)},
+                    {"operating_points", ev.operating_points}};
     save_model_file(model_path, loop_.final_model(), meta);
     write_figures_and_report(classifier, ev);
   }
@@ -193,6 +228,8 @@ class TrainingRun {
   TrainOutcome finish() {
     TrainOutcome outcome;
     const std::string model_path = dir_ + "/model.pt";
+    save_model_file(model_path, loop_.final_model(), metadata());
+    calibrate_on_validation(model_path);
     json meta = metadata();
     save_model_file(model_path, loop_.final_model(), meta);
     outcome.model_path = model_path;
@@ -214,6 +251,7 @@ class TrainingRun {
   RunData data_;
   EpochLoop loop_;
   RunState state_;
+  std::optional<Calibration> calibration_;
 };
 
 }  // namespace

@@ -20,8 +20,8 @@ struct TrainOptions {
   int epochs = 20;
   int batch_size = 32;
   double learning_rate = 5e-4;
-  std::string lr_schedule =
-      "cosine";       // cosine: decays to 1% over the epochs; constant: the original
+  // cosine: per batch, a warm-up then a half cosine to zero; constant: the original
+  std::string lr_schedule = "cosine";
   int patience = 10;  // epochs without a better validation loss before stopping
   SplitMode split = SplitMode::Patient;
   SplitFractions fractions;
@@ -35,6 +35,9 @@ struct TrainOptions {
   size_t max_steps = 0;           // cap on batches per epoch (benchmarks); 0: whole epoch
   bool bf16 = cpu_has_bf16();     // bfloat16 autocast in the forward pass (see docs/PERFORMANCE.md)
   bool quiet = false;             // no progress bars
+  // Cross-validation: with cv_folds > 0 the test part is patient fold cv_fold (0-based) and
+  // validation comes from the other folds' patients (see cross_validation_split).
+  int cv_folds = 0, cv_fold = 0;
 
   nlohmann::json to_json() const;
   static TrainOptions from_json(const nlohmann::json& j);

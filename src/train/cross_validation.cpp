@@ -1,0 +1,346 @@
+#include "train/cross_validation.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "eval/metrics.h"
+#include "util/files.h"
+#include "util/text.h"
+
+namespace malaria {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string fold_dir(const std::string& out, int fold) {
+  return out + "/fold-" + std::to_string(fold + 1);
+}
+
+bool fold_finished(const std::string& dir) {
+  return fs::exists(dir + "/evaluation.json") && fs::exists(dir + "/model.pt") &&
+         !fs::exists(dir + "/checkpoint/state.json");
+}
+
+// The options that decide the result: everything but where it goes and how fast.
+json comparable(const TrainOptions& o) {
+  json j = o.to_json();
+  for (const char* key : {"out_dir", "threads", "workers", "quiet", "cache", "cv_fold"}) j.erase(key);
+  return j;
+}
+
+json mean_sd(const std::vector<double>& v) {
+  double mean = 0, sd = 0;
+  for (double x : v) mean += x;
+  mean /= std::max<size_t>(1, v.size());
+  for (double x : v) sd += (x - mean) * (x - mean);
+  sd = v.size() > 1 ? std::sqrt(sd / (v.size() - 1)) : 0.0;  // sample standard deviation
+  return {{"mean", mean}, {"sd", sd}, {"per_fold", v}};
+}
+
+// A number at a JSON path such as {"calibration", "ece"}; NaN when absent.
+double at_path(const json& j, std::initializer_list<const char*> path) {
+  const json* node = &j;
+  for (const char* key : path) {
+    if (!node->is_object() || !node->contains(key)) return NAN;
+    node = &(*node)[key];
+  }
+  return node->is_number() ? node->get<double>() : NAN;
+}
+
+FoldResult read_fold(const std::string& dir) {
+  FoldResult r;
+  r.evaluation = json::parse(read_text(dir + "/evaluation.json"));
+  std::istringstream in(read_text(dir + "/test_predictions.csv"));
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto f = parse_csv_line(line);
+    if (f.size() < 4) continue;
+    r.labels.push_back(f[2] == kClassNames[kParasitized] ? 1 : 0);
+    r.probabilities.push_back(std::stof(f[3]));
+  }
+  return r;
+}
+
+std::string pm(const json& m, int digits = 4, double scale = 1) {
+  char s[64];
+  std::snprintf(s, sizeof s, "%.*f ± %.*f", digits, scale * m.value("mean", 0.0), digits,
+                scale * m.value("sd", 0.0));
+  return s;
+}
+
+}  // namespace
+
+json summarize_folds(const std::vector<FoldResult>& folds) {
+  json metrics = json::object();
+  const std::vector<std::pair<std::string, std::vector<const char*>>> keys = {
+      {"accuracy", {"accuracy"}},
+      {"sensitivity", {"sensitivity"}},
+      {"specificity", {"specificity"}},
+      {"precision", {"precision"}},
+      {"f1", {"f1"}},
+      {"roc_auc", {"roc_auc"}},
+      {"loss", {"loss"}},
+      {"ece", {"calibration", "ece"}},
+      {"ece_uncalibrated", {"calibration", "ece_uncalibrated"}},
+      {"temperature", {"calibration", "temperature"}}};
+  for (const auto& [name, path] : keys) {
+    std::vector<double> values;
+    for (const auto& f : folds) {
+      const json* node = &f.evaluation;
+      for (const char* key : path) node = node->contains(key) ? &(*node)[key] : nullptr;
+      if (node && node->is_number()) values.push_back(node->get<double>());
+    }
+    if (values.size() == folds.size()) metrics[name] = mean_sd(values);
+  }
+  json points = json::object();
+  for (const char* point : {"balanced", "screening"}) {
+    json p = json::object();
+    for (const char* key : {"threshold", "sensitivity", "specificity", "accuracy",
+                            "inconclusive_fraction"}) {
+      std::vector<double> values;
+      for (const auto& f : folds) {
+        const double v = at_path(f.evaluation, {"operating_points", point, key});
+        if (std::isfinite(v)) values.push_back(v);
+      }
+      if (values.size() == folds.size()) p[key] = mean_sd(values);
+    }
+    std::vector<double> held;
+    for (const auto& f : folds) {
+      const double errors = at_path(f.evaluation, {"operating_points", point, "errors"});
+      const double in_band = at_path(f.evaluation, {"operating_points", point, "errors_held"});
+      if (errors > 0) held.push_back(in_band / errors);
+    }
+    if (held.size() == folds.size()) p["errors_held_share"] = mean_sd(held);
+    if (!p.empty()) points[point] = p;
+  }
+  // Pooled: the sum of the folds' confusion matrices (each at its own threshold), and the AUC of
+  // all out-of-fold probabilities together.
+  ConfusionMatrix pooled;
+  std::vector<float> prob;
+  std::vector<int> labels;
+  json patients = json::array();
+  for (size_t k = 0; k < folds.size(); ++k) {
+    const auto& e = folds[k].evaluation;
+    pooled.tp += static_cast<long>(at_path(e, {"confusion_matrix", "tp"}));
+    pooled.fn += static_cast<long>(at_path(e, {"confusion_matrix", "fn"}));
+    pooled.fp += static_cast<long>(at_path(e, {"confusion_matrix", "fp"}));
+    pooled.tn += static_cast<long>(at_path(e, {"confusion_matrix", "tn"}));
+    prob.insert(prob.end(), folds[k].probabilities.begin(), folds[k].probabilities.end());
+    labels.insert(labels.end(), folds[k].labels.begin(), folds[k].labels.end());
+    const json fold_patients = e.value("patients", json::array());
+    for (auto p : fold_patients) {
+      p["fold"] = k + 1;
+      patients.push_back(p);
+    }
+  }
+  std::sort(patients.begin(), patients.end(), [](const json& a, const json& b) {
+    return a.value("accuracy", 0.0) < b.value("accuracy", 0.0);
+  });
+  const double n = static_cast<double>(pooled.total());
+  json pooled_json = {
+      {"cells", pooled.total()},
+      {"confusion_matrix", {{"tp", pooled.tp}, {"fn", pooled.fn}, {"fp", pooled.fp}, {"tn", pooled.tn}}},
+      {"accuracy", n > 0 ? (pooled.tp + pooled.tn) / n : 0.0},
+      {"sensitivity", pooled.tp + pooled.fn ? double(pooled.tp) / (pooled.tp + pooled.fn) : 0.0},
+      {"specificity", pooled.tn + pooled.fp ? double(pooled.tn) / (pooled.tn + pooled.fp) : 0.0}};
+  const bool both = std::count(labels.begin(), labels.end(), 1) > 0 &&
+                    std::count(labels.begin(), labels.end(), 0) > 0;
+  if (both) pooled_json["roc_auc"] = roc_auc(prob, labels);
+  return {{"folds", folds.size()},
+          {"metrics", metrics},
+          {"operating_points", points},
+          {"pooled", pooled_json},
+          {"patients", patients}};
+}
+
+std::string format_cv_summary(const json& s) {
+  std::ostringstream out;
+  char line[256];
+  const int k = s.value("folds", 0);
+  out << k << "-fold patient cross-validation: mean ± sd over folds\n\n";
+  std::snprintf(line, sizeof line, "%-18s %-20s %s\n", "metric", "mean ± sd", "per fold");
+  out << line;
+  const json metrics = s.value("metrics", json::object());
+  for (const auto& [name, m] : metrics.items()) {
+    std::string folds;
+    const json per_fold = m.value("per_fold", json::array());
+    for (const auto& v : per_fold) {
+      char f[16];
+      std::snprintf(f, sizeof f, " %.4f", v.get<double>());
+      folds += f;
+    }
+    std::snprintf(line, sizeof line, "%-18s %-20s%s\n", name.c_str(), pm(m).c_str(), folds.c_str());
+    out << line;
+  }
+  out << "\nOperating points (chosen on each fold's validation patients)\n";
+  std::snprintf(line, sizeof line, "%-10s %-18s %-18s %-18s %-18s %s\n", "point", "threshold",
+                "sensitivity", "specificity", "accuracy", "Inconclusive: cells / errors held");
+  out << line;
+  const json points = s.value("operating_points", json::object());
+  for (const auto& [name, p] : points.items()) {
+    std::snprintf(line, sizeof line, "%-10s %-18s %-18s %-18s %-18s %s / %s\n", name.c_str(),
+                  pm(p.value("threshold", json::object())).c_str(),
+                  pm(p.value("sensitivity", json::object())).c_str(),
+                  pm(p.value("specificity", json::object())).c_str(),
+                  pm(p.value("accuracy", json::object())).c_str(),
+                  pm(p.value("inconclusive_fraction", json::object()), 3).c_str(),
+                  pm(p.value("errors_held_share", json::object()), 3).c_str());
+    out << line;
+  }
+  const auto& pooled = s.value("pooled", json::object());
+  const auto& c = pooled.value("confusion_matrix", json::object());
+  std::snprintf(line, sizeof line,
+                "\nPooled over %ld cells: accuracy %.4f, sensitivity %.4f, specificity %.4f, "
+                "ROC AUC %.4f\nConfusion (rows true, columns predicted): Uninfected %ld %ld, "
+                "Parasitized %ld %ld\n",
+                pooled.value("cells", 0L), pooled.value("accuracy", 0.0),
+                pooled.value("sensitivity", 0.0), pooled.value("specificity", 0.0),
+                pooled.value("roc_auc", 0.0), c.value("tn", 0L), c.value("fp", 0L),
+                c.value("fn", 0L), c.value("tp", 0L));
+  out << line;
+  const auto& patients = s.value("patients", json::array());
+  out << "\nLeast accurate patients (of " << patients.size() << ")\n";
+  std::snprintf(line, sizeof line, "%-26s %5s %6s %9s %12s %10s\n", "patient", "fold", "cells",
+                "accuracy", "parasitemia", "predicted");
+  out << line;
+  for (size_t i = 0; i < std::min<size_t>(10, patients.size()); ++i) {
+    const auto& p = patients[i];
+    std::snprintf(line, sizeof line, "%-26s %5d %6ld %9.4f %11.1f%% %9.1f%%\n",
+                  printable(p.value("patient", ""), 26).c_str(), p.value("fold", 0),
+                  p.value("cells", 0L), p.value("accuracy", 0.0),
+                  100 * p.value("true_parasitemia", 0.0),
+                  100 * p.value("predicted_parasitemia", 0.0));
+    out << line;
+  }
+  return out.str();
+}
+
+std::string cv_report_html(const json& s) {
+  std::ostringstream h;
+  h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Cross-validation"
+       "</title><style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2rem auto;"
+       "padding:0 1rem;color:#1d2330}table{border-collapse:collapse;margin:.5rem 0 1.5rem}"
+       "th,td{border:1px solid #e3e5ea;padding:.25rem .6rem;text-align:right;"
+       "font-variant-numeric:tabular-nums}th:first-child,td:first-child{text-align:left}"
+       "</style></head><body>\n";
+  const int k = s.value("folds", 0);
+  h << "<h1>" << k << "-fold patient cross-validation</h1>\n<p>Every patient is tested exactly "
+    << "once, by a model that never saw any of their cells. Mean &plusmn; standard deviation over "
+       "folds. Each fold's own report: ";
+  for (int i = 1; i <= k; ++i)
+    h << "<a href=\"fold-" << i << "/report.html\">fold " << i << "</a> ";
+  h << "</p>\n<h2>Metrics</h2><table><tr><th>metric</th><th>mean &plusmn; sd</th>";
+  for (int i = 1; i <= k; ++i) h << "<th>fold " << i << "</th>";
+  h << "</tr>";
+  const json metrics = s.value("metrics", json::object());
+  for (const auto& [name, m] : metrics.items()) {
+    h << "<tr><td>" << html_escape(name) << "</td><td>" << html_escape(pm(m)) << "</td>";
+    const json per_fold = m.value("per_fold", json::array());
+    for (const auto& v : per_fold) {
+      char f[16];
+      std::snprintf(f, sizeof f, "%.4f", v.get<double>());
+      h << "<td>" << f << "</td>";
+    }
+    h << "</tr>";
+  }
+  h << "</table>\n<h2>Operating points</h2><table><tr><th>point</th><th>threshold</th>"
+       "<th>sensitivity</th><th>specificity</th><th>accuracy</th><th>Inconclusive cells</th>"
+       "<th>errors held</th></tr>";
+  const json points = s.value("operating_points", json::object());
+  for (const auto& [name, p] : points.items()) {
+    h << "<tr><td>" << html_escape(name) << "</td>";
+    for (const char* key : {"threshold", "sensitivity", "specificity", "accuracy",
+                            "inconclusive_fraction", "errors_held_share"})
+      h << "<td>" << html_escape(pm(p.value(key, json::object()))) << "</td>";
+    h << "</tr>";
+  }
+  h << "</table>\n";
+  const auto& pooled = s.value("pooled", json::object());
+  const auto& c = pooled.value("confusion_matrix", json::object());
+  h << "<h2>Pooled over all folds</h2><table><tr><th></th><th>predicted Uninfected</th>"
+       "<th>predicted Parasitized</th></tr><tr><td>Uninfected</td><td>"
+    << c.value("tn", 0L) << "</td><td>" << c.value("fp", 0L) << "</td></tr><tr><td>Parasitized"
+    << "</td><td>" << c.value("fn", 0L) << "</td><td>" << c.value("tp", 0L) << "</td></tr></table>";
+  char line[200];
+  std::snprintf(line, sizeof line,
+                "<p>%ld cells: accuracy %.4f, sensitivity %.4f, specificity %.4f, ROC AUC %.4f</p>",
+                pooled.value("cells", 0L), pooled.value("accuracy", 0.0),
+                pooled.value("sensitivity", 0.0), pooled.value("specificity", 0.0),
+                pooled.value("roc_auc", 0.0));
+  h << line << "\n<h2>Per patient (least accurate first)</h2><table><tr><th>patient</th>"
+    << "<th>fold</th><th>cells</th><th>accuracy</th><th>parasitemia</th><th>predicted</th></tr>";
+  const json patients = s.value("patients", json::array());
+  for (const auto& p : patients) {
+    std::snprintf(line, sizeof line,
+                  "<td>%d</td><td>%ld</td><td>%.4f</td><td>%.1f%%</td><td>%.1f%%</td></tr>",
+                  p.value("fold", 0), p.value("cells", 0L), p.value("accuracy", 0.0),
+                  100 * p.value("true_parasitemia", 0.0),
+                  100 * p.value("predicted_parasitemia", 0.0));
+    h << "<tr><td>" << html_escape(p.value("patient", "")) << "</td>" << line;
+  }
+  h << "</table></body></html>\n";
+  return h.str();
+}
+
+CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds) {
+  if (base.out_dir.empty()) throw std::invalid_argument("an output folder (--out) is required");
+  if (folds < 2 || folds > 50) throw std::invalid_argument("--folds must be from 2 to 50");
+  fs::create_directories(base.out_dir);
+  TrainOptions recorded = base;
+  recorded.cv_folds = folds;
+  const std::string config = base.out_dir + "/cv_config.json";
+  if (fs::exists(config)) {
+    const TrainOptions before = TrainOptions::from_json(json::parse(read_text(config)));
+    if (comparable(before) != comparable(recorded))
+      throw std::runtime_error(base.out_dir +
+                               " holds a cross-validation with other options; continue it with "
+                               "the same options or choose another --out");
+  } else {
+    write_text_atomic(config, recorded.to_json().dump(2));
+  }
+  CrossValidationOutcome outcome;
+  std::vector<FoldResult> results;
+  for (int k = 0; k < folds; ++k) {
+    const std::string dir = fold_dir(base.out_dir, k);
+    if (fold_finished(dir)) {
+      spdlog::info("fold {}/{}: finished earlier, kept", k + 1, folds);
+    } else {
+      spdlog::info("fold {}/{}: {}", k + 1, folds,
+                   fs::exists(dir + "/checkpoint/state.json") ? "resuming" : "training");
+      TrainOutcome fold;
+      if (fs::exists(dir + "/checkpoint/state.json")) {
+        fold = resume_training(dir, base.threads);
+      } else {
+        TrainOptions o = recorded;
+        o.out_dir = dir;
+        o.cv_fold = k;
+        fold = run_training(o);
+      }
+      if (fold.interrupted) {
+        spdlog::info("cross-validation interrupted in fold {}; the same command continues it",
+                     k + 1);
+        outcome.interrupted = true;
+        return outcome;
+      }
+    }
+    results.push_back(read_fold(dir));
+  }
+  outcome.summary = summarize_folds(results);
+  outcome.summary["config"] = recorded.to_json();
+  const std::string text = format_cv_summary(outcome.summary);
+  write_text_atomic(base.out_dir + "/cv_summary.json", outcome.summary.dump(2));
+  write_text_atomic(base.out_dir + "/cv_summary.txt", text);
+  write_text_atomic(base.out_dir + "/cv_report.html", cv_report_html(outcome.summary));
+  std::printf("%s\nreport: %s/cv_report.html\n", text.c_str(), base.out_dir.c_str());
+  return outcome;
+}
+
+}  // namespace malaria
