@@ -39,5 +39,6 @@ std::vector<Command> add_train_commands(CLI::App& app, const GlobalOptions& glob
 std::vector<Command> add_evaluate_commands(CLI::App& app, const GlobalOptions& global);
 std::vector<Command> add_model_commands(CLI::App& app, const GlobalOptions& global);
 std::vector<Command> add_serve_commands(CLI::App& app, const GlobalOptions& global);
+std::vector<Command> add_explain_commands(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace malaria::cli

@@ -9,7 +9,10 @@ const submitButton = document.getElementById("submit");
 const rows = document.getElementById("result-rows");
 const summary = document.getElementById("summary");
 const results = document.getElementById("results");
+const showWhere = document.getElementById("show-where");
+const cellView = document.getElementById("cell-view");
 let lastResults = [];
+let lastFiles = [];
 
 function authHeaders() {
   const key = document.getElementById("api-key").value.trim();
@@ -39,7 +42,7 @@ async function loadModelInfo() {
       ["Training data", `${dataset.images ?? "?"} NIH cell images of ${dataset.patients ?? "?"} patients, ${data.split_mode ?? "?"}-level split`],
       ["Validation accuracy", pct(model.validation && model.validation.accuracy)],
       ["Test (unseen patients)", `accuracy ${pct(test.accuracy)}, sensitivity ${pct(test.sensitivity)}, specificity ${pct(test.specificity)}, AUC ${test.roc_auc === undefined ? "-" : test.roc_auc.toFixed(4)}`],
-      ["Decision threshold", `${model.threshold}; inconclusive within ±${model.inconclusive_band}`],
+      ["Decision rule", decisionRule(model)],
       ["Created", model.created],
     ];
     info.replaceChildren(...entries.flatMap(([k, v]) => [element("dt", { textContent: k }), element("dd", { textContent: v })]));
@@ -48,12 +51,45 @@ async function loadModelInfo() {
   }
 }
 
+function decisionRule(model) {
+  const points = model.operating_points || {};
+  const p = points[model.operating_point];
+  if (!p) return "-";
+  const f = (x) => x.toFixed(3);
+  const calibrated = model.temperature && model.temperature !== 1 ? `calibrated (temperature ${f(model.temperature)}), ` : "";
+  return `${calibrated}operating point "${model.operating_point}": Parasitized from P = ${f(p.threshold)}; ` +
+         `Inconclusive from ${f(p.inconclusive_low)} to ${f(p.inconclusive_high)}` +
+         (Object.keys(points).length > 1 ? ` (also available: ${Object.keys(points).filter((k) => k !== model.operating_point).join(", ")})` : "");
+}
+
+function openCellView(r, src) {
+  const heat = showWhere.checked && r.explanation;
+  document.getElementById("cell-view-title").textContent = r.filename;
+  const image = document.getElementById("cell-view-image");
+  image.src = heat ? "data:image/png;base64," + r.explanation.overlay_png : src;
+  image.alt = heat ? `${r.filename} with its heat map` : r.filename;
+  document.getElementById("cell-view-caption").textContent =
+    `${r.decision}: P(Parasitized) ${(100 * r.probability_parasitized).toFixed(2)}%` +
+    (heat ? ". Red marks where the model sees the strongest evidence of a parasite." : "");
+  cellView.showModal();
+}
+
+function thumbnail(r, file) {
+  if (r.error) return element("span", { className: "placeholder" });
+  const src = URL.createObjectURL(file);
+  const images = [element("img", { className: "cell", alt: r.filename, src })];
+  if (r.explanation)
+    images.push(element("img", { className: "heat", alt: `${r.filename} heat map`, src: "data:image/png;base64," + r.explanation.overlay_png }));
+  const button = element("button", { type: "button", className: "thumb", title: "enlarge" }, images);
+  button.addEventListener("click", () => openCellView(r, src));
+  return button;
+}
+
 function renderResults(files, response) {
   rows.replaceChildren();
   lastResults = response.results;
   response.results.forEach((r, i) => {
-    const thumb = r.error ? element("span", { className: "placeholder" })
-                          : element("img", { alt: r.filename, src: URL.createObjectURL(files[i]) });
+    const thumb = thumbnail(r, files[i]);
     let labelCell, probCell, decisionCell;
     if (r.error) {
       labelCell = element("td", { className: "error", textContent: r.error, colSpan: 2 });
@@ -83,9 +119,11 @@ async function classify(files) {
   const body = new FormData();
   for (const f of files) body.append("file", f, f.name);
   submitButton.disabled = true;
+  lastFiles = files;
   statusLine.textContent = `Classifying ${files.length} image${files.length > 1 ? "s" : ""}…`;
   try {
-    const response = await fetch("/api/v1/predict", { method: "POST", body, headers: authHeaders() });
+    const url = "/api/v1/predict" + (showWhere.checked ? "?explain=1" : "");
+    const response = await fetch(url, { method: "POST", body, headers: authHeaders() });
     const payload = await response.json();
     if (!payload.results) throw new Error(payload.error || response.statusText);
     renderResults(files, payload);
@@ -112,6 +150,12 @@ document.getElementById("download-csv").addEventListener("click", () => {
   a.click();
   a.remove();
   URL.revokeObjectURL(url);
+});
+
+showWhere.addEventListener("change", () => {
+  results.classList.toggle("show-where", showWhere.checked);
+  // Heat maps are computed on request: ask again for results that have none yet.
+  if (showWhere.checked && lastFiles.length && !lastResults.some((r) => r.explanation)) classify(lastFiles);
 });
 
 form.addEventListener("submit", (event) => {

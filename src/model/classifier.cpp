@@ -62,6 +62,47 @@ std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) c
   return predict(pixels.data(), bgr.size());
 }
 
+std::vector<Classifier::Explanation> Classifier::explain(const std::vector<cv::Mat>& bgr) const {
+  const int s = impl_->info.image_size;
+  const size_t plane = 3ull * s * s;
+  std::vector<float> pixels(bgr.size() * plane);
+  for (size_t i = 0; i < bgr.size(); ++i)
+    to_chw_float(resize_rgb(bgr[i], s), pixels.data() + i * plane);
+  return explain(pixels.data(), bgr.size());
+}
+
+std::vector<Classifier::Explanation> Classifier::explain(const float* chw, size_t n) const {
+  if (n == 0) return {};
+  const int s = impl_->info.image_size;
+  torch::AutoGradMode grad(true);
+  auto& net = *impl_->loaded.model;
+  const torch::Tensor x = image_batch_tensor(chw, n, s);
+  const torch::Tensor activations = net.features->forward(x);  // last convolution stage
+  const torch::Tensor logits = net.head->forward(activations).reshape({-1});
+  // The logits of different images do not interact, so one backward pass serves the batch.
+  const torch::Tensor grads = torch::autograd::grad({logits.sum()}, {activations})[0];
+  torch::Tensor cam;
+  {
+    torch::NoGradGuard no_grad;
+    const auto weights = grads.mean({2, 3}, /*keepdim=*/true);  // one weight per channel
+    cam = torch::relu((weights * activations).sum(1, /*keepdim=*/true));
+    cam = torch::nn::functional::interpolate(
+        cam, torch::nn::functional::InterpolateFuncOptions()
+                 .size(std::vector<int64_t>{s, s})
+                 .mode(torch::kBilinear)
+                 .align_corners(false));
+    const auto peak = std::get<0>(cam.flatten(1).max(1)).clamp_min(1e-12).view({-1, 1, 1, 1});
+    cam = (cam / peak).squeeze(1).contiguous();
+  }
+  const auto prob = torch::sigmoid(logits.detach() / impl_->info.temperature).contiguous();
+  std::vector<Explanation> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    out[i].probability = prob[i].item<float>();
+    out[i].heatmap = cv::Mat(s, s, CV_32F, cam[i].data_ptr<float>()).clone();
+  }
+  return out;
+}
+
 int Classifier::conv_layers() const {
   int n = 0;
   for (const auto& m : impl_->loaded.model->features->children())

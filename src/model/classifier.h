@@ -37,6 +37,16 @@ class Classifier {
   // Decoded 8-bit BGR images of any size, preprocessed exactly as in training.
   std::vector<float> predict_images(const std::vector<cv::Mat>& bgr) const;
 
+  struct Explanation {
+    float probability = 0;  // calibrated P(Parasitized)
+    cv::Mat heatmap;        // Grad-CAM, CV_32F in [0,1], image_size x image_size
+  };
+  // Grad-CAM on the last convolution stage: where the evidence for Parasitized lies, for decoded
+  // 8-bit BGR images of any size. All zero where nothing speaks for Parasitized. Thread-safe.
+  std::vector<Explanation> explain(const std::vector<cv::Mat>& bgr) const;
+  // The same for n preprocessed images (as predict takes them).
+  std::vector<Explanation> explain(const float* chw, size_t n) const;
+
   // Activations after the n-th convolution (1-based) and its ReLU: one float map per channel.
   std::vector<cv::Mat> feature_maps(const cv::Mat& bgr, int conv_layer) const;
   int conv_layers() const;

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <opencv2/imgproc.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "data/dataset.h"
 #include "data/image.h"
 #include "eval/decision.h"
+#include "explain/explanation.h"
 #include "model/classifier.h"
 #include "serve/assets.h"
 #include "serve/http_server.h"
@@ -47,7 +49,17 @@ struct FileOutcome {
   float probability = 0;
   std::string format;
   CellDecision decision;  // set once classified
+  cv::Mat preview;        // with ?explain=1: the image, at most kPreviewSide px, for the overlay
+  nlohmann::json explanation;
 };
+
+// Overlays are drawn on a copy no larger than this: enough to see, small to send.
+constexpr int kPreviewSide = 256;
+
+bool wants_explanation(const HttpRequest& req) {
+  const auto it = req.query.find("explain");
+  return it != req.query.end() && (it->second == "1" || it->second == "true");
+}
 
 // The `file` fields of a multipart form, or the raw body as one image.
 std::vector<Upload> uploads_of(const HttpRequest& req) {
@@ -203,7 +215,7 @@ class App {
 
   // Decodes, preprocesses and classifies each upload; bad files get an error, not an exception.
   // Returns false when the inference queue is full.
-  bool classify(const std::vector<Upload>& uploads, std::vector<FileOutcome>& out) {
+  bool classify(const std::vector<Upload>& uploads, std::vector<FileOutcome>& out, bool explain) {
     const int s = model_.image_size();
     const size_t plane = 3ull * s * s;
     std::vector<size_t> good;
@@ -222,6 +234,7 @@ class App {
       decode_gate_.enter();
       try {
         const cv::Mat bgr = decode_image(bytes, o.filename, kCellImageLimits);
+        if (explain) o.preview = fit_within(bgr, kPreviewSide);
         pixels.resize((good.size() + 1) * plane);
         to_chw_float(resize_rgb(bgr, s), pixels.data() + good.size() * plane);
         good.push_back(i);
@@ -235,11 +248,39 @@ class App {
       decode_gate_.leave();
     }
     if (good.empty()) return true;
+    std::vector<float> kept;
+    if (explain) kept = pixels;
     auto future = queue_->submit(std::move(pixels), good.size());
     if (!future) return false;
     const std::vector<float> prob = future->get();
     for (size_t k = 0; k < good.size(); ++k) out[good[k]].probability = prob[k];
+    if (explain) add_explanations(kept, good, out);
     return true;
+  }
+
+  // Grad-CAM per classified cell: the heat map at the network's input size and an overlay PNG.
+  void add_explanations(const std::vector<float>& pixels, const std::vector<size_t>& good,
+                        std::vector<FileOutcome>& out) const {
+    const auto explanations = model_.explain(pixels.data(), good.size());
+    for (size_t k = 0; k < good.size(); ++k) {
+      auto& o = out[good[k]];
+      o.explanation = {
+          {"heatmap", heatmap_json(explanations[k].heatmap)},
+          {"overlay_png", base64_encode(encode_png(heatmap_overlay(o.preview, explanations[k].heatmap)))},
+          {"method", "Grad-CAM, last convolution stage"}};
+      o.preview.release();
+    }
+  }
+
+  // The image scaled down (never up) to fit a side x side square.
+  static cv::Mat fit_within(const cv::Mat& bgr, int side) {
+    const double scale = std::min(1.0, double(side) / std::max(bgr.cols, bgr.rows));
+    if (scale >= 1.0) return bgr.clone();
+    cv::Mat small;
+    cv::resize(bgr, small,
+               cv::Size(std::max(1, int(bgr.cols * scale)), std::max(1, int(bgr.rows * scale))), 0,
+               0, cv::INTER_AREA);
+    return small;
   }
 
   // A model output that is not a number is never turned into a label.
@@ -254,11 +295,13 @@ class App {
     if (!o.error.empty())
       return {{"filename", o.filename}, {"error", o.error}, {"status", o.status}};
     const CellDecision& d = o.decision;
-    return {{"filename", o.filename},
-            {"label", d.label},
-            {"probability_parasitized", o.probability},
-            {"confidence", d.confidence},
-            {"decision", d.decision}};
+    json r = {{"filename", o.filename},
+              {"label", d.label},
+              {"probability_parasitized", o.probability},
+              {"confidence", d.confidence},
+              {"decision", d.decision}};
+    if (!o.explanation.is_null()) r["explanation"] = o.explanation;
+    return r;
   }
 
   // The operating point a request asks for with ?operating_point=NAME, or the server's.
@@ -290,7 +333,7 @@ class App {
                    std::to_string(opt_.max_files) + ")");
       return false;
     }
-    if (!classify(uploads, outcomes)) {
+    if (!classify(uploads, outcomes, wants_explanation(req))) {
       on_error(req, res, 503, "server busy: inference queue is full, retry shortly");
       return false;
     }

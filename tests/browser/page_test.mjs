@@ -73,6 +73,24 @@ await check("upload page shows the same results as the API", async () => {
   const csv = readFileSync(await download.path(), "utf8").trim().split("\n");
   assert.equal(csv[0], "filename,label,probability_parasitized,confidence,decision,error");
   assert.equal(csv.length, images.length + 1);
+
+  // "Show where": the page asks again with ?explain=1 and lays a heat map over each thumbnail.
+  const explainRequest = page.waitForRequest((r) => r.url().includes("/api/v1/predict?explain=1"));
+  await page.check("#show-where");
+  await explainRequest;
+  await page.locator("#result-rows img.heat").nth(good.length - 1).waitFor();
+  assert.equal(await page.locator("#result-rows img.heat").count(), good.length, "a heat map per cell");
+  assert.ok(await page.locator("#result-rows img.heat").first().isVisible(), "heat maps shown");
+  await page.screenshot({ path: `${screenshotDir}/show-where.png`, fullPage: true });
+  await page.locator("#result-rows button.thumb").first().click();
+  await page.locator("#cell-view").waitFor({ state: "visible" });
+  assert.match(await page.locator("#cell-view-image").getAttribute("src"), /^data:image\/png;base64,/);
+  assert.match(await page.locator("#cell-view-caption").innerText(), /P\(Parasitized\)/);
+  await page.screenshot({ path: `${screenshotDir}/cell-enlarged.png` });
+  await page.locator("#cell-view button").click();
+  await page.uncheck("#show-where");
+  assert.ok(!(await page.locator("#result-rows img.heat").first().isVisible()), "heat maps hidden again");
+
   assert.deepEqual(externalRequests, [], "no external resources");
   assert.deepEqual(consoleErrors, [], "no console errors (e.g. CSP violations)");
   await context.close();
