@@ -69,4 +69,49 @@ cp "$data/Parasitized/$(ls "$data/Parasitized" | head -1)" "$work/we\"ird, name.
 grep -q '"we""ird, name.png",Parasitized\|"we""ird, name.png",Uninfected' "$work/pred3.csv" || \
   grep -q 'we""ird, name.png",' "$work/pred3.csv" || fail "CSV quoting: $(cat "$work/pred3.csv")"
 
+# Operating points: the model file holds both, and predict can use either.
+"$bin" info "$work/run/model.pt" >"$work/info.txt"
+grep -q "balanced threshold" "$work/info.txt" || fail "no balanced operating point: $(cat "$work/info.txt")"
+grep -q "screening threshold" "$work/info.txt" || fail "no screening operating point"
+"$bin" predict --model "$work/run/model.pt" --operating-point screening --json "$work/data/Parasitized" \
+  >"$work/screening.json" || fail "predict --operating-point screening"
+grep -q '"decision"' "$work/screening.json" || fail "no decision in predict --json"
+if "$bin" predict --model "$work/run/model.pt" --operating-point sloppy "$work/data/Parasitized" >"$work/out" 2>&1; then
+  fail "unknown operating point accepted"; fi
+grep -q "balanced, screening" "$work/out" || fail "unknown point error does not list the points: $(cat "$work/out")"
+
+# explain: an overlay per readable image (same size as the input), JSON heat maps, an error for
+# the bad file and exit 2.
+cells=("$work"/data/Parasitized/*)
+set +e; "$bin" explain --model "$work/run/model.pt" --out "$work/explain" --json "${cells[@]:0:2}" "$work/bad.png" >"$work/explain.json" 2>"$work/explain.err"; code=$?; set -e
+[ "$code" -eq 2 ] || fail "explain exit code $code with a bad file"
+[ "$(ls "$work/explain" | grep -c '_gradcam.png$')" -eq 2 ] || fail "explain overlays: $(ls "$work/explain")"
+grep -q '"heatmap":\[\[' "$work/explain.json" || fail "no heat map in explain --json"
+grep -q '"error"' "$work/explain.json" || fail "bad file not reported by explain"
+"$bin" explain --model "$work/run/model.pt" --pointing-game "$work/run/split.csv" --limit 20 \
+  >"$work/pg.txt" 2>&1 || fail "pointing game: $(tail -3 "$work/pg.txt")"
+grep -q "hit rate" "$work/pg.txt" || fail "pointing game result: $(cat "$work/pg.txt")"
+
+# cv: patient folds; interrupted after the first fold, the same command keeps it and finishes.
+cv=("$bin" --threads 2 cv --data "$work/data" --out "$work/cv" --folds 3 --epochs 1 --batch-size 16 --quiet)
+"${cv[@]}" >"$work/cv.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 1200); do grep -q "fold 2/3" "$work/cv.log" && break; sleep 0.1; done
+grep -q "fold 2/3" "$work/cv.log" || fail "first fold never finished: $(tail -5 "$work/cv.log")"
+kill -INT "$pid"
+set +e; wait "$pid"; code=$?; set -e
+[ "$code" -eq 130 ] || [ "$code" -eq 0 ] || fail "interrupted cv exited $code: $(tail -5 "$work/cv.log")"
+"${cv[@]}" >"$work/cv2.log" 2>&1 || fail "cv did not finish: $(tail -5 "$work/cv2.log")"
+grep -q "fold 1/3: finished earlier, kept" "$work/cv2.log" || fail "fold 1 was not kept: $(head -5 "$work/cv2.log")"
+grep -q "accuracy.*±" "$work/cv/cv_summary.txt" || fail "no mean ± sd: $(head -5 "$work/cv/cv_summary.txt")"
+[ -f "$work/cv/cv_report.html" ] || fail "no cv report"
+# Every patient is tested in exactly one fold.
+for k in 1 2 3; do awk -F, '$NF == "test" { print $(NF-1) }' "$work/cv/fold-$k/split.csv" | sort -u; done >"$work/tested"
+[ "$(sort "$work/tested" | uniq -d | wc -l)" -eq 0 ] || fail "a patient is tested in two folds"
+[ "$(wc -l <"$work/tested")" -eq "$(tail -n +2 "$work/run/split.csv" | awk -F, '{ print $(NF-1) }' | sort -u | wc -l)" ] \
+  || fail "not every patient is tested once"
+if "$bin" cv --data "$work/data" --out "$work/cv" --folds 3 --epochs 2 >"$work/out" 2>&1; then
+  fail "cv continued a cross-validation with other options"; fi
+grep -q "other options" "$work/out" || fail "unclear error for changed options: $(cat "$work/out")"
+
 echo "cli_test: all checks passed"

@@ -180,3 +180,47 @@ TEST(Scan, RealDataHasBothClassesAndManyPatients) {
   EXPECT_EQ(ds.summary.patients, 161u);
   EXPECT_TRUE(ds.summary.unreadable.empty());
 }
+
+TEST(Folds, EveryPatientInExactlyOneFoldAndClassesBalanced) {
+  const auto samples = synthetic(60, 20);
+  const auto folds = patient_folds(samples, 5, 42);
+  ASSERT_EQ(folds.size(), 5u);
+  std::map<std::string, int> fold_of;
+  size_t total = 0;
+  for (int k = 0; k < 5; ++k) {
+    size_t parasitized = 0;
+    for (const auto& s : folds[k]) {
+      const auto [it, inserted] = fold_of.emplace(s.patient, k);
+      EXPECT_TRUE(inserted || it->second == k) << s.patient << " is in two folds";
+      parasitized += s.label == kParasitized;
+    }
+    total += folds[k].size();
+    // 60 patients of 20 cells, a third of the cells Parasitized: about 240 cells, 80 of them
+    // Parasitized, per fold.
+    EXPECT_NEAR(folds[k].size(), 240.0, 40.0) << "fold " << k;
+    EXPECT_NEAR(static_cast<double>(parasitized), 80.0, 20.0) << "fold " << k;
+  }
+  EXPECT_EQ(total, samples.size());
+  EXPECT_EQ(fold_of.size(), 60u);
+  EXPECT_THROW(patient_folds(synthetic(3, 5), 5, 1), DatasetError);  // fewer patients than folds
+}
+
+TEST(Folds, CrossValidationSplitTestsEachPatientOnceAndNeverValidatesOnTheTestFold) {
+  const auto samples = synthetic(40, 10);
+  std::map<std::string, int> tested;
+  for (int k = 0; k < 4; ++k) {
+    const Split split = cross_validation_split(samples, 4, k, 0.25, 7);
+    std::set<std::string> test_patients, other;
+    for (const auto& s : split.test) test_patients.insert(s.patient);
+    for (const auto* part : {&split.train, &split.val})
+      for (const auto& s : *part) other.insert(s.patient);
+    for (const auto& p : test_patients) {
+      EXPECT_FALSE(other.count(p)) << p << " is in the test fold and in training or validation";
+      tested[p]++;
+    }
+    EXPECT_FALSE(split.val.empty());
+    EXPECT_EQ(split.train.size() + split.val.size() + split.test.size(), samples.size());
+  }
+  EXPECT_EQ(tested.size(), 40u);
+  for (const auto& [p, times] : tested) EXPECT_EQ(times, 1) << p;
+}

@@ -49,6 +49,25 @@ std::string png_claiming(int w, int h) {
   return std::string(png.begin(), png.end());
 }
 
+std::string base64_decode(const std::string& text) {
+  static const std::string alphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t buffer = 0;
+  int bits = 0;
+  for (char ch : text) {
+    const auto v = alphabet.find(ch);
+    if (v == std::string::npos) continue;  // padding
+    buffer = (buffer << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
 struct ServerTestOptions {
   static std::vector<std::string> args() { return {"--max-files", "40", "--max-upload-mb", "2"}; }
 };
@@ -132,6 +151,78 @@ TEST_F(ServerTest, PredictMatchesTheCommandLinePathOnRealImages) {
   ASSERT_EQ(raw->status, 200);
   EXPECT_NEAR(json::parse(raw->body)["results"][0]["probability_parasitized"].get<double>(),
               expected[0].probability, 1e-5);
+}
+
+TEST_F(ServerTest, ExplainAddsAHeatMapAndAnOverlayPerCell) {
+  const auto paths = real_images(2);
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& p : paths)
+    files.push_back({std::filesystem::path(p).filename().string(), read_bytes(p)});
+  files.push_back({"not-an-image.txt", "hello"});
+  auto c = server_->client();
+  auto plain = c.Post("/api/v1/predict", form(files));
+  auto res = c.Post("/api/v1/predict?explain=1", form(files));
+  ASSERT_TRUE(plain);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const auto body = json::parse(res->body);
+  const auto plain_body = json::parse(plain->body);
+  EXPECT_FALSE(plain_body["results"][0].contains("explanation")) << "only on request";
+  const malaria::Classifier model = malaria::Classifier::load(MALARIA_TEST_MODEL);
+  const int side = model.image_size();
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const auto& r = body["results"][i];
+    EXPECT_NEAR(r["probability_parasitized"].get<double>(),
+                plain_body["results"][i]["probability_parasitized"].get<double>(), 1e-5);
+    ASSERT_TRUE(r.contains("explanation")) << r.dump();
+    const auto& heatmap = r["explanation"]["heatmap"];
+    ASSERT_EQ(heatmap.size(), static_cast<size_t>(side));
+    double peak = 0;
+    for (const auto& row : heatmap) {
+      ASSERT_EQ(row.size(), static_cast<size_t>(side));
+      for (const auto& v : row) {
+        EXPECT_GE(v.get<double>(), 0.0);
+        EXPECT_LE(v.get<double>(), 1.0);
+        peak = std::max(peak, v.get<double>());
+      }
+    }
+    if (r["label"] == "Parasitized") {
+      EXPECT_NEAR(peak, 1.0, 1e-3);
+    }
+    const std::string png = base64_decode(r["explanation"]["overlay_png"]);
+    const cv::Mat overlay = cv::imdecode(std::vector<uchar>(png.begin(), png.end()),
+                                         cv::IMREAD_COLOR);
+    const cv::Mat original = cv::imread(paths[i]);
+    ASSERT_FALSE(overlay.empty());
+    EXPECT_EQ(overlay.size(), original.size()) << "cells up to 256 px keep their size";
+  }
+  EXPECT_TRUE(body["results"][paths.size()].contains("error"));
+  EXPECT_FALSE(body["results"][paths.size()].contains("explanation"));
+}
+
+TEST_F(ServerTest, OperatingPointsCanBeChosenPerRequest) {
+  auto c = server_->client();
+  auto model = c.Get("/api/v1/model");
+  ASSERT_TRUE(model);
+  const auto meta = json::parse(model->body);
+  ASSERT_TRUE(meta.contains("operating_points"));
+  const auto paths = real_images(1);
+  const std::string bytes = read_bytes(paths[0]);
+  for (const auto& [name, point] : meta["operating_points"].items()) {
+    auto res = c.Post("/api/v1/predict?operating_point=" + name, bytes, "image/png");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << name << ": " << res->body;
+    const json body = json::parse(res->body);
+    const json& r = body["results"][0];
+    const double p = r["probability_parasitized"];
+    EXPECT_EQ(r["label"], p >= point["threshold"].get<double>() ? "Parasitized" : "Uninfected")
+        << name;
+  }
+  auto bad = c.Post("/api/v1/predict?operating_point=nonsense", bytes, "image/png");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(json::parse(bad->body)["error"].get<std::string>().find("nonsense"),
+            std::string::npos);
 }
 
 TEST_F(ServerTest, OneBadFileDoesNotFailTheOthers) {

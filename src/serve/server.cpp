@@ -420,7 +420,9 @@ class App {
   json model_json() const {
     json j = model_.metadata();
     j["id"] = model_id_;
-    j["operating_point"] = model_.info().operating_point;  // the server's, perhaps not the file's
+    // The decision rule as the server applies it (older files store only a threshold and band).
+    const json rule = model_.info().to_metadata();
+    for (const char* key : {"temperature", "operating_point", "operating_points"}) j[key] = rule[key];
     return j;
   }
 
