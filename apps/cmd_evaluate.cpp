@@ -1,5 +1,6 @@
 // Evaluation subcommands: evaluate (labelled folder), predict (any images).
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,7 @@ struct EvaluateCommandOptions {
   std::string predictions_out;
   std::string figures_dir;
   std::string operating_point;
+  std::string tta;  // empty: the file's own; "on" or "off"
   bool strict = false;
 };
 
@@ -43,16 +45,28 @@ void add_operating_point_option(CLI::App* sub, std::string& point) {
 
 int run_evaluate(const EvaluateCommandOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  const Classifier model = load_classifier(o.model, o.operating_point);
-  ScanOptions scan;
-  scan.strict = o.strict;
-  const Dataset ds = scan_dataset(o.data, scan);
-  const Evaluation ev = evaluate_model(model, ds.samples);
+  Classifier model = load_classifier(o.model, o.operating_point);
+  if (!o.tta.empty()) model.set_flip_tta(o.tta == "on");
+  // A dataset folder, or a run's split.csv: its test rows (patients the run never trained on).
+  std::vector<Sample> samples;
+  nlohmann::json data_summary;
+  if (std::filesystem::path(o.data).extension() == ".csv") {
+    samples = read_split_csv(o.data).test;
+    if (samples.empty()) throw std::runtime_error(o.data + " has no test rows");
+    data_summary = {{"split_csv", o.data}, {"images", samples.size()}};
+  } else {
+    ScanOptions scan;
+    scan.strict = o.strict;
+    const Dataset ds = scan_dataset(o.data, scan);
+    samples = ds.samples;
+    data_summary = ds.summary.to_json();
+  }
+  const Evaluation ev = evaluate_model(model, samples);
   std::printf("Model %s on %s\n%s", o.model.c_str(), o.data.c_str(), ev.to_text().c_str());
   if (!o.json_out.empty()) {
     nlohmann::json j = ev.to_json();
     j["model"] = o.model;
-    j["data"] = ds.summary.to_json();
+    j["data"] = data_summary;
     write_text_atomic(o.json_out, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   if (!o.predictions_out.empty())
@@ -68,8 +82,11 @@ Command add_evaluate(CLI::App& app, const GlobalOptions& global) {
   auto o = std::make_shared<EvaluateCommandOptions>();
   auto* sub = app.add_subcommand("evaluate", "Measure a model on a labelled dataset folder");
   sub->add_option("--model", o->model, "model file")->required();
-  sub->add_option("--data", o->data, "folder with Parasitized/ and Uninfected/")
+  sub->add_option("--data", o->data,
+                  "folder with Parasitized/ and Uninfected/, or a run's split.csv (its test rows)")
       ->capture_default_str();
+  sub->add_option("--tta", o->tta, "flip test-time augmentation: on or off (default: the file's)")
+      ->check(CLI::IsMember({"on", "off"}));
   sub->add_option("--json", o->json_out, "also write the full report as JSON to this file");
   sub->add_flag("--strict", o->strict, "treat an unreadable image as an error");
   sub->add_option("--predictions", o->predictions_out,

@@ -60,6 +60,8 @@ void add_schedule_options(CLI::App* sub, TrainOptions& t) {
                 "or AMX)")
       ->capture_default_str();
   sub->add_flag("--quiet", t.quiet, "no progress bars");
+  sub->add_flag("--tta", t.flip_tta,
+                "the model averages each cell with its flips (4 passes per cell; calibrated so)");
 }
 
 void add_augment_options(CLI::App* sub, TrainCommandOptions& o) {

@@ -239,11 +239,13 @@ Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& 
   Calibration c;
   c.temperature = fit_temperature(logits, labels);
   const auto prob = apply_temperature(logits, c.temperature);
-  c.operating_points["balanced"] =
-      make_point(prob, labels, youden_threshold(prob, labels), "largest Youden index");
-  c.operating_points["screening"] =
-      make_point(prob, labels, threshold_for_sensitivity(prob, labels, kScreeningSensitivity),
-                 "highest threshold with sensitivity >= 97%");
+  const double balanced = youden_threshold(prob, labels);
+  c.operating_points["balanced"] = make_point(prob, labels, balanced, "largest Youden index");
+  // Never less sensitive than balanced, where that one already finds 97%.
+  c.operating_points["screening"] = make_point(
+      prob, labels,
+      std::min(balanced, threshold_for_sensitivity(prob, labels, kScreeningSensitivity)),
+      "highest threshold with sensitivity >= 97%, at most the balanced one");
   c.summary = {{"method", "temperature scaling"},
                {"fitted_on", "validation split"},
                {"cells", logits.size()},

@@ -59,7 +59,8 @@ inline constexpr double kMaxInconclusive = 0.05;       // share of cells a band 
 
 struct Calibration {
   double temperature = 1.0;
-  // "balanced" (largest Youden index) and "screening" (sensitivity >= 97%), each with the band
+  // "balanced" (largest Youden index) and "screening" (sensitivity >= 97%, and never a higher
+  // threshold than balanced), each with the band
   // that holds the most errors while flagging at most 5% of cells; chosen on calibrated values.
   std::map<std::string, OperatingPoint> operating_points;
   std::string default_point = "balanced";

@@ -33,7 +33,18 @@ void Classifier::select_operating_point(const std::string& name) {
   impl_->info.select_operating_point(name);
 }
 
+void Classifier::set_flip_tta(bool on) { impl_->info.flip_tta = on; }
+
 namespace {
+// Raw logits, averaged over the image and its flips when asked (one batch of 4n).
+torch::Tensor network_logits(CellClassifier& net, const torch::Tensor& x, bool flip_tta) {
+  if (!flip_tta) return net->forward(x).reshape({-1});
+  const int64_t n = x.size(0);
+  const auto views = torch::cat({x, x.flip({3}), x.flip({2}), x.flip({2, 3})})
+                         .contiguous(at::MemoryFormat::ChannelsLast);
+  return net->forward(views).reshape({4, n}).mean(0);
+}
+
 std::vector<float> to_vector(const torch::Tensor& t) {
   const auto flat = t.reshape({-1}).contiguous();
   return std::vector<float>(flat.data_ptr<float>(), flat.data_ptr<float>() + flat.numel());
@@ -43,14 +54,16 @@ std::vector<float> to_vector(const torch::Tensor& t) {
 std::vector<float> Classifier::logits(const float* chw, size_t n) const {
   if (n == 0) return {};
   torch::NoGradGuard no_grad;
-  return to_vector(impl_->loaded.model->forward(image_batch_tensor(chw, n, impl_->info.image_size)));
+  const auto input = image_batch_tensor(chw, n, impl_->info.image_size);
+  return to_vector(network_logits(impl_->loaded.model, input, impl_->info.flip_tta));
 }
 
 std::vector<float> Classifier::predict(const float* chw, size_t n) const {
   if (n == 0) return {};
   torch::NoGradGuard no_grad;
   const auto input = image_batch_tensor(chw, n, impl_->info.image_size);
-  return to_vector(torch::sigmoid(impl_->loaded.model->forward(input) / impl_->info.temperature));
+  return to_vector(torch::sigmoid(
+      network_logits(impl_->loaded.model, input, impl_->info.flip_tta) / impl_->info.temperature));
 }
 
 std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) const {
@@ -94,10 +107,10 @@ std::vector<Classifier::Explanation> Classifier::explain(const float* chw, size_
     const auto peak = std::get<0>(cam.flatten(1).max(1)).clamp_min(1e-12).view({-1, 1, 1, 1});
     cam = (cam / peak).squeeze(1).contiguous();
   }
-  const auto prob = torch::sigmoid(logits.detach() / impl_->info.temperature).contiguous();
+  const auto prob = predict(chw, n);  // the same probability as predict, flips and all
   std::vector<Explanation> out(n);
   for (size_t i = 0; i < n; ++i) {
-    out[i].probability = prob[i].item<float>();
+    out[i].probability = prob[i];
     out[i].heatmap = cv::Mat(s, s, CV_32F, cam[i].data_ptr<float>()).clone();
   }
   return out;

@@ -28,6 +28,8 @@ class Classifier {
   const std::string& arch() const { return info().arch; }
   // Throws std::invalid_argument for a name the file does not have.
   void select_operating_point(const std::string& name);
+  // Overrides the file's test-time augmentation (flips), e.g. to measure what it is worth.
+  void set_flip_tta(bool on);
 
   // P(Parasitized) for n preprocessed images (n x 3 x S x S floats in [0,1]), calibrated with
   // the file's temperature. Thread-safe.

@@ -27,6 +27,10 @@ ModelInfo ModelInfo::from_metadata(const nlohmann::json& m) {
   if (!m.contains("image_size")) throw ModelFileError("model metadata: 'image_size' is missing");
   info.image_size = static_cast<int>(number("image_size", 0, 8, 4096));
   info.temperature = number("temperature", 1.0, 1e-3, 1e3);
+  const std::string tta = m.value("test_time_augmentation", "none");
+  if (tta != "none" && tta != "flips")
+    throw ModelFileError("model metadata: unknown test_time_augmentation '" + tta + "'");
+  info.flip_tta = tta == "flips";
   const auto points = m.find("operating_points");
   if (points == m.end()) {  // a file from before operating points: its threshold and band
     info.operating_points = {
@@ -109,6 +113,7 @@ nlohmann::json ModelInfo::to_metadata() const {
             {"scale", "pixel / 255"},
             {"layout", "NCHW float32"}}},
           {"temperature", temperature},
+          {"test_time_augmentation", flip_tta ? "flips" : "none"},
           {"operating_point", operating_point},
           {"operating_points", points}};
 }

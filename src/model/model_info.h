@@ -38,6 +38,8 @@ struct ModelInfo {
   int image_size = 0;
   // P(Parasitized) = sigmoid(logit / temperature); fitted on validation data (1: uncalibrated).
   double temperature = 1.0;
+  // Average the logits of the image and its three flips (4 forward passes per cell).
+  bool flip_tta = false;
   // Named operating points; a file without them has one, "default", from its threshold.
   std::map<std::string, OperatingPoint> operating_points{{"default", {}}};
   std::string operating_point = "default";  // the one in use

@@ -43,6 +43,7 @@ json TrainOptions::to_json() const {
           {"time_limit_minutes", time_limit_minutes},
           {"max_steps", max_steps},
           {"bf16", bf16},
+          {"flip_tta", flip_tta},
           {"cv_folds", cv_folds},
           {"cv_fold", cv_fold},
           {"optimizer", "adam"},
@@ -74,6 +75,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
   o.time_limit_minutes = j.at("time_limit_minutes");
   o.max_steps = j.at("max_steps");
   o.bf16 = j.value("bf16", false);
+  o.flip_tta = j.value("flip_tta", false);
   o.cv_folds = j.value("cv_folds", 0);
   o.cv_fold = j.value("cv_fold", 0);
   return o;

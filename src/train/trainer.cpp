@@ -145,6 +145,7 @@ class TrainingRun {
     info.name = fs::path(dir_).filename().string();
     info.arch = opt_.arch;
     info.image_size = opt_.image_size;
+    info.flip_tta = opt_.flip_tta;
     if (calibration_) {
       info.temperature = calibration_->temperature;
       info.operating_points = calibration_->operating_points;

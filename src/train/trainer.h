@@ -35,6 +35,7 @@ struct TrainOptions {
   size_t max_steps = 0;           // cap on batches per epoch (benchmarks); 0: whole epoch
   bool bf16 = cpu_has_bf16();     // bfloat16 autocast in the forward pass (see docs/PERFORMANCE.md)
   bool quiet = false;             // no progress bars
+  bool flip_tta = false;          // the model file averages each cell over its flips
   // Cross-validation: with cv_folds > 0 the test part is patient fold cv_fold (0-based) and
   // validation comes from the other folds' patients (see cross_validation_split).
   int cv_folds = 0, cv_fold = 0;
