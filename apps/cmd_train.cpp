@@ -107,6 +107,7 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
   auto o = std::make_shared<TrainCommandOptions>();
   auto folds = std::make_shared<int>(5);
   auto val_share = std::make_shared<double>(0.25);
+  auto final_model = std::make_shared<bool>(false);
   o->train.data_dir = default_data_dir();
   auto* sub = app.add_subcommand(
       "cv", "Patient-level cross-validation: train and test once per fold, report mean ± sd");
@@ -121,16 +122,19 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
              "share of each fold's training patients kept for validation");
   add_number(sub, "--workers", o->train.workers, 0, 64, "data-loading threads");
   sub->add_flag("--cache", o->train.cache, "keep decoded, resized images in RAM");
+  sub->add_flag("--final", *final_model,
+                "then train OUT/final on every patient with the same recipe, its model file "
+                "carrying the cross-validated figures");
   add_schedule_options(sub, o->train);
   add_augment_options(sub, *o);
-  return {sub, [o, folds, val_share, &global] {
+  return {sub, [o, folds, val_share, final_model, &global] {
             set_compute_threads(global.threads);
             TrainOptions t = o->train;
             t.split = SplitMode::Patient;
             t.fractions = {1 - *val_share, *val_share, 0};
             t.threads = global.threads;
             if (o->no_augment) t.augment = AugmentConfig::none();
-            return run_cross_validation(t, *folds).interrupted ? 130 : 0;
+            return run_cross_validation(t, *folds, *final_model).interrupted ? 130 : 0;
           }};
 }
 

@@ -36,12 +36,18 @@ async function loadModelInfo() {
     const data = model.data || {};
     const dataset = data.dataset || {};
     const test = model.test || {};
+    const cv = model.cross_validation;
+    const meanSd = (m, pctScale = true) => (m === undefined ? "-" : pctScale
+      ? `${(100 * m.mean).toFixed(2)} ± ${(100 * m.sd).toFixed(2)}%` : `${m.mean.toFixed(4)} ± ${m.sd.toFixed(4)}`);
+    const measured = cv
+      ? ["Cross-validated", `${cv.folds}-fold by patient: accuracy ${meanSd(cv.metrics.accuracy)}, sensitivity ${meanSd(cv.metrics.sensitivity)}, specificity ${meanSd(cv.metrics.specificity)}, AUC ${meanSd(cv.metrics.roc_auc, false)}, ECE ${meanSd(cv.metrics.ece, false)}`]
+      : ["Test (unseen patients)", `accuracy ${pct(test.accuracy)}, sensitivity ${pct(test.sensitivity)}, specificity ${pct(test.specificity)}, AUC ${test.roc_auc === undefined ? "-" : test.roc_auc.toFixed(4)}`];
     const entries = [
       ["Model", `${model.name} (${model.id})`],
       ["Architecture", `${model.arch}, ${model.image_size}×${model.image_size} input, ${model.parameters} parameters`],
       ["Training data", `${dataset.images ?? "?"} NIH cell images of ${dataset.patients ?? "?"} patients, ${data.split_mode ?? "?"}-level split`],
       ["Validation accuracy", pct(model.validation && model.validation.accuracy)],
-      ["Test (unseen patients)", `accuracy ${pct(test.accuracy)}, sensitivity ${pct(test.sensitivity)}, specificity ${pct(test.specificity)}, AUC ${test.roc_auc === undefined ? "-" : test.roc_auc.toFixed(4)}`],
+      measured,
       ["Decision rule", decisionRule(model)],
       ["Created", model.created],
     ];

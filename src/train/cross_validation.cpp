@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "eval/metrics.h"
+#include "model/model.h"
 #include "util/files.h"
 #include "util/text.h"
 
@@ -290,7 +291,54 @@ std::string cv_report_html(const json& s) {
   return h.str();
 }
 
-CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds) {
+namespace {
+
+// The figures a model file carries about the recipe that made it.
+json compact_summary(const json& summary) {
+  json metrics = json::object();
+  const json all_metrics = summary.value("metrics", json::object());
+  for (const auto& [name, m] : all_metrics.items())
+    metrics[name] = {{"mean", m.value("mean", 0.0)}, {"sd", m.value("sd", 0.0)}};
+  json points = json::object();
+  const json all_points = summary.value("operating_points", json::object());
+  for (const auto& [name, p] : all_points.items())
+    for (const auto& [key, m] : p.items())
+      points[name][key] = {{"mean", m.value("mean", 0.0)}, {"sd", m.value("sd", 0.0)}};
+  return {{"folds", summary.value("folds", 0)},
+          {"grouped_by", "patient"},
+          {"metrics", metrics},
+          {"operating_points", points},
+          {"pooled", summary.value("pooled", json::object())}};
+}
+
+void train_final_model(const TrainOptions& recorded, const json& summary) {
+  const std::string dir = recorded.out_dir + "/final";
+  if (fs::exists(dir + "/model.pt") && !fs::exists(dir + "/checkpoint/state.json")) {
+    spdlog::info("final model: finished earlier, kept");
+  } else {
+    TrainOutcome outcome;
+    if (fs::exists(dir + "/checkpoint/state.json")) {
+      outcome = resume_training(dir, recorded.threads);
+    } else {
+      TrainOptions o = recorded;
+      o.out_dir = dir;
+      o.cv_folds = 0;
+      o.split = SplitMode::Patient;
+      o.fractions = {o.fractions.train, o.fractions.val, 0.0};  // every patient trains or validates
+      outcome = run_training(o);
+    }
+    if (outcome.interrupted) throw std::runtime_error("final model interrupted; run again");
+  }
+  LoadedModel loaded = load_model_file(dir + "/model.pt");
+  loaded.metadata["cross_validation"] = compact_summary(summary);
+  save_model_file(dir + "/model.pt", loaded.model, loaded.metadata);
+  spdlog::info("final model with its cross-validated figures: {}/model.pt", dir);
+}
+
+}  // namespace
+
+CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds,
+                                            bool final_model) {
   if (base.out_dir.empty()) throw std::invalid_argument("an output folder (--out) is required");
   if (folds < 2 || folds > 50) throw std::invalid_argument("--folds must be from 2 to 50");
   fs::create_directories(base.out_dir);
@@ -340,6 +388,7 @@ CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds)
   write_text_atomic(base.out_dir + "/cv_summary.txt", text);
   write_text_atomic(base.out_dir + "/cv_report.html", cv_report_html(outcome.summary));
   std::printf("%s\nreport: %s/cv_report.html\n", text.c_str(), base.out_dir.c_str());
+  if (final_model) train_final_model(recorded, outcome.summary);
   return outcome;
 }
 

@@ -17,8 +17,11 @@ struct CrossValidationOutcome {
 };
 
 // Runs the folds not yet finished (resuming an interrupted one), then writes cv_summary.json,
-// cv_summary.txt and cv_report.html into base.out_dir.
-CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds);
+// cv_summary.txt and cv_report.html into base.out_dir. With `final_model`, then trains OUT/final
+// on every patient (validation carved out as in the folds) and records the cross-validated
+// figures in its model file under "cross_validation": the model to ship, with honest numbers.
+CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds,
+                                            bool final_model = false);
 
 // The summary of finished folds, from each fold's evaluation.json and the pooled test
 // predictions (rows of test_predictions.csv: path, patient, label, probability, ...).
