@@ -69,8 +69,7 @@ int run_evaluate(const EvaluateCommandOptions& o, const GlobalOptions& global) {
     j["data"] = data_summary;
     write_text_atomic(o.json_out, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   }
-  if (!o.predictions_out.empty())
-    write_text_atomic(o.predictions_out, ev.predictions_csv());
+  if (!o.predictions_out.empty()) write_text_atomic(o.predictions_out, ev.predictions_csv());
   if (!o.figures_dir.empty()) {
     write_evaluation_figures(model, ev, o.figures_dir);
     std::printf("figures written to %s\n", o.figures_dir.c_str());

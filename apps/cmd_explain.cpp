@@ -78,8 +78,7 @@ int explain_images(const Classifier& model, const ExplainOptions& o) {
                            {"heatmap", heatmap_json(e.heatmap)}});
     }
   }
-  if (o.json)
-    std::cout << records.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
+  if (o.json) std::cout << records.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
   return status;
 }
 
@@ -160,10 +159,11 @@ int run_pointing_game(const Classifier& model, const ExplainOptions& o) {
   if (o.json) {
     std::cout << result.dump(2) << '\n';
   } else {
-    std::printf("pointing game: %zu of %zu Parasitized cells with a visible parasite: hit rate "
-                "%.1f%% (a random point in the cell: %.1f%%)\n",
-                hits, with_target, 100 * result["hit_rate"].get<double>(),
-                100 * result["chance_rate"].get<double>());
+    std::printf(
+        "pointing game: %zu of %zu Parasitized cells with a visible parasite: hit rate "
+        "%.1f%% (a random point in the cell: %.1f%%)\n",
+        hits, with_target, 100 * result["hit_rate"].get<double>(),
+        100 * result["chance_rate"].get<double>());
   }
   return 0;
 }

@@ -44,7 +44,8 @@ void add_schedule_options(CLI::App* sub, TrainOptions& t) {
   add_number(sub, "--epochs", t.epochs, 1, 10000);
   add_number(sub, "--batch-size", t.batch_size, 1, 4096);
   add_number(sub, "--lr", t.learning_rate, 1e-8, 1, "Adam learning rate");
-  sub->add_option("--lr-schedule", t.lr_schedule, "cosine (per batch: warm-up, then down to zero) or constant")
+  sub->add_option("--lr-schedule", t.lr_schedule,
+                  "cosine (per batch: warm-up, then down to zero) or constant")
       ->check(CLI::IsMember({"cosine", "constant"}))
       ->capture_default_str();
   add_number(sub, "--patience", t.patience, 1, 10000,

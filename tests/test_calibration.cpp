@@ -38,8 +38,8 @@ TEST(Calibration, TemperatureScalingLowersTheErrorOfAnOverconfidentModel) {
   std::vector<int> labels;
   synthetic_logits(3.0, 5000, logits, labels);
   const double before = expected_calibration_error(apply_temperature(logits, 1.0), labels);
-  const double after =
-      expected_calibration_error(apply_temperature(logits, fit_temperature(logits, labels)), labels);
+  const double after = expected_calibration_error(
+      apply_temperature(logits, fit_temperature(logits, labels)), labels);
   EXPECT_GT(before, 0.05);
   EXPECT_LT(after, 0.02);
 }
@@ -82,8 +82,7 @@ TEST(Calibration, YoudenThresholdSeparatesSeparableClasses) {
   const std::vector<int> labels = {0, 0, 0, 1, 1, 1};
   EXPECT_FLOAT_EQ(youden_threshold(prob, labels), 0.6f);
   // One positive among the negatives: cutting below it costs more specificity than it gains.
-  EXPECT_FLOAT_EQ(youden_threshold({0.1f, 0.15f, 0.2f, 0.3f, 0.6f, 0.7f},
-                                   {0, 1, 0, 0, 1, 1}),
+  EXPECT_FLOAT_EQ(youden_threshold({0.1f, 0.15f, 0.2f, 0.3f, 0.6f, 0.7f}, {0, 1, 0, 0, 1, 1}),
                   0.6f);
 }
 
@@ -158,8 +157,8 @@ TEST(Calibration, ModelInfoKeepsOperatingPointsAndReadsOldFiles) {
   EXPECT_DOUBLE_EQ(back.point().inconclusive_high, 0.3);
   EXPECT_THROW(back.select_operating_point("sloppy"), std::invalid_argument);
 
-  nlohmann::json old = {{"arch", "cellnet"}, {"image_size", 64}, {"threshold", 0.42},
-                        {"inconclusive_band", 0.1}};
+  nlohmann::json old = {
+      {"arch", "cellnet"}, {"image_size", 64}, {"threshold", 0.42}, {"inconclusive_band", 0.1}};
   const ModelInfo legacy = ModelInfo::from_metadata(old);
   EXPECT_DOUBLE_EQ(legacy.threshold(), 0.42);
   EXPECT_NEAR(legacy.point().inconclusive_low, 0.32, 1e-12);

@@ -105,8 +105,8 @@ TEST(ModelFile, TemperatureScalesTheLogitsBeforeTheSigmoid) {
   auto model = build_model("cellnet", 32);
   model->eval();
   const nlohmann::json meta = {{"format", kModelFormat}, {"format_version", kModelFormatVersion},
-                               {"arch", "cellnet"},     {"image_size", 32},
-                               {"temperature", 2.0},    {"name", "unit"}};
+                               {"arch", "cellnet"},      {"image_size", 32},
+                               {"temperature", 2.0},     {"name", "unit"}};
   save_model_file(dir / "t.pt", model, meta);
   const Classifier loaded = Classifier::load(dir / "t.pt");
   const auto x = torch::rand({3, 3, 32, 32});

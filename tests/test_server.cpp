@@ -190,8 +190,8 @@ TEST_F(ServerTest, ExplainAddsAHeatMapAndAnOverlayPerCell) {
       EXPECT_NEAR(peak, 1.0, 1e-3);
     }
     const std::string png = base64_decode(r["explanation"]["overlay_png"]);
-    const cv::Mat overlay = cv::imdecode(std::vector<uchar>(png.begin(), png.end()),
-                                         cv::IMREAD_COLOR);
+    const cv::Mat overlay =
+        cv::imdecode(std::vector<uchar>(png.begin(), png.end()), cv::IMREAD_COLOR);
     const cv::Mat original = cv::imread(paths[i]);
     ASSERT_FALSE(overlay.empty());
     EXPECT_EQ(overlay.size(), original.size()) << "cells up to 256 px keep their size";
@@ -221,8 +221,7 @@ TEST_F(ServerTest, OperatingPointsCanBeChosenPerRequest) {
   auto bad = c.Post("/api/v1/predict?operating_point=nonsense", bytes, "image/png");
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400);
-  EXPECT_NE(json::parse(bad->body)["error"].get<std::string>().find("nonsense"),
-            std::string::npos);
+  EXPECT_NE(json::parse(bad->body)["error"].get<std::string>().find("nonsense"), std::string::npos);
 }
 
 TEST_F(ServerTest, OneBadFileDoesNotFailTheOthers) {

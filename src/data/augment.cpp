@@ -1,18 +1,15 @@
 #include "data/augment.h"
 
-#include <opencv2/imgproc.hpp>
 #include <cmath>
+#include <opencv2/imgproc.hpp>
 #include <random>
 
 namespace malaria {
 
 nlohmann::json AugmentConfig::to_json() const {
-  return {{"rotation_deg", rotation_deg},
-          {"zoom", zoom},
-          {"horizontal_flip", horizontal_flip},
-          {"vertical_flip", vertical_flip},
-          {"color_jitter", color_jitter},
-          {"stain", stain}};
+  return {{"rotation_deg", rotation_deg},       {"zoom", zoom},
+          {"horizontal_flip", horizontal_flip}, {"vertical_flip", vertical_flip},
+          {"color_jitter", color_jitter},       {"stain", stain}};
 }
 
 AugmentConfig AugmentConfig::none() { return {0.0, 0.0, false, false, 0.0, 0.0}; }

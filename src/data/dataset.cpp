@@ -236,7 +236,6 @@ Split split_dataset(const std::vector<Sample>& samples, SplitMode mode,
   return out;
 }
 
-
 std::vector<std::vector<Sample>> patient_folds(const std::vector<Sample>& samples, int folds,
                                                uint64_t seed) {
   if (folds < 2) throw DatasetError("cross-validation needs at least 2 folds");

@@ -190,8 +190,10 @@ InconclusiveBand choose_inconclusive_band(const std::vector<float>& prob,
   while (best_i < at && !wrong[best_i]) ++best_i;
   while (best_j > at && !wrong[best_j - 1]) --best_j;
   if (best == 0) best_i = best_j = at;
-  const double low = best_i == at ? threshold : (best_i == 0 ? 0.0 : (sorted[best_i - 1] + sorted[best_i]) / 2.0);
-  const double high = best_j == at ? threshold : (best_j == n ? 1.0 : (sorted[best_j - 1] + sorted[best_j]) / 2.0);
+  const double low =
+      best_i == at ? threshold : (best_i == 0 ? 0.0 : (sorted[best_i - 1] + sorted[best_i]) / 2.0);
+  const double high =
+      best_j == at ? threshold : (best_j == n ? 1.0 : (sorted[best_j - 1] + sorted[best_j]) / 2.0);
   return count_inconclusive(prob, labels, threshold, low, high);
 }
 
@@ -242,10 +244,10 @@ Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& 
   const double balanced = youden_threshold(prob, labels);
   c.operating_points["balanced"] = make_point(prob, labels, balanced, "largest Youden index");
   // Never less sensitive than balanced, where that one already finds 97%.
-  c.operating_points["screening"] = make_point(
-      prob, labels,
-      std::min(balanced, threshold_for_sensitivity(prob, labels, kScreeningSensitivity)),
-      "highest threshold with sensitivity >= 97%, at most the balanced one");
+  c.operating_points["screening"] =
+      make_point(prob, labels,
+                 std::min(balanced, threshold_for_sensitivity(prob, labels, kScreeningSensitivity)),
+                 "highest threshold with sensitivity >= 97%, at most the balanced one");
   c.summary = {{"method", "temperature scaling"},
                {"fitted_on", "validation split"},
                {"cells", logits.size()},

@@ -8,7 +8,8 @@
 namespace malaria {
 
 cv::Mat heatmap_overlay(const cv::Mat& bgr, const cv::Mat& heatmap, double opacity) {
-  if (bgr.empty() || bgr.type() != CV_8UC3) throw std::invalid_argument("overlay needs a BGR image");
+  if (bgr.empty() || bgr.type() != CV_8UC3)
+    throw std::invalid_argument("overlay needs a BGR image");
   cv::Mat resized, scaled, colour, out;
   cv::resize(heatmap, resized, bgr.size(), 0, 0, cv::INTER_LINEAR);
   resized.convertTo(scaled, CV_8U, 255.0);
@@ -86,9 +87,9 @@ PointingResult pointing_game(const cv::Mat& bgr, const cv::Mat& heatmap, int tol
   if (cv::countNonZero(target) == 0) return r;
   r.has_target = true;
   if (tolerance > 0)
-    cv::dilate(target, target,
-               cv::getStructuringElement(cv::MORPH_ELLIPSE,
-                                         {2 * tolerance + 1, 2 * tolerance + 1}));
+    cv::dilate(
+        target, target,
+        cv::getStructuringElement(cv::MORPH_ELLIPSE, {2 * tolerance + 1, 2 * tolerance + 1}));
   cv::Mat resized;
   cv::resize(heatmap, resized, bgr.size(), 0, 0, cv::INTER_LINEAR);
   cv::Point peak;

@@ -24,9 +24,9 @@ nlohmann::json heatmap_json(const cv::Mat& heatmap);
 cv::Mat parasite_mask(const cv::Mat& bgr);
 
 struct PointingResult {
-  bool hit = false;       // the heat map's maximum lies on the parasite (within the tolerance)
+  bool hit = false;         // the heat map's maximum lies on the parasite (within the tolerance)
   bool has_target = false;  // a parasite blob was found
-  double chance = 0;      // share of the cell's area that would count as a hit
+  double chance = 0;        // share of the cell's area that would count as a hit
 };
 // The heat map is resized to the image; `tolerance` is in pixels of the image.
 PointingResult pointing_game(const cv::Mat& bgr, const cv::Mat& heatmap, int tolerance);

@@ -62,8 +62,8 @@ std::vector<float> Classifier::predict(const float* chw, size_t n) const {
   if (n == 0) return {};
   torch::NoGradGuard no_grad;
   const auto input = image_batch_tensor(chw, n, impl_->info.image_size);
-  return to_vector(torch::sigmoid(
-      network_logits(impl_->loaded.model, input, impl_->info.flip_tta) / impl_->info.temperature));
+  return to_vector(torch::sigmoid(network_logits(impl_->loaded.model, input, impl_->info.flip_tta) /
+                                  impl_->info.temperature));
 }
 
 std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) const {
@@ -99,11 +99,10 @@ std::vector<Classifier::Explanation> Classifier::explain(const float* chw, size_
     torch::NoGradGuard no_grad;
     const auto weights = grads.mean({2, 3}, /*keepdim=*/true);  // one weight per channel
     cam = torch::relu((weights * activations).sum(1, /*keepdim=*/true));
-    cam = torch::nn::functional::interpolate(
-        cam, torch::nn::functional::InterpolateFuncOptions()
-                 .size(std::vector<int64_t>{s, s})
-                 .mode(torch::kBilinear)
-                 .align_corners(false));
+    cam = torch::nn::functional::interpolate(cam, torch::nn::functional::InterpolateFuncOptions()
+                                                      .size(std::vector<int64_t>{s, s})
+                                                      .mode(torch::kBilinear)
+                                                      .align_corners(false));
     const auto peak = std::get<0>(cam.flatten(1).max(1)).clamp_min(1e-12).view({-1, 1, 1, 1});
     cam = (cam / peak).squeeze(1).contiguous();
   }

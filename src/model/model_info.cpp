@@ -34,9 +34,9 @@ ModelInfo ModelInfo::from_metadata(const nlohmann::json& m) {
   const auto points = m.find("operating_points");
   if (points == m.end()) {  // a file from before operating points: its threshold and band
     info.operating_points = {
-        {"default", OperatingPoint::symmetric(
-                        number("threshold", kDefaultThreshold, 0, 1),
-                        number("inconclusive_band", kDefaultInconclusiveBand, 0, 0.5))}};
+        {"default",
+         OperatingPoint::symmetric(number("threshold", kDefaultThreshold, 0, 1),
+                                   number("inconclusive_band", kDefaultInconclusiveBand, 0, 0.5))}};
     info.operating_point = "default";
     return info;
   }
@@ -48,8 +48,8 @@ ModelInfo ModelInfo::from_metadata(const nlohmann::json& m) {
       const auto it = value.find(name);
       if (it == value.end() || !it->is_number() || !(it->get<double>() >= 0) ||
           !(it->get<double>() <= 1))
-        throw ModelFileError("model metadata: operating point '" + key + "' has no valid '" +
-                             name + "'");
+        throw ModelFileError("model metadata: operating point '" + key + "' has no valid '" + name +
+                             "'");
       return it->get<double>();
     };
     OperatingPoint p;
@@ -93,10 +93,11 @@ std::string ModelInfo::operating_point_names() const {
 nlohmann::json ModelInfo::to_metadata() const {
   nlohmann::json points = nlohmann::json::object();
   for (const auto& [key, p] : operating_points)
-    points[key] = {{"threshold", p.threshold},
-                   {"inconclusive_low", p.inconclusive_low},
-                   {"inconclusive_high", p.inconclusive_high},
-                   {"validation", p.validation.is_null() ? nlohmann::json::object() : p.validation}};
+    points[key] = {
+        {"threshold", p.threshold},
+        {"inconclusive_low", p.inconclusive_low},
+        {"inconclusive_high", p.inconclusive_high},
+        {"validation", p.validation.is_null() ? nlohmann::json::object() : p.validation}};
   return {{"format", kModelFormat},
           {"format_version", kModelFormatVersion},
           {"name", name},

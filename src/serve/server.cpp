@@ -266,7 +266,8 @@ class App {
       auto& o = out[good[k]];
       o.explanation = {
           {"heatmap", heatmap_json(explanations[k].heatmap)},
-          {"overlay_png", base64_encode(encode_png(heatmap_overlay(o.preview, explanations[k].heatmap)))},
+          {"overlay_png",
+           base64_encode(encode_png(heatmap_overlay(o.preview, explanations[k].heatmap)))},
           {"method", "Grad-CAM, last convolution stage"}};
       o.preview.release();
     }
@@ -422,7 +423,8 @@ class App {
     j["id"] = model_id_;
     // The decision rule as the server applies it (older files store only a threshold and band).
     const json rule = model_.info().to_metadata();
-    for (const char* key : {"temperature", "operating_point", "operating_points"}) j[key] = rule[key];
+    for (const char* key : {"temperature", "operating_point", "operating_points"})
+      j[key] = rule[key];
     return j;
   }
 

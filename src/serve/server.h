@@ -18,9 +18,9 @@ struct ServerOptions {
   int header_timeout_s = 10;     // a request's headers must arrive within this (slow clients)
   double max_upload_mb = 10;
   size_t max_files = 64;
-  std::string api_key;            // when set, /api/ routes need "Authorization: Bearer KEY"
-  std::string cors_origin;        // when set, allowed cross-origin caller of the API
-  std::string operating_point;    // empty: the model file's default
+  std::string api_key;          // when set, /api/ routes need "Authorization: Bearer KEY"
+  std::string cors_origin;      // when set, allowed cross-origin caller of the API
+  std::string operating_point;  // empty: the model file's default
 };
 
 // Loads the model, serves until SIGINT or SIGTERM, finishes requests in flight, returns 0.

@@ -31,7 +31,8 @@ bool fold_finished(const std::string& dir) {
 // The options that decide the result: everything but where it goes and how fast.
 json comparable(const TrainOptions& o) {
   json j = o.to_json();
-  for (const char* key : {"out_dir", "threads", "workers", "quiet", "cache", "cv_fold"}) j.erase(key);
+  for (const char* key : {"out_dir", "threads", "workers", "quiet", "cache", "cv_fold"})
+    j.erase(key);
   return j;
 }
 
@@ -104,8 +105,8 @@ json summarize_folds(const std::vector<FoldResult>& folds) {
   json points = json::object();
   for (const char* point : {"balanced", "screening"}) {
     json p = json::object();
-    for (const char* key : {"threshold", "sensitivity", "specificity", "accuracy",
-                            "inconclusive_fraction"}) {
+    for (const char* key :
+         {"threshold", "sensitivity", "specificity", "accuracy", "inconclusive_fraction"}) {
       std::vector<double> values;
       for (const auto& f : folds) {
         const double v = at_path(f.evaluation, {"operating_points", point, key});
@@ -148,7 +149,8 @@ json summarize_folds(const std::vector<FoldResult>& folds) {
   const double n = static_cast<double>(pooled.total());
   json pooled_json = {
       {"cells", pooled.total()},
-      {"confusion_matrix", {{"tp", pooled.tp}, {"fn", pooled.fn}, {"fp", pooled.fp}, {"tn", pooled.tn}}},
+      {"confusion_matrix",
+       {{"tp", pooled.tp}, {"fn", pooled.fn}, {"fp", pooled.fp}, {"tn", pooled.tn}}},
       {"accuracy", n > 0 ? (pooled.tp + pooled.tn) / n : 0.0},
       {"sensitivity", pooled.tp + pooled.fn ? double(pooled.tp) / (pooled.tp + pooled.fn) : 0.0},
       {"specificity", pooled.tn + pooled.fp ? double(pooled.tn) / (pooled.tn + pooled.fp) : 0.0}};
@@ -337,8 +339,7 @@ void train_final_model(const TrainOptions& recorded, const json& summary) {
 
 }  // namespace
 
-CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds,
-                                            bool final_model) {
+CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds, bool final_model) {
   if (base.out_dir.empty()) throw std::invalid_argument("an output folder (--out) is required");
   if (folds < 2 || folds > 50) throw std::invalid_argument("--folds must be from 2 to 50");
   fs::create_directories(base.out_dir);

@@ -192,7 +192,8 @@ void EpochLoop::save_checkpoint(const std::string& cp, const RunState& state) {
     std::lock_guard<std::mutex> lock(generator.mutex());
     torch::save(at::Tensor(generator.get_state()), tmp);
   });
-  write_text_atomic(cp + "/state.json", nlohmann::json(state).dump(2));  // last: marks the set whole
+  write_text_atomic(cp + "/state.json",
+                    nlohmann::json(state).dump(2));  // last: marks the set whole
 }
 
 RunState EpochLoop::load_checkpoint(const std::string& cp) {

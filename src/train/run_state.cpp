@@ -70,7 +70,8 @@ TrainOptions TrainOptions::from_json(const json& j) {
   o.cache = j.at("cache");
   o.strict = j.at("strict");
   const auto& a = j.at("augment");
-  o.augment = {a.at("rotation_deg"), a.at("zoom"), a.at("horizontal_flip"), a.at("vertical_flip"),
+  o.augment = {a.at("rotation_deg"),         a.at("zoom"),
+               a.at("horizontal_flip"),      a.at("vertical_flip"),
                a.value("color_jitter", 0.0), a.value("stain", 0.0)};
   o.time_limit_minutes = j.at("time_limit_minutes");
   o.max_steps = j.at("max_steps");
@@ -109,9 +110,9 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
   scan.strict = opt.strict;
   const Dataset ds = scan_dataset(opt.data_dir, scan);
   data.split = opt.cv_folds > 0
-                   ? cross_validation_split(ds.samples, opt.cv_folds, opt.cv_fold,
-                                            opt.fractions.val / (opt.fractions.train + opt.fractions.val),
-                                            opt.seed)
+                   ? cross_validation_split(
+                         ds.samples, opt.cv_folds, opt.cv_fold,
+                         opt.fractions.val / (opt.fractions.train + opt.fractions.val), opt.seed)
                    : split_dataset(ds.samples, opt.split, opt.fractions, opt.seed);
   data.summary = {{"root", ds.root},
                   {"dataset", ds.summary.to_json()},

@@ -215,10 +215,14 @@ class TrainingRun {
     std::printf("Test split (%zu images, %zu patients never seen in training)\n%s",
                 data_.split.test.size(), ev.patients.size(), ev.to_text().c_str());
     const Metrics& m = ev.metrics;
-    meta["test"] = {{"loss", m.loss},           {"accuracy", m.accuracy},
-                    {"sensitivity", m.recall},  {"specificity", m.specificity},
-                    {"precision", m.precision}, {"f1", m.f1},
-                    {"roc_auc", m.roc_auc},     {"images", data_.split.test.size()},
+    meta["test"] = {{"loss", m.loss},
+                    {"accuracy", m.accuracy},
+                    {"sensitivity", m.recall},
+                    {"specificity", m.specificity},
+                    {"precision", m.precision},
+                    {"f1", m.f1},
+                    {"roc_auc", m.roc_auc},
+                    {"images", data_.split.test.size()},
                     {"ece", ev.calibration.value("ece", 0.0)},
                     {"ece_uncalibrated", ev.calibration.value("ece_uncalibrated", 0.0)},
                     {"operating_points", ev.operating_points}};
