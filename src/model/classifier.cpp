@@ -84,6 +84,9 @@ std::vector<Classifier::Explanation> Classifier::explain(const std::vector<cv::M
   return explain(pixels.data(), bgr.size());
 }
 
+// Input values (in [0,1]) at or below this in every channel are the black background.
+constexpr float kBackgroundLevel = 10.0f / 255.0f;
+
 std::vector<Classifier::Explanation> Classifier::explain(const float* chw, size_t n) const {
   if (n == 0) return {};
   const int s = impl_->info.image_size;
@@ -103,6 +106,9 @@ std::vector<Classifier::Explanation> Classifier::explain(const float* chw, size_
                                                       .size(std::vector<int64_t>{s, s})
                                                       .mode(torch::kBilinear)
                                                       .align_corners(false));
+    // Only the cell can hold a parasite: the black background around it (as in the NIH crops)
+    // is cut from the map before it is scaled to [0,1].
+    cam = cam * (std::get<0>(x.max(1, /*keepdim=*/true)) > kBackgroundLevel);
     const auto peak = std::get<0>(cam.flatten(1).max(1)).clamp_min(1e-12).view({-1, 1, 1, 1});
     cam = (cam / peak).squeeze(1).contiguous();
   }

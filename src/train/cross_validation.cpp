@@ -333,6 +333,9 @@ void train_final_model(const TrainOptions& recorded, const json& summary) {
   }
   LoadedModel loaded = load_model_file(dir + "/model.pt");
   loaded.metadata["cross_validation"] = compact_summary(summary);
+  fs::path folder = fs::path(recorded.out_dir).lexically_normal();
+  if (folder.filename().empty()) folder = folder.parent_path();  // "runs/cv/"
+  loaded.metadata["name"] = folder.filename().string();  // the recipe's name, not "final"
   save_model_file(dir + "/model.pt", loaded.model, loaded.metadata);
   spdlog::info("final model with its cross-validated figures: {}/model.pt", dir);
 }
