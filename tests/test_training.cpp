@@ -49,6 +49,18 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   EXPECT_EQ(meta["data"]["dataset"]["images"], 800);
   EXPECT_TRUE(meta["validation"].contains("accuracy"));
   EXPECT_TRUE(meta["test"].contains("roc_auc"));
+  // Calibrated on validation, with both operating points and their bands.
+  EXPECT_GT(model.info().temperature, 0.0);
+  EXPECT_TRUE(meta["calibration"].contains("ece_after"));
+  for (const char* point : {"balanced", "screening"}) {
+    ASSERT_TRUE(model.info().operating_points.count(point)) << point;
+    const auto& p = model.info().operating_points.at(point);
+    EXPECT_LE(p.inconclusive_low, p.threshold);
+    EXPECT_GE(p.inconclusive_high, p.threshold);
+    EXPECT_TRUE(outcome.test["operating_points"].contains(point)) << point;
+  }
+  EXPECT_LE(model.info().operating_points.at("screening").threshold,
+            model.info().operating_points.at("balanced").threshold);
 
   // evaluate and predict agree on every test image.
   const Split split = read_split_csv(dir / "run/split.csv");
@@ -67,8 +79,8 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
             static_cast<long>(split.test.size()) + 1);
 
   // Figures: present, real PNGs, and drawn from the numbers the JSON report holds.
-  for (const char* f : {"training_history", "confusion_matrix", "roc", "pr", "sample_images",
-                        "feature_maps", "architecture"}) {
+  for (const char* f : {"training_history", "confusion_matrix", "roc", "pr", "reliability",
+                        "sample_images", "feature_maps", "architecture"}) {
     const cv::Mat png = cv::imread(dir / ("run/figures/" + std::string(f) + ".png"));
     ASSERT_FALSE(png.empty()) << f;
     EXPECT_GE(png.cols, 300) << f;
@@ -85,14 +97,15 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   // The report: one file holding every section, figures embedded.
   const std::string html = read_text(dir / "run/report.html");
   for (const char* section :
-       {"Test metrics", "Classification report", "Training history", "Data and split",
+       {"Test metrics", "Classification report", "calibration and operating points",
+        "Training history", "Data and split",
         "Per-patient results", "Configuration", "drawn from its definition", "<!doctype html>"})
     EXPECT_NE(html.find(section), std::string::npos) << section;
   size_t images = 0;
   for (size_t at = 0; (at = html.find("src=\"data:image/png;base64,", at)) != std::string::npos;
        ++at)
     ++images;
-  EXPECT_EQ(images, 7u);
+  EXPECT_EQ(images, 8u);
   EXPECT_EQ(html.find("src=\"http"), std::string::npos);
 }
 
