@@ -98,8 +98,8 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   const std::string html = read_text(dir / "run/report.html");
   for (const char* section :
        {"Test metrics", "Classification report", "calibration and operating points",
-        "Training history", "Data and split",
-        "Per-patient results", "Configuration", "drawn from its definition", "<!doctype html>"})
+        "Training history", "Data and split", "Per-patient results", "Configuration",
+        "drawn from its definition", "<!doctype html>"})
     EXPECT_NE(html.find(section), std::string::npos) << section;
   size_t images = 0;
   for (size_t at = 0; (at = html.find("src=\"data:image/png;base64,", at)) != std::string::npos;

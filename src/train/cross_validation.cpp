@@ -313,31 +313,33 @@ json compact_summary(const json& summary) {
           {"pooled", summary.value("pooled", json::object())}};
 }
 
-void train_final_model(const TrainOptions& recorded, const json& summary) {
+// A run in options.out_dir: continued from its checkpoint when it has one, else started.
+TrainOutcome train_or_resume(const TrainOptions& options) {
+  if (fs::exists(options.out_dir + "/checkpoint/state.json"))
+    return resume_training(options.out_dir, options.threads);
+  return run_training(options);
+}
+
+// Returns false when interrupted.
+bool train_final_model(const TrainOptions& recorded, const json& summary) {
   const std::string dir = recorded.out_dir + "/final";
   if (fs::exists(dir + "/model.pt") && !fs::exists(dir + "/checkpoint/state.json")) {
     spdlog::info("final model: finished earlier, kept");
   } else {
-    TrainOutcome outcome;
-    if (fs::exists(dir + "/checkpoint/state.json")) {
-      outcome = resume_training(dir, recorded.threads);
-    } else {
-      TrainOptions o = recorded;
-      o.out_dir = dir;
-      o.cv_folds = 0;
-      o.split = SplitMode::Patient;
-      o.fractions = {o.fractions.train, o.fractions.val, 0.0};  // every patient trains or validates
-      outcome = run_training(o);
-    }
-    if (outcome.interrupted) throw std::runtime_error("final model interrupted; run again");
+    TrainOptions o = recorded;
+    o.out_dir = dir;
+    o.cv_folds = 0;
+    o.fractions = {o.fractions.train, o.fractions.val, 0.0};  // every patient trains or validates
+    if (train_or_resume(o).interrupted) return false;
   }
   LoadedModel loaded = load_model_file(dir + "/model.pt");
   loaded.metadata["cross_validation"] = compact_summary(summary);
   fs::path folder = fs::path(recorded.out_dir).lexically_normal();
   if (folder.filename().empty()) folder = folder.parent_path();  // "runs/cv/"
-  loaded.metadata["name"] = folder.filename().string();  // the recipe's name, not "final"
+  loaded.metadata["name"] = folder.filename().string();          // the recipe's name, not "final"
   save_model_file(dir + "/model.pt", loaded.model, loaded.metadata);
   spdlog::info("final model with its cross-validated figures: {}/model.pt", dir);
+  return true;
 }
 
 }  // namespace
@@ -367,16 +369,10 @@ CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds,
     } else {
       spdlog::info("fold {}/{}: {}", k + 1, folds,
                    fs::exists(dir + "/checkpoint/state.json") ? "resuming" : "training");
-      TrainOutcome fold;
-      if (fs::exists(dir + "/checkpoint/state.json")) {
-        fold = resume_training(dir, base.threads);
-      } else {
-        TrainOptions o = recorded;
-        o.out_dir = dir;
-        o.cv_fold = k;
-        fold = run_training(o);
-      }
-      if (fold.interrupted) {
+      TrainOptions o = recorded;
+      o.out_dir = dir;
+      o.cv_fold = k;
+      if (train_or_resume(o).interrupted) {
         spdlog::info("cross-validation interrupted in fold {}; the same command continues it",
                      k + 1);
         outcome.interrupted = true;
@@ -392,7 +388,10 @@ CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds,
   write_text_atomic(base.out_dir + "/cv_summary.txt", text);
   write_text_atomic(base.out_dir + "/cv_report.html", cv_report_html(outcome.summary));
   std::printf("%s\nreport: %s/cv_report.html\n", text.c_str(), base.out_dir.c_str());
-  if (final_model) train_final_model(recorded, outcome.summary);
+  if (final_model && !train_final_model(recorded, outcome.summary)) {
+    spdlog::info("final model interrupted; the same command continues it");
+    outcome.interrupted = true;
+  }
   return outcome;
 }
 
