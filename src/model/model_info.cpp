@@ -43,7 +43,10 @@ ModelInfo ModelInfo::from_metadata(const nlohmann::json& m) {
   if (!points->is_object() || points->empty())
     throw ModelFileError("model metadata: 'operating_points' is not an object of points");
   info.operating_points.clear();
-  for (const auto& [key, value] : points->items()) {
+  for (const auto& item : points->items()) {
+    // Plain references: a lambda may not capture structured bindings in C++17.
+    const std::string& key = item.key();
+    const nlohmann::json& value = item.value();
     auto field = [&](const char* name) {
       const auto it = value.find(name);
       if (it == value.end() || !it->is_number() || !(it->get<double>() >= 0) ||
