@@ -66,22 +66,23 @@ std::vector<float> Classifier::predict(const float* chw, size_t n) const {
                                   impl_->info.temperature));
 }
 
-std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) const {
-  const int s = impl_->info.image_size;
-  const size_t plane = 3ull * s * s;
+namespace {
+// Decoded images preprocessed exactly as in training, as one n x 3 x S x S buffer.
+std::vector<float> preprocess(const std::vector<cv::Mat>& bgr, int side) {
+  const size_t plane = 3ull * side * side;
   std::vector<float> pixels(bgr.size() * plane);
   for (size_t i = 0; i < bgr.size(); ++i)
-    to_chw_float(resize_rgb(bgr[i], s), pixels.data() + i * plane);
-  return predict(pixels.data(), bgr.size());
+    to_chw_float(resize_rgb(bgr[i], side), pixels.data() + i * plane);
+  return pixels;
+}
+}  // namespace
+
+std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) const {
+  return predict(preprocess(bgr, impl_->info.image_size).data(), bgr.size());
 }
 
 std::vector<Classifier::Explanation> Classifier::explain(const std::vector<cv::Mat>& bgr) const {
-  const int s = impl_->info.image_size;
-  const size_t plane = 3ull * s * s;
-  std::vector<float> pixels(bgr.size() * plane);
-  for (size_t i = 0; i < bgr.size(); ++i)
-    to_chw_float(resize_rgb(bgr[i], s), pixels.data() + i * plane);
-  return explain(pixels.data(), bgr.size());
+  return explain(preprocess(bgr, impl_->info.image_size).data(), bgr.size());
 }
 
 // Input values (in [0,1]) at or below this in every channel are the black background.

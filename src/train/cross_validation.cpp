@@ -46,7 +46,7 @@ json mean_sd(const std::vector<double>& v) {
 }
 
 // A number at a JSON path such as {"calibration", "ece"}; NaN when absent.
-double at_path(const json& j, std::initializer_list<const char*> path) {
+double at_path(const json& j, const std::vector<const char*>& path) {
   const json* node = &j;
   for (const char* key : path) {
     if (!node->is_object() || !node->contains(key)) return NAN;
@@ -80,8 +80,19 @@ std::string pm(const json& m, int digits = 4, double scale = 1) {
 
 }  // namespace
 
-json summarize_folds(const std::vector<FoldResult>& folds) {
-  json metrics = json::object();
+namespace {
+
+// Mean ± sd of a number at `path` in every fold's evaluation; null unless every fold has it.
+json over_folds(const std::vector<FoldResult>& folds, const std::vector<const char*>& path) {
+  std::vector<double> values;
+  for (const auto& f : folds) {
+    const double v = at_path(f.evaluation, path);
+    if (std::isfinite(v)) values.push_back(v);
+  }
+  return values.size() == folds.size() ? mean_sd(values) : json();
+}
+
+json metrics_over_folds(const std::vector<FoldResult>& folds) {
   const std::vector<std::pair<std::string, std::vector<const char*>>> keys = {
       {"accuracy", {"accuracy"}},
       {"sensitivity", {"sensitivity"}},
@@ -93,27 +104,19 @@ json summarize_folds(const std::vector<FoldResult>& folds) {
       {"ece", {"calibration", "ece"}},
       {"ece_uncalibrated", {"calibration", "ece_uncalibrated"}},
       {"temperature", {"calibration", "temperature"}}};
-  for (const auto& [name, path] : keys) {
-    std::vector<double> values;
-    for (const auto& f : folds) {
-      const json* node = &f.evaluation;
-      for (const char* key : path) node = node->contains(key) ? &(*node)[key] : nullptr;
-      if (node && node->is_number()) values.push_back(node->get<double>());
-    }
-    if (values.size() == folds.size()) metrics[name] = mean_sd(values);
-  }
+  json metrics = json::object();
+  for (const auto& [name, path] : keys)
+    if (json m = over_folds(folds, path); !m.is_null()) metrics[name] = m;
+  return metrics;
+}
+
+json operating_points_over_folds(const std::vector<FoldResult>& folds) {
   json points = json::object();
   for (const char* point : {"balanced", "screening"}) {
     json p = json::object();
     for (const char* key :
-         {"threshold", "sensitivity", "specificity", "accuracy", "inconclusive_fraction"}) {
-      std::vector<double> values;
-      for (const auto& f : folds) {
-        const double v = at_path(f.evaluation, {"operating_points", point, key});
-        if (std::isfinite(v)) values.push_back(v);
-      }
-      if (values.size() == folds.size()) p[key] = mean_sd(values);
-    }
+         {"threshold", "sensitivity", "specificity", "accuracy", "inconclusive_fraction"})
+      if (json m = over_folds(folds, {"operating_points", point, key}); !m.is_null()) p[key] = m;
     std::vector<double> held;
     for (const auto& f : folds) {
       const double errors = at_path(f.evaluation, {"operating_points", point, "errors"});
@@ -123,31 +126,25 @@ json summarize_folds(const std::vector<FoldResult>& folds) {
     if (held.size() == folds.size()) p["errors_held_share"] = mean_sd(held);
     if (!p.empty()) points[point] = p;
   }
-  // Pooled: the sum of the folds' confusion matrices (each at its own threshold), and the AUC of
-  // all out-of-fold probabilities together.
+  return points;
+}
+
+// The sum of the folds' confusion matrices (each at its own threshold), and the AUC of all
+// out-of-fold probabilities together.
+json pooled_over_folds(const std::vector<FoldResult>& folds) {
   ConfusionMatrix pooled;
   std::vector<float> prob;
   std::vector<int> labels;
-  json patients = json::array();
-  for (size_t k = 0; k < folds.size(); ++k) {
-    const auto& e = folds[k].evaluation;
-    pooled.tp += static_cast<long>(at_path(e, {"confusion_matrix", "tp"}));
-    pooled.fn += static_cast<long>(at_path(e, {"confusion_matrix", "fn"}));
-    pooled.fp += static_cast<long>(at_path(e, {"confusion_matrix", "fp"}));
-    pooled.tn += static_cast<long>(at_path(e, {"confusion_matrix", "tn"}));
-    prob.insert(prob.end(), folds[k].probabilities.begin(), folds[k].probabilities.end());
-    labels.insert(labels.end(), folds[k].labels.begin(), folds[k].labels.end());
-    const json fold_patients = e.value("patients", json::array());
-    for (auto p : fold_patients) {
-      p["fold"] = k + 1;
-      patients.push_back(p);
-    }
+  for (const auto& f : folds) {
+    pooled.tp += static_cast<long>(at_path(f.evaluation, {"confusion_matrix", "tp"}));
+    pooled.fn += static_cast<long>(at_path(f.evaluation, {"confusion_matrix", "fn"}));
+    pooled.fp += static_cast<long>(at_path(f.evaluation, {"confusion_matrix", "fp"}));
+    pooled.tn += static_cast<long>(at_path(f.evaluation, {"confusion_matrix", "tn"}));
+    prob.insert(prob.end(), f.probabilities.begin(), f.probabilities.end());
+    labels.insert(labels.end(), f.labels.begin(), f.labels.end());
   }
-  std::sort(patients.begin(), patients.end(), [](const json& a, const json& b) {
-    return a.value("accuracy", 0.0) < b.value("accuracy", 0.0);
-  });
   const double n = static_cast<double>(pooled.total());
-  json pooled_json = {
+  json out = {
       {"cells", pooled.total()},
       {"confusion_matrix",
        {{"tp", pooled.tp}, {"fn", pooled.fn}, {"fp", pooled.fp}, {"tn", pooled.tn}}},
@@ -156,12 +153,34 @@ json summarize_folds(const std::vector<FoldResult>& folds) {
       {"specificity", pooled.tn + pooled.fp ? double(pooled.tn) / (pooled.tn + pooled.fp) : 0.0}};
   const bool both = std::count(labels.begin(), labels.end(), 1) > 0 &&
                     std::count(labels.begin(), labels.end(), 0) > 0;
-  if (both) pooled_json["roc_auc"] = roc_auc(prob, labels);
+  if (both) out["roc_auc"] = roc_auc(prob, labels);
+  return out;
+}
+
+// Every fold's patients with their fold number, least accurate first.
+json patients_over_folds(const std::vector<FoldResult>& folds) {
+  json patients = json::array();
+  for (size_t k = 0; k < folds.size(); ++k) {
+    const json fold_patients = folds[k].evaluation.value("patients", json::array());
+    for (auto p : fold_patients) {
+      p["fold"] = k + 1;
+      patients.push_back(p);
+    }
+  }
+  std::sort(patients.begin(), patients.end(), [](const json& a, const json& b) {
+    return a.value("accuracy", 0.0) < b.value("accuracy", 0.0);
+  });
+  return patients;
+}
+
+}  // namespace
+
+json summarize_folds(const std::vector<FoldResult>& folds) {
   return {{"folds", folds.size()},
-          {"metrics", metrics},
-          {"operating_points", points},
-          {"pooled", pooled_json},
-          {"patients", patients}};
+          {"metrics", metrics_over_folds(folds)},
+          {"operating_points", operating_points_over_folds(folds)},
+          {"pooled", pooled_over_folds(folds)},
+          {"patients", patients_over_folds(folds)}};
 }
 
 std::string format_cv_summary(const json& s) {
