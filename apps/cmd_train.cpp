@@ -86,6 +86,8 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
   auto* sub = app.add_subcommand("train", "Train a model and evaluate it on a held-out split");
   sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
       ->capture_default_str();
+  sub->add_option("--fields", o->train.fields_dir,
+                  "annotated smear fields (annotations.json or .csv): their cells join the data");
   sub->add_option("--out", o->train.out_dir,
                   "run folder for the model, history, split and reports");
   sub->add_option("--resume", o->resume_dir, "continue the interrupted run in this folder");
@@ -114,6 +116,8 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
       "cv", "Patient-level cross-validation: train and test once per fold, report mean ± sd");
   sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
       ->capture_default_str();
+  sub->add_option("--fields", o->train.fields_dir,
+                  "annotated smear fields (annotations.json or .csv): their cells join the data");
   sub->add_option("--out", o->train.out_dir,
                   "folder for the folds (fold-1 ...) and the summary; run the same command "
                   "again to continue an interrupted cross-validation")

@@ -40,5 +40,6 @@ std::vector<Command> add_evaluate_commands(CLI::App& app, const GlobalOptions& g
 std::vector<Command> add_model_commands(CLI::App& app, const GlobalOptions& global);
 std::vector<Command> add_serve_commands(CLI::App& app, const GlobalOptions& global);
 std::vector<Command> add_explain_commands(CLI::App& app, const GlobalOptions& global);
+std::vector<Command> add_field_commands(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace malaria::cli

@@ -24,6 +24,8 @@ struct ImageLimits {
 };
 // A single cell: real uploads are 40-400 px.
 inline constexpr ImageLimits kCellImageLimits = {4096, 4096};
+// A smear-field photo: up to 4000x3000 from a microscope camera, either way round.
+inline constexpr ImageLimits kFieldImageLimits = {4096, 4096};
 
 struct ImageSize {
   int width = 0;

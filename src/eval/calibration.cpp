@@ -237,7 +237,17 @@ OperatingPoint make_point(const std::vector<float>& prob, const std::vector<int>
 
 }  // namespace
 
-Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& labels) {
+double count_matching_threshold(const std::vector<float>& probabilities,
+                                const std::vector<int>& labels) {
+  const long positives = std::count(labels.begin(), labels.end(), 1);
+  if (positives == 0) return 1.0;
+  std::vector<float> sorted(probabilities);
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  return sorted[positives - 1];
+}
+
+Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& labels,
+                      const std::vector<bool>& from_field) {
   Calibration c;
   c.temperature = fit_temperature(logits, labels);
   const auto prob = apply_temperature(logits, c.temperature);
@@ -248,6 +258,16 @@ Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& 
       make_point(prob, labels,
                  std::min(balanced, threshold_for_sensitivity(prob, labels, kScreeningSensitivity)),
                  "highest threshold with sensitivity >= 97%, at most the balanced one");
+  std::vector<float> field_prob;
+  std::vector<int> field_labels;
+  for (size_t i = 0; i < from_field.size() && i < prob.size(); ++i)
+    if (from_field[i]) field_prob.push_back(prob[i]), field_labels.push_back(labels[i]);
+  if (std::count(field_labels.begin(), field_labels.end(), 1) > 0) {
+    c.operating_points["parasitemia"] =
+        make_point(field_prob, field_labels, count_matching_threshold(field_prob, field_labels),
+                   "as many Parasitized calls as Parasitized cells among validation field cells");
+    c.operating_points["parasitemia"].validation["measured_on"] = "validation field cells";
+  }
   c.summary = {{"method", "temperature scaling"},
                {"fitted_on", "validation split"},
                {"cells", logits.size()},

@@ -66,7 +66,16 @@ struct Calibration {
   std::string default_point = "balanced";
   nlohmann::json summary;  // temperature, ECE before and after, cells
 };
-// Everything a model file records about its decision rule, fitted on validation logits.
-Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& labels);
+// Everything a model file records about its decision rule, fitted on validation logits. When
+// some of the cells were cut from smear fields (from_field, same length as logits), a third point,
+// "parasitemia", is chosen on those alone: the threshold that calls as many of them Parasitized as
+// are, so a field's count is unbiased (screening uses it).
+Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& labels,
+                      const std::vector<bool>& from_field = {});
+
+// The threshold that calls exactly as many cells Parasitized as there are (the count of
+// Parasitized labels); 1.0 when there are none.
+double count_matching_threshold(const std::vector<float>& probabilities,
+                                const std::vector<int>& labels);
 
 }  // namespace malaria

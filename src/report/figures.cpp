@@ -240,6 +240,29 @@ void plot_reliability(const std::vector<float>& calibrated, const std::vector<fl
   gnuplot(png, 700, 700, gp.str());
 }
 
+void plot_parasitemia(const std::vector<double>& annotated, const std::vector<double>& measured,
+                      double tolerance, const std::string& png) {
+  std::vector<std::vector<double>> rows;
+  double top = 1;
+  for (size_t i = 0; i < annotated.size(); ++i) {
+    rows.push_back({annotated[i], measured[i]});
+    top = std::max({top, annotated[i], measured[i]});
+  }
+  top *= 1.1;
+  const std::string data = csv_path(png);
+  write_csv(data, "annotated_percent,measured_percent", rows);
+  std::ostringstream gp;
+  gp << "set title 'Parasitemia per group of fields' font ',14'\nset grid\nset size ratio 1\n"
+     << "set xrange [0:" << top << "]\nset yrange [0:" << top << "]\n"
+     << "set xlabel 'Annotated parasitemia (%)'\nset ylabel 'Measured parasitemia (%)'\n"
+     << "set key top left box opaque\nset datafile columnheaders\n"
+     << "plot x with lines dt 2 lc rgb '#999999' title 'identity', "
+     << "x + " << tolerance << " with lines dt 3 lc rgb '#bbbbbb' title '+/- " << tolerance
+     << " points', x - " << tolerance << " with lines dt 3 lc rgb '#bbbbbb' notitle, "
+     << quote(data) << " using 1:2 with points pt 7 ps 1.4 lc rgb '#1f77b4' title 'group'";
+  gnuplot(png, 700, 700, gp.str());
+}
+
 namespace {
 void put_text(cv::Mat& img, const std::string& text, cv::Point at, double scale,
               const cv::Scalar& color, int thickness = 1) {

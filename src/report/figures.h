@@ -29,6 +29,10 @@ void plot_reliability(const std::vector<float>& calibrated, const std::vector<fl
 // shows P(Parasitized) too.
 void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& probabilities,
                       double threshold, int per_class, const std::string& png);
+// Measured against annotated parasitemia (percent), one point per group of fields, with the
+// identity line and the +/- `tolerance` points band.
+void plot_parasitemia(const std::vector<double>& annotated, const std::vector<double>& measured,
+                      double tolerance, const std::string& png);
 void draw_architecture(const ArchitectureSummary& summary, const std::string& png);
 // The input cell and one panel per channel of a layer's activations.
 void draw_feature_maps(const cv::Mat& input_bgr, const std::vector<cv::Mat>& maps,

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "field/field_cells.h"
 #include "util/files.h"
 
 namespace malaria {
@@ -24,6 +25,7 @@ bool cpu_has_bf16() {
 
 json TrainOptions::to_json() const {
   return {{"data_dir", data_dir},
+          {"fields_dir", fields_dir},
           {"out_dir", out_dir},
           {"arch", arch},
           {"image_size", image_size},
@@ -54,6 +56,7 @@ json TrainOptions::to_json() const {
 TrainOptions TrainOptions::from_json(const json& j) {
   TrainOptions o;
   o.data_dir = j.at("data_dir");
+  o.fields_dir = j.value("fields_dir", "");
   o.out_dir = j.at("out_dir");
   o.arch = j.at("arch");
   o.image_size = j.at("image_size");
@@ -108,7 +111,18 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
   }
   ScanOptions scan;
   scan.strict = opt.strict;
-  const Dataset ds = scan_dataset(opt.data_dir, scan);
+  Dataset ds = scan_dataset(opt.data_dir, scan);
+  json fields;
+  if (!opt.fields_dir.empty()) {
+    spdlog::info("cutting training cells from the annotated fields in {}", opt.fields_dir);
+    fields = extract_field_cells(opt.fields_dir, dir + "/field-cells");
+    const Dataset cells = scan_dataset(dir + "/field-cells", scan);
+    ds.samples.insert(ds.samples.end(), cells.samples.begin(), cells.samples.end());
+    fields["scan"] = cells.summary.to_json();
+    spdlog::info("fields: {} cells ({} Parasitized) from {} fields in {} groups",
+                 cells.samples.size(), cells.summary.per_class[kParasitized],
+                 fields.value("fields", 0), fields.value("groups", 0));
+  }
   data.split = opt.cv_folds > 0
                    ? cross_validation_split(
                          ds.samples, opt.cv_folds, opt.cv_fold,
@@ -122,6 +136,7 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
                                                         std::to_string(opt.cv_folds)
                                                   : malaria::to_string(opt.split)},
                   {"split_seed", opt.seed}};
+  if (!fields.is_null()) data.summary["fields"] = fields;
   write_split_csv(data.split, dir + "/split.csv");
   write_text_atomic(dir + "/data_summary.json", data.summary.dump(2));
   write_text_atomic(dir + "/config.json", opt.to_json().dump(2));

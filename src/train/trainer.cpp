@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "eval/calibration.h"
+#include "field/field_cells.h"
 #include "eval/evaluate.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
@@ -188,8 +189,12 @@ class TrainingRun {
     eo.progress = false;
     const Evaluation val = evaluate_model(Classifier::load(model_path), data_.split.val, eo);
     std::vector<int> labels;
-    for (const auto& s : val.samples) labels.push_back(s.label);
-    calibration_ = calibrate(val.logits, labels);
+    std::vector<bool> from_field;
+    for (const auto& s : val.samples) {
+      labels.push_back(s.label);
+      from_field.push_back(is_field_group(s.patient));
+    }
+    calibration_ = calibrate(val.logits, labels, from_field);
     const auto& c = calibration_->summary;
     log("calibrated on %zu validation cells: temperature %.3f, ECE %.4f -> %.4f", labels.size(),
         calibration_->temperature, c.value("ece_before", 0.0), c.value("ece_after", 0.0));

@@ -14,6 +14,9 @@ bool cpu_has_bf16();
 
 struct TrainOptions {
   std::string data_dir;
+  // Annotated smear fields (see read_field_annotations): their cells join the training data,
+  // each group of fields as one "patient".
+  std::string fields_dir;
   std::string out_dir;
   std::string arch = "cellnet";
   int image_size = 64;

@@ -1,0 +1,203 @@
+// screen and evaluate-fields: whole smear fields, from photo to parasitemia.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "data/dataset.h"
+#include "data/image.h"
+#include "explain/explanation.h"
+#include "field/field_evaluation.h"
+#include "field/screening.h"
+#include "model/classifier.h"
+#include "util/files.h"
+#include "util/progress.h"
+#include "util/text.h"
+
+namespace malaria::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// MALARIA_FIELD_MODEL, or the bundled field model of this build.
+std::string default_field_model() {
+  const char* env = std::getenv("MALARIA_FIELD_MODEL");
+  return env && *env ? env : MALARIA_FIELD_MODEL;
+}
+
+struct ScreenOptions {
+  std::string model = default_field_model();
+  std::vector<std::string> inputs;
+  std::string slide;
+  std::string out_dir;
+  std::string json_file;
+  std::string operating_point;
+};
+
+// The field images named on the command line: files as given, folders' images sorted by name.
+std::vector<std::string> field_files(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const auto& input : inputs) {
+    if (!fs::is_directory(input)) {
+      files.push_back(input);
+      continue;
+    }
+    std::vector<std::string> found;
+    for (const auto& entry : fs::directory_iterator(input))
+      if (entry.is_regular_file() && is_image_file(entry.path()))
+        found.push_back(entry.path().string());
+    if (found.empty())
+      throw std::runtime_error("no field images (PNG, JPEG, BMP, TIFF) in " + input);
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
+  }
+  return files;
+}
+
+std::string slide_name(const ScreenOptions& o) {
+  if (!o.slide.empty()) return o.slide;
+  if (o.inputs.size() == 1 && fs::is_directory(o.inputs[0]))
+    return fs::path(o.inputs[0]).lexically_normal().filename().string() == ""
+               ? fs::path(o.inputs[0]).lexically_normal().parent_path().filename().string()
+               : fs::path(o.inputs[0]).lexically_normal().filename().string();
+  return "slide";
+}
+
+std::string fields_csv(const std::vector<ScreenedField>& fields) {
+  std::ostringstream csv;
+  csv << "file,width,height,cells,parasitized,inconclusive,excluded,parasitemia_percent,ci_low,"
+         "ci_high,seconds\n";
+  for (const auto& f : fields) {
+    const json s = f.summary.to_json();
+    char row[256];
+    std::snprintf(row, sizeof row, ",%d,%d,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%.4f\n", f.width,
+                  f.height, f.summary.cells, f.summary.parasitized, f.summary.inconclusive,
+                  f.summary.excluded, f.summary.percent(), s.value("ci_low", 0.0),
+                  s.value("ci_high", 0.0), f.segment_seconds + f.classify_seconds);
+    csv << csv_field(f.file) << row;
+  }
+  return csv.str();
+}
+
+int run_screen(ScreenOptions& o, const GlobalOptions& global) {
+  set_compute_threads(global.threads);
+  Classifier model = Classifier::load(o.model);
+  model.select_operating_point(o.operating_point.empty() ? field_operating_point(model)
+                                                         : o.operating_point);
+  const std::vector<std::string> files = field_files(o.inputs);
+  if (!o.out_dir.empty()) fs::create_directories(o.out_dir);
+  std::vector<ScreenedField> fields;
+  int status = 0;
+  ProgressBar bar(files.size(), "screening", "field");
+  ParasitemiaSummary running;
+  for (const auto& file : files) {
+    try {
+      const cv::Mat bgr = read_image(file, kFieldImageLimits);
+      fields.push_back(screen_field(model, bgr, file));
+      running += fields.back().summary;
+      if (!o.out_dir.empty())
+        write_text_atomic(o.out_dir + "/" + fs::path(file).stem().string() + "_screen.png",
+                          encode_png(draw_screening_overlay(bgr, fields.back())));
+    } catch (const ImageError& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      status = 2;
+    }
+    char live[96];
+    std::snprintf(live, sizeof live, "%zu cells, %zu parasitized", running.cells,
+                  running.parasitized);
+    bar.update(fields.size(), live);
+  }
+  bar.finish();
+  const json result = screening_json(fields, slide_name(o));
+  if (!o.out_dir.empty()) {
+    write_text_atomic(o.out_dir + "/fields.csv", fields_csv(fields));
+    write_text_atomic(o.out_dir + "/screening.json", result.dump(2));
+  }
+  if (o.json_file == "-")
+    std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << '\n';
+  else if (!o.json_file.empty())
+    write_text_atomic(o.json_file, result.dump(2, ' ', false, json::error_handler_t::replace));
+  if (o.json_file != "-") {
+    for (const auto& f : fields)
+      std::printf("%-40s %5zu cells %4zu parasitized %4zu inconclusive  %6.2f%%\n",
+                  printable(fs::path(f.file).filename().string(), 40).c_str(), f.summary.cells,
+                  f.summary.parasitized, f.summary.inconclusive, f.summary.percent());
+    const json& s = result["slide"];
+    std::printf(
+        "slide %s: %zu fields, %zu cells, %zu parasitized, %zu inconclusive: "
+        "parasitemia %.3f%% (95%% CI %.3f-%.3f%%)\n",
+        printable(s.value("name", ""), 60).c_str(), fields.size(), running.cells,
+        running.parasitized, running.inconclusive, running.percent(), s.value("ci_low", 0.0),
+        s.value("ci_high", 0.0));
+    if (running.cells < 1000)
+      std::printf("note: fewer than 1,000 cells; the interval is wide. Screen more fields.\n");
+  }
+  return status;
+}
+
+Command add_screen(CLI::App& app, const GlobalOptions& global) {
+  auto o = std::make_shared<ScreenOptions>();
+  auto* sub = app.add_subcommand(
+      "screen", "Find every red cell in smear-field photos, classify it, report parasitemia");
+  sub->add_option("fields", o->inputs, "field images, or folders of them (one slide)")->required();
+  sub->add_option("--model", o->model, "model file (default: the bundled field model)")
+      ->capture_default_str();
+  sub->add_option("--slide", o->slide, "slide name (default: the folder's name)");
+  sub->add_option("--out", o->out_dir,
+                  "folder for FIELD_screen.png overlays, fields.csv and screening.json");
+  sub->add_option("--json", o->json_file, "write the result as JSON to this file ('-': stdout)");
+  sub->add_option("--operating-point", o->operating_point,
+                  "decision rule from the model file (default: parasitemia if present)");
+  return {sub, [o, &global] { return run_screen(*o, global); }};
+}
+
+struct EvaluateFieldsOptions {
+  std::string model = default_field_model();
+  std::string fields = MALARIA_DEFAULT_FIELDS;
+  std::string split;
+  std::string out_dir;
+  std::string operating_point;
+};
+
+int run_evaluate_fields(const EvaluateFieldsOptions& o, const GlobalOptions& global) {
+  set_compute_threads(global.threads);
+  Classifier model = Classifier::load(o.model);
+  model.select_operating_point(o.operating_point.empty() ? field_operating_point(model)
+                                                         : o.operating_point);
+  FieldEvaluationOptions options;
+  options.split_csv = o.split;
+  options.out_dir = o.out_dir;
+  const FieldEvaluation ev = evaluate_fields(model, o.fields, options);
+  std::printf("%s", ev.to_text().c_str());
+  return 0;
+}
+
+Command add_evaluate_fields(CLI::App& app, const GlobalOptions& global) {
+  auto o = std::make_shared<EvaluateFieldsOptions>();
+  auto* sub = app.add_subcommand(
+      "evaluate-fields",
+      "Detection recall, cell metrics and parasitemia error on annotated smear fields");
+  sub->add_option("--model", o->model, "model file (default: the bundled field model)")
+      ->capture_default_str();
+  sub->add_option("--fields", o->fields, "folder with annotations.json or annotations.csv")
+      ->capture_default_str();
+  sub->add_option("--split", o->split,
+                  "a run's split.csv: evaluate only the field groups of its test part");
+  sub->add_option("--out", o->out_dir, "folder for evaluation.json, report.html and figures");
+  sub->add_option("--operating-point", o->operating_point,
+                  "decision rule from the model file (default: parasitemia if present)");
+  return {sub, [o, &global] { return run_evaluate_fields(*o, global); }};
+}
+
+}  // namespace
+
+std::vector<Command> add_field_commands(CLI::App& app, const GlobalOptions& global) {
+  return {add_screen(app, global), add_evaluate_fields(app, global)};
+}
+
+}  // namespace malaria::cli

@@ -1,0 +1,358 @@
+#include "field/field_evaluation.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <opencv2/imgproc.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "data/dataset.h"
+#include "data/image.h"
+#include "eval/metrics.h"
+#include "explain/explanation.h"
+#include "field/annotations.h"
+#include "field/screening.h"
+#include "model/classifier.h"
+#include "report/figures.h"
+#include "util/files.h"
+#include "util/progress.h"
+#include "util/text.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace malaria {
+namespace {
+
+struct FieldOutcome {
+  std::string name, group;
+  size_t annotated[2] = {0, 0}, found[2] = {0, 0};
+  size_t detections = 0, merged = 0, false_positive_calls = 0;
+  ParasitemiaSummary measured;
+  double annotated_percent = 0;
+  double seconds = 0;
+  std::vector<float> probabilities;  // matched, counted cells
+  std::vector<int> labels;
+};
+
+// The highest sensitivity among thresholds whose specificity is at least `specificity`.
+double sensitivity_at_specificity(const std::vector<float>& prob, const std::vector<int>& labels,
+                                  double specificity) {
+  std::vector<float> negatives;
+  for (size_t i = 0; i < prob.size(); ++i)
+    if (labels[i] == kUninfected) negatives.push_back(prob[i]);
+  if (negatives.empty()) return 0;
+  std::sort(negatives.begin(), negatives.end());
+  // Calls are p > t: t is the negative at the specificity quantile.
+  const size_t k = std::min(negatives.size() - 1,
+                            static_cast<size_t>(std::ceil(specificity * negatives.size())) - 1);
+  const float t = negatives[k];
+  long tp = 0, pos = 0;
+  for (size_t i = 0; i < prob.size(); ++i)
+    if (labels[i] == kParasitized) ++pos, tp += prob[i] > t;
+  return pos ? double(tp) / pos : 0;
+}
+
+double pearson(const std::vector<double>& a, const std::vector<double>& b) {
+  const size_t n = a.size();
+  if (n < 2) return NAN;
+  double ma = 0, mb = 0;
+  for (size_t i = 0; i < n; ++i) ma += a[i] / n, mb += b[i] / n;
+  double sab = 0, saa = 0, sbb = 0;
+  for (size_t i = 0; i < n; ++i)
+    sab += (a[i] - ma) * (b[i] - mb), saa += (a[i] - ma) * (a[i] - ma),
+        sbb += (b[i] - mb) * (b[i] - mb);
+  return saa > 0 && sbb > 0 ? sab / std::sqrt(saa * sbb) : NAN;
+}
+
+FieldOutcome evaluate_one(const Classifier& classifier, const AnnotatedField& field,
+                          cv::Mat* overlay) {
+  FieldOutcome out;
+  out.name = field.name;
+  out.group = field.group;
+  const cv::Mat bgr = read_image(field.path, kFieldImageLimits);
+  const auto start = std::chrono::steady_clock::now();
+  const FieldSegmentation seg = segment_cells(bgr);
+  std::vector<cv::Rect> boxes;
+  std::vector<int> counted_index(seg.cells.size(), -1);
+  std::vector<cv::Mat> crops;
+  for (size_t d = 0; d < seg.cells.size(); ++d) {
+    boxes.push_back(seg.cells[d].box);
+    if (seg.cells[d].cut_by_edge) continue;
+    counted_index[d] = static_cast<int>(crops.size());
+    crops.push_back(masked_crop(bgr, seg.cells[d]));
+  }
+  const std::vector<float> prob = classifier.predict_images(crops);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  out.detections = seg.cells.size();
+
+  const std::vector<int> match = match_annotations(boxes, field.cells);
+  std::vector<int> centres_in(seg.cells.size(), 0);
+  std::vector<bool> matched_infected(seg.cells.size(), false);
+  size_t annotated_all = 0, annotated_infected = 0;
+  for (size_t a = 0; a < field.cells.size(); ++a) {
+    const AnnotatedCell& cell = field.cells[a];
+    if (cell.label < 0) continue;
+    ++annotated_all;
+    annotated_infected += cell.label == kParasitized;
+    out.annotated[cell.label]++;
+    const cv::Point centre(cell.box.x + cell.box.width / 2, cell.box.y + cell.box.height / 2);
+    for (size_t d = 0; d < seg.cells.size(); ++d) {
+      const CellRegion& r = seg.cells[d];
+      if (r.box.contains(centre) && r.mask.at<uint8_t>(centre - r.box.tl())) ++centres_in[d];
+    }
+    if (match[a] < 0) continue;
+    out.found[cell.label]++;
+    if (cell.label == kParasitized) matched_infected[match[a]] = true;
+    const int k = counted_index[match[a]];
+    if (k >= 0) {
+      out.probabilities.push_back(prob[k]);
+      out.labels.push_back(cell.label);
+    }
+  }
+  for (int n : centres_in) out.merged += n >= 2;
+  out.annotated_percent = annotated_all ? 100.0 * annotated_infected / annotated_all : 0;
+
+  ScreenedField screened;
+  screened.file = field.name;
+  const OperatingPoint& point = classifier.operating_point();
+  int number = 0;
+  for (size_t d = 0; d < seg.cells.size(); ++d) {
+    if (counted_index[d] < 0) {
+      screened.excluded.push_back(boxes[d]);
+      continue;
+    }
+    const float p = prob[counted_index[d]];
+    ScreenedCell c{boxes[d], p, decide(p, point), 0};
+    const bool parasitized = c.decision.label == kClassNames[kParasitized];
+    if (parasitized) c.number = ++number;
+    out.measured.cells++;
+    out.measured.parasitized += parasitized;
+    out.measured.inconclusive += c.decision.decision == kInconclusive;
+    out.false_positive_calls += parasitized && !matched_infected[d];
+    screened.cells.push_back(c);
+  }
+  out.measured.excluded = screened.excluded.size();
+  screened.summary = out.measured;
+  if (overlay) {
+    *overlay = draw_screening_overlay(bgr, screened);
+    for (const AnnotatedCell& cell : field.cells)  // the annotation, in blue, for comparison
+      if (cell.label == kParasitized)
+        cv::rectangle(*overlay, cell.box + cv::Size(8, 8) - cv::Point(4, 4), {255, 120, 0}, 2);
+  }
+  return out;
+}
+
+std::set<std::string> test_groups(const std::string& split_csv) {
+  std::set<std::string> groups;
+  for (const auto& s : read_split_csv(split_csv).test)
+    if (s.patient.rfind("fields-", 0) == 0 || s.path.find("field-cells") != std::string::npos)
+      groups.insert(s.patient);
+  if (groups.empty())
+    throw std::runtime_error(split_csv +
+                             " has no field groups in its test part (was the run "
+                             "trained with --fields?)");
+  return groups;
+}
+
+json group_json(const std::vector<FieldOutcome>& fields, std::vector<double>& annotated,
+                std::vector<double>& measured) {
+  std::map<std::string, std::array<size_t, 4>> groups;  // annotated all, infected; cells, calls
+  for (const auto& f : fields) {
+    auto& g = groups[f.group];
+    g[0] += f.annotated[0] + f.annotated[1];
+    g[1] += f.annotated[1];
+    g[2] += f.measured.cells;
+    g[3] += f.measured.parasitized;
+  }
+  json list = json::array();
+  for (const auto& [name, g] : groups) {
+    const double a = g[0] ? 100.0 * g[1] / g[0] : 0, m = g[2] ? 100.0 * g[3] / g[2] : 0;
+    annotated.push_back(a);
+    measured.push_back(m);
+    const Interval ci = wilson_interval(g[3], g[2]);
+    list.push_back({{"group", name},
+                    {"annotated_cells", g[0]},
+                    {"annotated_infected", g[1]},
+                    {"annotated_percent", a},
+                    {"cells", g[2]},
+                    {"parasitized", g[3]},
+                    {"measured_percent", m},
+                    {"ci_low", 100 * ci.low},
+                    {"ci_high", 100 * ci.high},
+                    {"error", m - a}});
+  }
+  return list;
+}
+
+void write_report(const json& r, const std::string& dir) {
+  std::ostringstream html;
+  html << "<!doctype html><meta charset=utf-8><title>Field evaluation</title>"
+       << "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px "
+          "8px;text-align:right}img{max-width:100%}</style><h1>Smear-field evaluation</h1><pre>"
+       << html_escape(r.value("text", "")) << "</pre><h2>Parasitemia per group</h2>"
+       << "<img src='figures/parasitemia.png' width=560><table><tr><th>group<th>cells"
+          "<th>annotated %<th>measured %<th>95% CI<th>error</tr>";
+  char row[256];
+  for (const auto& g : r["groups"]) {
+    std::snprintf(row, sizeof row, "<td>%zu<td>%.3f<td>%.3f<td>%.2f-%.2f<td>%+.3f</tr>",
+                  g.value("cells", size_t{0}), g.value("annotated_percent", 0.0),
+                  g.value("measured_percent", 0.0), g.value("ci_low", 0.0), g.value("ci_high", 0.0),
+                  g.value("error", 0.0));
+    html << "<tr><td>" << html_escape(g.value("group", "")) << row;
+  }
+  html << "</table><h2>Fields with the largest error</h2><p>Red: Parasitized calls (numbered); "
+          "amber: Inconclusive; green: Uninfected; grey: cut by the edge, not counted; blue: "
+          "annotated infected cells.</p>";
+  for (const auto& f : r["worst_fields"])
+    html << "<h3>" << html_escape(f.value("file", "")) << "</h3><img src='"
+         << html_escape(f.value("overlay", "")) << "'>";
+  write_text_atomic(dir + "/report.html", html.str());
+}
+
+}  // namespace
+
+FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string& fields_dir,
+                                const FieldEvaluationOptions& options) {
+  std::vector<AnnotatedField> fields = read_field_annotations(fields_dir);
+  if (!options.split_csv.empty()) {
+    const auto groups = test_groups(options.split_csv);
+    fields.erase(std::remove_if(fields.begin(), fields.end(),
+                                [&](const auto& f) { return !groups.count(f.group); }),
+                 fields.end());
+  }
+  if (fields.empty()) throw std::runtime_error("no annotated fields to evaluate in " + fields_dir);
+  std::vector<FieldOutcome> outcomes;
+  std::optional<ProgressBar> bar;
+  if (options.progress) bar.emplace(fields.size(), "fields", "field");
+  for (const auto& field : fields) {
+    outcomes.push_back(evaluate_one(classifier, field, nullptr));
+    if (bar) bar->update(outcomes.size());
+  }
+  if (bar) bar->finish();
+
+  std::vector<float> prob;
+  std::vector<int> labels;
+  size_t annotated[2] = {0, 0}, found[2] = {0, 0}, detections = 0, merged = 0, fp_calls = 0,
+         calls = 0;
+  double seconds = 0;
+  json per_field = json::array();
+  for (const auto& f : outcomes) {
+    prob.insert(prob.end(), f.probabilities.begin(), f.probabilities.end());
+    labels.insert(labels.end(), f.labels.begin(), f.labels.end());
+    for (int l : {0, 1}) annotated[l] += f.annotated[l], found[l] += f.found[l];
+    detections += f.detections;
+    merged += f.merged;
+    fp_calls += f.false_positive_calls;
+    calls += f.measured.parasitized;
+    seconds += f.seconds;
+    json j = f.measured.to_json();
+    j["file"] = f.name;
+    j["group"] = f.group;
+    j["annotated_percent"] = f.annotated_percent;
+    j["error"] = f.measured.percent() - f.annotated_percent;
+    j["seconds"] = f.seconds;
+    per_field.push_back(j);
+  }
+  std::vector<double> group_annotated, group_measured;
+  json groups = group_json(outcomes, group_annotated, group_measured);
+  double group_mae = 0;
+  for (size_t i = 0; i < group_annotated.size(); ++i)
+    group_mae += std::abs(group_measured[i] - group_annotated[i]) / group_annotated.size();
+
+  json r;
+  r["fields_dir"] = fields_dir;
+  r["fields"] = outcomes.size();
+  r["operating_point"] = classifier.info().operating_point;
+  r["threshold"] = classifier.threshold();
+  r["detection"] = {{"annotated_uninfected", annotated[0]},
+                    {"annotated_infected", annotated[1]},
+                    {"recall_uninfected", annotated[0] ? double(found[0]) / annotated[0] : 0.0},
+                    {"recall_infected", annotated[1] ? double(found[1]) / annotated[1] : 0.0},
+                    {"detections", detections},
+                    {"merged", merged},
+                    {"merged_fraction", detections ? double(merged) / detections : 0.0}};
+  const bool both = std::count(labels.begin(), labels.end(), 1) > 0 &&
+                    std::count(labels.begin(), labels.end(), 0) > 0;
+  r["cells"] = {
+      {"matched", prob.size()},
+      {"auc", both ? roc_auc(prob, labels) : NAN},
+      {"sensitivity_at_99_specificity", sensitivity_at_specificity(prob, labels, 0.99)},
+      {"sensitivity_at_99_5_specificity", sensitivity_at_specificity(prob, labels, 0.995)}};
+  if (both) {
+    const Metrics m = compute_metrics(prob, labels, classifier.threshold());
+    r["cells"]["at_operating_point"] = {
+        {"sensitivity", m.recall}, {"specificity", m.specificity}, {"precision", m.precision}};
+  }
+  r["parasitemia"] = {{"calls", calls},
+                      {"calls_not_on_an_annotated_infected_cell", fp_calls},
+                      {"group_mean_absolute_error_points", group_mae},
+                      {"group_correlation", pearson(group_annotated, group_measured)},
+                      {"groups", group_annotated.size()}};
+  r["seconds_per_field"] = seconds / outcomes.size();
+  r["groups"] = groups;
+  r["per_field"] = per_field;
+  FieldEvaluation ev{r};
+  ev.result["text"] = ev.to_text();
+
+  if (!options.out_dir.empty()) {
+    fs::create_directories(options.out_dir + "/figures");
+    plot_parasitemia(group_annotated, group_measured, 0.3,
+                     options.out_dir + "/figures/parasitemia.png");
+    std::vector<size_t> order(outcomes.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    auto error = [&](size_t i) {
+      return std::abs(outcomes[i].measured.percent() - outcomes[i].annotated_percent);
+    };
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return error(a) > error(b); });
+    json worst = json::array();
+    for (size_t k = 0; k < std::min<size_t>(options.worst_fields, order.size()); ++k) {
+      cv::Mat overlay;
+      evaluate_one(classifier, fields[order[k]], &overlay);
+      const std::string png = "figures/worst-" + std::to_string(k + 1) + ".png";
+      write_text_atomic(options.out_dir + "/" + png, encode_png(overlay));
+      worst.push_back({{"file", outcomes[order[k]].name}, {"overlay", png}});
+    }
+    ev.result["worst_fields"] = worst;
+    write_text_atomic(options.out_dir + "/evaluation.json", ev.result.dump(2));
+    write_text_atomic(options.out_dir + "/evaluation.txt", ev.to_text());
+    write_report(ev.result, options.out_dir);
+  }
+  return ev;
+}
+
+std::string FieldEvaluation::to_text() const {
+  const json& d = result["detection"];
+  const json& c = result["cells"];
+  const json& p = result["parasitemia"];
+  char text[1400];
+  std::snprintf(
+      text, sizeof text,
+      "Fields: %zu (operating point %s, threshold %.4f)\n"
+      "Detection recall: uninfected %.2f%% of %zu, infected %.2f%% of %zu; merged %.2f%% of "
+      "%zu detections\n"
+      "Cells (matched, not cut by the edge): %zu, AUC %.4f, sensitivity %.1f%% at 99%% and "
+      "%.1f%% at 99.5%% specificity\n"
+      "Parasitemia: %zu Parasitized calls (%zu not on an annotated infected cell); per group of "
+      "fields (%zu): mean absolute error %.3f points, correlation %.3f\n"
+      "Time per field: %.3f s (segmentation and classification)\n",
+      result.value("fields", size_t{0}), result.value("operating_point", "").c_str(),
+      result.value("threshold", 0.0), 100 * d.value("recall_uninfected", 0.0),
+      d.value("annotated_uninfected", size_t{0}), 100 * d.value("recall_infected", 0.0),
+      d.value("annotated_infected", size_t{0}), 100 * d.value("merged_fraction", 0.0),
+      d.value("detections", size_t{0}), c.value("matched", size_t{0}),
+      c["auc"].is_number() ? c["auc"].get<double>() : NAN,
+      100 * c.value("sensitivity_at_99_specificity", 0.0),
+      100 * c.value("sensitivity_at_99_5_specificity", 0.0), p.value("calls", size_t{0}),
+      p.value("calls_not_on_an_annotated_infected_cell", size_t{0}), p.value("groups", size_t{0}),
+      p.value("group_mean_absolute_error_points", 0.0),
+      p["group_correlation"].is_number() ? p["group_correlation"].get<double>() : NAN,
+      result.value("seconds_per_field", 0.0));
+  return text;
+}
+
+}  // namespace malaria

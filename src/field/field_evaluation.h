@@ -1,0 +1,32 @@
+// `malaria evaluate-fields`: how well screening finds, classifies and counts cells on annotated
+// smear fields. Torch-free header.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace malaria {
+
+class Classifier;
+
+struct FieldEvaluationOptions {
+  std::string split_csv;  // a run's split.csv: only the field groups of its test part
+  std::string out_dir;    // evaluation.json, evaluation.txt, report.html, figures/; "" for none
+  int worst_fields = 4;   // overlays of the fields with the largest parasitemia error
+  bool progress = true;
+};
+
+struct FieldEvaluation {
+  nlohmann::json result;  // everything (see to_text for the headline figures)
+  std::string to_text() const;
+};
+
+// Detection recall per class (a detection matches an annotated box at IoU >= 0.3 or when its
+// centre lies inside), merged detections (one region holding the centres of two or more
+// annotated cells), cell-level AUC and sensitivity at 99% and 99.5% specificity on matched cells
+// not cut by the edge, parasitemia per field and per group against the annotation (mean absolute
+// error, correlation), and the time per field. The classifier's selected operating point decides.
+FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string& fields_dir,
+                                const FieldEvaluationOptions& options);
+
+}  // namespace malaria

@@ -1,0 +1,130 @@
+#include "field/screening.h"
+
+#include <chrono>
+#include <opencv2/imgproc.hpp>
+
+#include "data/dataset.h"
+#include "model/classifier.h"
+
+namespace malaria {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+std::string field_operating_point(const Classifier& classifier) {
+  const auto& points = classifier.info().operating_points;
+  return points.count("parasitemia") ? "parasitemia" : classifier.info().operating_point;
+}
+
+ScreenedField screen_field(const Classifier& classifier, const cv::Mat& bgr,
+                           const std::string& name, const SegmentationOptions& options) {
+  ScreenedField field;
+  field.file = name;
+  field.width = bgr.cols;
+  field.height = bgr.rows;
+  auto start = std::chrono::steady_clock::now();
+  const FieldSegmentation segmentation = segment_cells(bgr, options);
+  field.segment_seconds = seconds_since(start);
+
+  start = std::chrono::steady_clock::now();
+  std::vector<cv::Mat> crops;
+  std::vector<cv::Rect> boxes;
+  for (const CellRegion& cell : segmentation.cells) {
+    if (cell.cut_by_edge) {
+      field.excluded.push_back(cell.box);
+      continue;
+    }
+    crops.push_back(masked_crop(bgr, cell));
+    boxes.push_back(cell.box);
+  }
+  const std::vector<float> probabilities = classifier.predict_images(crops);
+  field.classify_seconds = seconds_since(start);
+
+  const OperatingPoint& point = classifier.operating_point();
+  field.summary.excluded = field.excluded.size();
+  int number = 0;
+  for (size_t i = 0; i < boxes.size(); ++i) {
+    ScreenedCell cell{boxes[i], probabilities[i], decide(probabilities[i], point), 0};
+    const bool parasitized = cell.decision.label == kClassNames[kParasitized];
+    if (parasitized) cell.number = ++number;
+    field.summary.cells++;
+    field.summary.parasitized += parasitized;
+    field.summary.inconclusive += cell.decision.decision == kInconclusive;
+    field.cells.push_back(cell);
+  }
+  return field;
+}
+
+nlohmann::json ScreenedField::to_json() const {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& c : cells) {
+    nlohmann::json cell = {{"x", c.box.x},
+                           {"y", c.box.y},
+                           {"w", c.box.width},
+                           {"h", c.box.height},
+                           {"probability_parasitized", c.probability},
+                           {"label", c.decision.label},
+                           {"decision", c.decision.decision}};
+    if (c.number) cell["number"] = c.number;
+    list.push_back(cell);
+  }
+  return {{"file", file},
+          {"width", width},
+          {"height", height},
+          {"cells", list},
+          {"summary", summary.to_json()},
+          {"seconds", {{"segmentation", segment_seconds}, {"classification", classify_seconds}}}};
+}
+
+cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field) {
+  cv::Mat out = bgr.clone();
+  const int thick = std::max(1, std::min(bgr.cols, bgr.rows) / 480);
+  const double font = std::max(0.5, std::min(bgr.cols, bgr.rows) / 1200.0);
+  for (const cv::Rect& box : field.excluded)
+    cv::rectangle(out, box, {150, 150, 150}, thick, cv::LINE_AA);
+  // Uninfected first, so that the calls a person must check are drawn on top.
+  for (int pass = 0; pass < 2; ++pass)
+    for (const ScreenedCell& cell : field.cells) {
+      const bool uninfected = cell.decision.decision == kClassNames[kUninfected];
+      if (uninfected != (pass == 0)) continue;
+      const cv::Scalar colour = uninfected                                ? cv::Scalar(60, 170, 60)
+                                : cell.decision.decision == kInconclusive ? cv::Scalar(0, 170, 255)
+                                                                          : cv::Scalar(40, 40, 220);
+      cv::rectangle(out, cell.box, colour, uninfected ? thick : 2 * thick, cv::LINE_AA);
+      if (!cell.number) continue;
+      const std::string text = std::to_string(cell.number);
+      const cv::Point at(cell.box.x, std::max(14, cell.box.y - 4));
+      cv::putText(out, text, at, cv::FONT_HERSHEY_SIMPLEX, font, {255, 255, 255}, 3 * thick,
+                  cv::LINE_AA);
+      cv::putText(out, text, at, cv::FONT_HERSHEY_SIMPLEX, font, colour, thick, cv::LINE_AA);
+    }
+  const ParasitemiaSummary& s = field.summary;
+  char banner[160];
+  std::snprintf(banner, sizeof banner, "%zu cells, %zu parasitized (%.2f%%), %zu inconclusive",
+                s.cells, s.parasitized, s.percent(), s.inconclusive);
+  int base = 0;
+  const cv::Size size = cv::getTextSize(banner, cv::FONT_HERSHEY_SIMPLEX, font, thick, &base);
+  cv::rectangle(out, {0, 0, size.width + 16, size.height + base + 12}, {255, 255, 255}, cv::FILLED);
+  cv::putText(out, banner, {8, size.height + 6}, cv::FONT_HERSHEY_SIMPLEX, font, {0, 0, 0}, thick,
+              cv::LINE_AA);
+  return out;
+}
+
+nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const std::string& slide) {
+  nlohmann::json list = nlohmann::json::array();
+  ParasitemiaSummary total;
+  for (const auto& field : fields) {
+    list.push_back(field.to_json());
+    total += field.summary;
+  }
+  nlohmann::json summary = total.to_json();
+  summary["name"] = slide;
+  summary["fields"] = fields.size();
+  return {{"fields", list}, {"slide", summary}};
+}
+
+}  // namespace malaria
