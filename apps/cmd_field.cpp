@@ -24,14 +24,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-// MALARIA_FIELD_MODEL, or the bundled field model of this build.
-std::string default_field_model() {
-  const char* env = std::getenv("MALARIA_FIELD_MODEL");
-  return env && *env ? env : MALARIA_FIELD_MODEL;
-}
-
 struct ScreenOptions {
-  std::string model = default_field_model();
+  std::string model;
   std::vector<std::string> inputs;
   std::string slide;
   std::string out_dir;
@@ -84,9 +78,17 @@ std::string fields_csv(const std::vector<ScreenedField>& fields) {
   return csv.str();
 }
 
+// The field model to use: --model, or the bundled one.
+Classifier load_field_model(const std::string& path) {
+  const std::string file = path.empty() ? default_field_model() : path;
+  if (file.empty())
+    throw std::runtime_error("no field model: pass --model FILE (this build has no bundled one)");
+  return Classifier::load(file);
+}
+
 int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  Classifier model = Classifier::load(o.model);
+  Classifier model = load_field_model(o.model);
   model.select_operating_point(o.operating_point.empty() ? field_operating_point(model)
                                                          : o.operating_point);
   const std::vector<std::string> files = field_files(o.inputs);
@@ -98,7 +100,7 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   for (const auto& file : files) {
     try {
       const cv::Mat bgr = read_image(file, kFieldImageLimits);
-      fields.push_back(screen_field(model, bgr, file));
+      fields.push_back(screen_field(model, model.operating_point(), bgr, file));
       running += fields.back().summary;
       if (!o.out_dir.empty())
         write_text_atomic(o.out_dir + "/" + fs::path(file).stem().string() + "_screen.png",
@@ -145,8 +147,7 @@ Command add_screen(CLI::App& app, const GlobalOptions& global) {
   auto* sub = app.add_subcommand(
       "screen", "Find every red cell in smear-field photos, classify it, report parasitemia");
   sub->add_option("fields", o->inputs, "field images, or folders of them (one slide)")->required();
-  sub->add_option("--model", o->model, "model file (default: the bundled field model)")
-      ->capture_default_str();
+  sub->add_option("--model", o->model, "model file (default: the bundled field model)");
   sub->add_option("--slide", o->slide, "slide name (default: the folder's name)");
   sub->add_option("--out", o->out_dir,
                   "folder for FIELD_screen.png overlays, fields.csv and screening.json");
@@ -157,7 +158,7 @@ Command add_screen(CLI::App& app, const GlobalOptions& global) {
 }
 
 struct EvaluateFieldsOptions {
-  std::string model = default_field_model();
+  std::string model;
   std::string fields = MALARIA_DEFAULT_FIELDS;
   std::string split;
   std::string out_dir;
@@ -166,7 +167,7 @@ struct EvaluateFieldsOptions {
 
 int run_evaluate_fields(const EvaluateFieldsOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  Classifier model = Classifier::load(o.model);
+  Classifier model = load_field_model(o.model);
   model.select_operating_point(o.operating_point.empty() ? field_operating_point(model)
                                                          : o.operating_point);
   FieldEvaluationOptions options;
@@ -182,8 +183,7 @@ Command add_evaluate_fields(CLI::App& app, const GlobalOptions& global) {
   auto* sub = app.add_subcommand(
       "evaluate-fields",
       "Detection recall, cell metrics and parasitemia error on annotated smear fields");
-  sub->add_option("--model", o->model, "model file (default: the bundled field model)")
-      ->capture_default_str();
+  sub->add_option("--model", o->model, "model file (default: the bundled field model)");
   sub->add_option("--fields", o->fields, "folder with annotations.json or annotations.csv")
       ->capture_default_str();
   sub->add_option("--split", o->split,
@@ -195,6 +195,12 @@ Command add_evaluate_fields(CLI::App& app, const GlobalOptions& global) {
 }
 
 }  // namespace
+
+std::string default_field_model() {
+  const char* env = std::getenv("MALARIA_FIELD_MODEL");
+  if (env && *env) return env;
+  return fs::is_regular_file(MALARIA_FIELD_MODEL) ? MALARIA_FIELD_MODEL : "";
+}
 
 std::vector<Command> add_field_commands(CLI::App& app, const GlobalOptions& global) {
   return {add_screen(app, global), add_evaluate_fields(app, global)};

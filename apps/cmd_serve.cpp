@@ -24,6 +24,9 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
   auto o = std::make_shared<ServerOptions>();
   auto* sub = app.add_subcommand("serve", "Serve the upload page, JSON API and API docs over HTTP");
   sub->add_option("--model", o->model_path, "model file")->required();
+  sub->add_option("--field-model", o->field_model_path,
+                  "model for POST /api/v1/screen (smear fields); default: the bundled one if "
+                  "present, 'none' for no field screening");
   sub->add_option("--host", o->host, "address to bind (loopback unless told otherwise)")
       ->capture_default_str();
   add_number(sub, "--port", o->port, 0, 65535);
@@ -36,6 +39,8 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
                   "a request may ask for another with ?operating_point=NAME");
   return {sub, [o, &global] {
             ServerOptions options = *o;
+            if (options.field_model_path.empty()) options.field_model_path = default_field_model();
+            if (options.field_model_path == "none") options.field_model_path.clear();
             options.compute_threads = global.threads;
             return run_server(options);
           }};

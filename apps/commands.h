@@ -29,6 +29,8 @@ CLI::Option* add_number(CLI::App* app, const std::string& name, T& value, double
   return app->add_option(name, value, help)->check(number_in(lo, hi))->capture_default_str();
 }
 
+// MALARIA_FIELD_MODEL, or the bundled field model when this build's models/ has it ("" if not).
+std::string default_field_model();
 // MALARIA_DATA, or the build's MALARIA_DATA_ROOT/cell_images (../shared/data/cell_images).
 std::string default_data_dir();
 // How to get the NIH images, printed after a dataset error.

@@ -77,28 +77,25 @@ FieldOutcome evaluate_one(const Classifier& classifier, const AnnotatedField& fi
   const cv::Mat bgr = read_image(field.path, kFieldImageLimits);
   const auto start = std::chrono::steady_clock::now();
   const FieldSegmentation seg = segment_cells(bgr);
-  std::vector<cv::Rect> boxes;
-  std::vector<int> counted_index(seg.cells.size(), -1);
-  std::vector<cv::Mat> crops;
-  for (size_t d = 0; d < seg.cells.size(); ++d) {
-    boxes.push_back(seg.cells[d].box);
-    if (seg.cells[d].cut_by_edge) continue;
-    counted_index[d] = static_cast<int>(crops.size());
-    crops.push_back(masked_crop(bgr, seg.cells[d]));
-  }
-  const std::vector<float> prob = classifier.predict_images(crops);
+  const ScreenedField screened =
+      classify_regions(classifier, classifier.operating_point(), bgr, field.name, seg);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.detections = seg.cells.size();
+  out.measured = screened.summary;
 
+  std::vector<cv::Rect> boxes;
+  for (const auto& c : seg.cells) boxes.push_back(c.box);
+  std::vector<int> screened_index(seg.cells.size(), -1);
+  for (size_t i = 0; i < screened.cells.size(); ++i)
+    screened_index[screened.cells[i].region] = static_cast<int>(i);
   const std::vector<int> match = match_annotations(boxes, field.cells);
   std::vector<int> centres_in(seg.cells.size(), 0);
   std::vector<bool> matched_infected(seg.cells.size(), false);
-  size_t annotated_all = 0, annotated_infected = 0;
+  size_t annotated_all = 0;
   for (size_t a = 0; a < field.cells.size(); ++a) {
     const AnnotatedCell& cell = field.cells[a];
     if (cell.label < 0) continue;
     ++annotated_all;
-    annotated_infected += cell.label == kParasitized;
     out.annotated[cell.label]++;
     const cv::Point centre(cell.box.x + cell.box.width / 2, cell.box.y + cell.box.height / 2);
     for (size_t d = 0; d < seg.cells.size(); ++d) {
@@ -108,36 +105,16 @@ FieldOutcome evaluate_one(const Classifier& classifier, const AnnotatedField& fi
     if (match[a] < 0) continue;
     out.found[cell.label]++;
     if (cell.label == kParasitized) matched_infected[match[a]] = true;
-    const int k = counted_index[match[a]];
+    const int k = screened_index[match[a]];
     if (k >= 0) {
-      out.probabilities.push_back(prob[k]);
+      out.probabilities.push_back(screened.cells[k].probability);
       out.labels.push_back(cell.label);
     }
   }
   for (int n : centres_in) out.merged += n >= 2;
-  out.annotated_percent = annotated_all ? 100.0 * annotated_infected / annotated_all : 0;
-
-  ScreenedField screened;
-  screened.file = field.name;
-  const OperatingPoint& point = classifier.operating_point();
-  int number = 0;
-  for (size_t d = 0; d < seg.cells.size(); ++d) {
-    if (counted_index[d] < 0) {
-      screened.excluded.push_back(boxes[d]);
-      continue;
-    }
-    const float p = prob[counted_index[d]];
-    ScreenedCell c{boxes[d], p, decide(p, point), 0};
-    const bool parasitized = c.decision.label == kClassNames[kParasitized];
-    if (parasitized) c.number = ++number;
-    out.measured.cells++;
-    out.measured.parasitized += parasitized;
-    out.measured.inconclusive += c.decision.decision == kInconclusive;
-    out.false_positive_calls += parasitized && !matched_infected[d];
-    screened.cells.push_back(c);
-  }
-  out.measured.excluded = screened.excluded.size();
-  screened.summary = out.measured;
+  out.annotated_percent = annotated_all ? 100.0 * out.annotated[kParasitized] / annotated_all : 0;
+  for (const ScreenedCell& c : screened.cells)
+    out.false_positive_calls += c.number > 0 && !matched_infected[c.region];
   if (overlay) {
     *overlay = draw_screening_overlay(bgr, screened);
     for (const AnnotatedCell& cell : field.cells)  // the annotation, in blue, for comparison

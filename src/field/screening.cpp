@@ -20,35 +20,44 @@ std::string field_operating_point(const Classifier& classifier) {
   return points.count("parasitemia") ? "parasitemia" : classifier.info().operating_point;
 }
 
-ScreenedField screen_field(const Classifier& classifier, const cv::Mat& bgr,
-                           const std::string& name, const SegmentationOptions& options) {
+ScreenedField screen_field(const Classifier& classifier, const OperatingPoint& point,
+                           const cv::Mat& bgr, const std::string& name,
+                           const SegmentationOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const FieldSegmentation segmentation = segment_cells(bgr, options);
+  const double segment_seconds = seconds_since(start);
+  ScreenedField field = classify_regions(classifier, point, bgr, name, segmentation);
+  field.segment_seconds = segment_seconds;
+  return field;
+}
+
+ScreenedField classify_regions(const Classifier& classifier, const OperatingPoint& point,
+                               const cv::Mat& bgr, const std::string& name,
+                               const FieldSegmentation& segmentation) {
   ScreenedField field;
   field.file = name;
   field.width = bgr.cols;
   field.height = bgr.rows;
-  auto start = std::chrono::steady_clock::now();
-  const FieldSegmentation segmentation = segment_cells(bgr, options);
-  field.segment_seconds = seconds_since(start);
-
-  start = std::chrono::steady_clock::now();
+  const auto start = std::chrono::steady_clock::now();
   std::vector<cv::Mat> crops;
-  std::vector<cv::Rect> boxes;
-  for (const CellRegion& cell : segmentation.cells) {
+  std::vector<size_t> counted;
+  for (size_t r = 0; r < segmentation.cells.size(); ++r) {
+    const CellRegion& cell = segmentation.cells[r];
     if (cell.cut_by_edge) {
       field.excluded.push_back(cell.box);
       continue;
     }
     crops.push_back(masked_crop(bgr, cell));
-    boxes.push_back(cell.box);
+    counted.push_back(r);
   }
   const std::vector<float> probabilities = classifier.predict_images(crops);
   field.classify_seconds = seconds_since(start);
 
-  const OperatingPoint& point = classifier.operating_point();
   field.summary.excluded = field.excluded.size();
   int number = 0;
-  for (size_t i = 0; i < boxes.size(); ++i) {
-    ScreenedCell cell{boxes[i], probabilities[i], decide(probabilities[i], point), 0};
+  for (size_t i = 0; i < counted.size(); ++i) {
+    ScreenedCell cell{segmentation.cells[counted[i]].box, probabilities[i],
+                      decide(probabilities[i], point), 0, counted[i]};
     const bool parasitized = cell.decision.label == kClassNames[kParasitized];
     if (parasitized) cell.number = ++number;
     field.summary.cells++;
@@ -72,10 +81,14 @@ nlohmann::json ScreenedField::to_json() const {
     if (c.number) cell["number"] = c.number;
     list.push_back(cell);
   }
+  nlohmann::json excluded_list = nlohmann::json::array();
+  for (const auto& b : excluded)
+    excluded_list.push_back({{"x", b.x}, {"y", b.y}, {"w", b.width}, {"h", b.height}});
   return {{"file", file},
           {"width", width},
           {"height", height},
           {"cells", list},
+          {"excluded_cells", excluded_list},
           {"summary", summary.to_json()},
           {"seconds", {{"segmentation", segment_seconds}, {"classification", classify_seconds}}}};
 }

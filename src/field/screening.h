@@ -19,7 +19,8 @@ struct ScreenedCell {
   cv::Rect box;           // in pixels of the input image
   float probability = 0;  // calibrated P(Parasitized)
   CellDecision decision;
-  int number = 0;  // 1, 2, ... for cells on the Parasitized side, as drawn on the overlay
+  int number = 0;     // 1, 2, ... for cells on the Parasitized side, as drawn on the overlay
+  size_t region = 0;  // index into the segmentation's cells
 };
 
 struct ScreenedField {
@@ -30,7 +31,7 @@ struct ScreenedField {
   ParasitemiaSummary summary;
   double segment_seconds = 0, classify_seconds = 0;
   // {"file", "width", "height", "cells": [{x, y, w, h, probability_parasitized, label, decision,
-  // number}], "summary": {...}, "seconds": {...}}
+  // number}], "excluded_cells": [{x, y, w, h}], "summary": {...}, "seconds": {...}}
   nlohmann::json to_json() const;
 };
 
@@ -39,9 +40,15 @@ struct ScreenedField {
 // the file's default.
 std::string field_operating_point(const Classifier& classifier);
 
-ScreenedField screen_field(const Classifier& classifier, const cv::Mat& bgr,
-                           const std::string& name,
+// Cells cut by the edge are drawn but neither classified nor counted. `point` decides.
+ScreenedField screen_field(const Classifier& classifier, const OperatingPoint& point,
+                           const cv::Mat& bgr, const std::string& name,
                            const SegmentationOptions& options = SegmentationOptions());
+
+// The same for a field already segmented (evaluation matches the regions to annotations).
+ScreenedField classify_regions(const Classifier& classifier, const OperatingPoint& point,
+                               const cv::Mat& bgr, const std::string& name,
+                               const FieldSegmentation& segmentation);
 
 // Boxes coloured by decision (red Parasitized, amber Inconclusive, green Uninfected, grey not
 // counted), Parasitized cells numbered, and the field's count in a banner.

@@ -30,12 +30,43 @@ cv::Mat fill_holes(const cv::Mat& foreground, double max_area) {
   return filled;
 }
 
-// The median area of solid (convex) components once every hole is filled: those are single
-// cells, while clumps of touching cells are concave. 0 when there is none.
+// A single-cell area from the shape of clumps: pi r^2, where r is the area-weighted median over
+// connected components (every hole filled) of the largest inscribed radius. A lone cell, a pair and
+// a clump all have about one cell's inscribed radius, while debris and platelets are small and so
+// carry little weight. 0 when there is no component.
+double inscribed_cell_area(const cv::Mat& filled, double min_area) {
+  cv::Mat labels, stats, centroids, distance;
+  const int n = cv::connectedComponentsWithStats(filled, labels, stats, centroids, 8, CV_32S);
+  cv::distanceTransform(filled, distance, cv::DIST_L2, 5);
+  std::vector<float> radius(n, 0);
+  for (int r = 0; r < labels.rows; ++r) {
+    const int* l = labels.ptr<int>(r);
+    const float* d = distance.ptr<float>(r);
+    for (int c = 0; c < labels.cols; ++c) radius[l[c]] = std::max(radius[l[c]], d[c]);
+  }
+  std::vector<std::pair<float, double>> weighted;  // radius, area
+  double total = 0;
+  for (int i = 1; i < n; ++i) {
+    const double area = stats.at<int>(i, cv::CC_STAT_AREA);
+    if (area < min_area) continue;
+    weighted.emplace_back(radius[i], area);
+    total += area;
+  }
+  if (weighted.empty()) return 0;
+  std::sort(weighted.begin(), weighted.end());
+  double seen = 0;
+  for (const auto& [r, area] : weighted)
+    if ((seen += area) >= total / 2) return CV_PI * r * r;
+  return 0;
+}
+
+// The area-weighted median area of solid (convex) components once every hole is filled: those
+// are single cells, while clumps of touching cells are concave. Where no component is solid (every
+// cell touches another), the inscribed-radius estimate instead. 0 when there is no component.
 double typical_cell_area(const cv::Mat& foreground, double min_area) {
+  const cv::Mat filled = fill_holes(foreground, 1e18);
   std::vector<std::vector<cv::Point>> contours;
-  cv::findContours(fill_holes(foreground, 1e18), contours, cv::RETR_EXTERNAL,
-                   cv::CHAIN_APPROX_SIMPLE);
+  cv::findContours(filled, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
   std::vector<double> areas;
   for (const auto& contour : contours) {
     const double area = cv::contourArea(contour);
@@ -44,9 +75,14 @@ double typical_cell_area(const cv::Mat& foreground, double min_area) {
     cv::convexHull(contour, hull);
     if (area / cv::contourArea(hull) > 0.93) areas.push_back(area);
   }
-  if (areas.empty()) return 0;
-  std::nth_element(areas.begin(), areas.begin() + areas.size() / 2, areas.end());
-  return areas[areas.size() / 2];
+  if (areas.size() < 3) return inscribed_cell_area(filled, min_area);
+  // Weighted by area, so that a few specks of debris cannot pull it down.
+  std::sort(areas.begin(), areas.end());
+  double total = 0, seen = 0;
+  for (double a : areas) total += a;
+  for (double a : areas)
+    if ((seen += a) >= total / 2) return a;
+  return areas.back();
 }
 
 cv::Mat disk(double diameter) {

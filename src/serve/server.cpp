@@ -20,6 +20,7 @@
 #include "data/image.h"
 #include "eval/decision.h"
 #include "explain/explanation.h"
+#include "field/screening.h"
 #include "model/classifier.h"
 #include "serve/assets.h"
 #include "serve/http_server.h"
@@ -56,10 +57,14 @@ struct FileOutcome {
 // Overlays are drawn on a copy no larger than this: enough to see, small to send.
 constexpr int kPreviewSide = 256;
 
-bool wants_explanation(const HttpRequest& req) {
-  const auto it = req.query.find("explain");
+bool query_flag(const HttpRequest& req, const std::string& name) {
+  const auto it = req.query.find(name);
   return it != req.query.end() && (it->second == "1" || it->second == "true");
 }
+
+bool wants_explanation(const HttpRequest& req) { return query_flag(req, "explain"); }
+
+inline constexpr size_t kMaxFieldBytes = 20u << 20;
 
 // The `file` fields of a multipart form, or the raw body as one image.
 std::vector<Upload> uploads_of(const HttpRequest& req) {
@@ -113,6 +118,12 @@ class App {
                                   observe(req, res, s, in);
                                 }}) {
     model_id_ = model_.arch() + "-" + fnv1a_hex(read_text(options.model_path)).substr(0, 12);
+    if (!options.field_model_path.empty()) {
+      field_model_ = std::make_unique<Classifier>(Classifier::load(options.field_model_path));
+      field_model_id_ =
+          field_model_->arch() + "-" + fnv1a_hex(read_text(options.field_model_path)).substr(0, 12);
+      field_model_->select_operating_point(field_operating_point(*field_model_));
+    }
     if (!opt_.operating_point.empty()) model_.select_operating_point(opt_.operating_point);
     describe_metrics();
     warm_up();
@@ -418,9 +429,91 @@ class App {
     send_page(res, any_ok ? 200 : status, result_page(html.str()));
   }
 
+  // Screens each uploaded field with the field model; bad files get an error entry each.
+  void handle_api_screen(const HttpRequest& req, HttpResponse& res) {
+    if (!field_model_) {
+      on_error(req, res, 404, "no field model loaded: start the server with --field-model FILE");
+      return;
+    }
+    const OperatingPoint* point = &field_model_->operating_point();
+    if (const auto it = req.query.find("operating_point"); it != req.query.end()) {
+      const auto& points = field_model_->info().operating_points;
+      const auto found = points.find(it->second);
+      if (found == points.end()) {
+        on_error(req, res, 400,
+                 "unknown operating point '" + printable(it->second, 64) +
+                     "'; the field model has: " + field_model_->info().operating_point_names());
+        return;
+      }
+      point = &found->second;
+    }
+    const std::vector<Upload> uploads = uploads_of(req);
+    if (uploads.empty()) {
+      on_error(req, res, 400, "no field image: send multipart field 'file' or an image body");
+      return;
+    }
+    if (uploads.size() > opt_.max_files) {
+      on_error(req, res, 413, "too many files: " + std::to_string(uploads.size()));
+      return;
+    }
+    const bool overlays = query_flag(req, "overlay");
+    std::vector<ScreenedField> fields;
+    json overlay_images = json::array(), errors = json::array();
+    std::set<int> statuses;
+    for (const Upload& upload : uploads) {
+      const std::string& bytes = *upload.bytes;
+      auto fail = [&](int status, const std::string& message) {
+        errors.push_back({{"filename", upload.filename}, {"error", message}, {"status", status}});
+        statuses.insert(status);
+      };
+      if (sniff_image_format(bytes.data(), bytes.size()).empty()) {
+        fail(415, upload.filename + ": not a PNG, JPEG, BMP or TIFF image");
+        continue;
+      }
+      if (bytes.size() > kMaxFieldBytes) {
+        fail(413, upload.filename + ": larger than 20 MB");
+        continue;
+      }
+      decode_gate_.enter();
+      try {
+        const cv::Mat bgr = decode_image(bytes, upload.filename, kFieldImageLimits);
+        fields.push_back(screen_field(*field_model_, *point, bgr, upload.filename));
+        if (overlays)
+          overlay_images.push_back(base64_encode(
+              encode_png(fit_within(draw_screening_overlay(bgr, fields.back()), 1024))));
+      } catch (const ImageError& e) {
+        fail(422, e.what());
+      } catch (...) {
+        decode_gate_.leave();
+        throw;
+      }
+      decode_gate_.leave();
+      metrics_.count("malaria_fields_screened_total", "");
+    }
+    const auto slide = req.query.find("slide");
+    json body =
+        screening_json(fields, slide == req.query.end() ? "slide" : printable(slide->second, 100));
+    for (size_t i = 0; i < overlay_images.size(); ++i)
+      body["fields"][i]["overlay_png"] = std::move(overlay_images[i]);
+    body["errors"] = errors;
+    body["model"] = {{"id", field_model_id_},
+                     {"name", field_model_->metadata().value("name", "")},
+                     {"operating_point", field_model_->info().operating_point}};
+    int status = 200;
+    if (fields.empty()) {
+      status = statuses.count(422) ? 422 : statuses.count(413) ? 413 : 415;
+      body["error"] = "no field could be screened";
+    }
+    send_json(res, status, body);
+  }
+
   json model_json() const {
     json j = model_.metadata();
     j["id"] = model_id_;
+    if (field_model_)
+      j["field_model"] = {{"id", field_model_id_},
+                          {"name", field_model_->metadata().value("name", "")},
+                          {"operating_point", field_model_->info().operating_point}};
     // The decision rule as the server applies it (older files store only a threshold and band).
     const json rule = model_.info().to_metadata();
     for (const char* key : {"temperature", "operating_point", "operating_points"})
@@ -449,6 +542,8 @@ class App {
     auto api_predict = [this](const auto& req, auto& res) { handle_api_predict(req, res); };
     auto form_predict = [this](const auto& req, auto& res) { handle_form_predict(req, res); };
     router_.add("POST", "/api/v1/predict", api_predict);
+    router_.add("POST", "/api/v1/screen",
+                [this](const auto& req, auto& res) { handle_api_screen(req, res); });
     router_.add("POST", "/predict/", form_predict);
     router_.add("POST", "/predict", form_predict);
     router_.add("GET", "/api/v1/model",
@@ -471,6 +566,8 @@ class App {
 
   ServerOptions opt_;
   Classifier model_;
+  std::unique_ptr<Classifier> field_model_;
+  std::string field_model_id_;
   HttpServer http_;
   Router router_;
   std::string model_id_;

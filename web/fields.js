@@ -1,0 +1,115 @@
+// Smear fields: sends a slide's field photos to /api/v1/screen and shows each field with its
+// cells outlined (click one to enlarge it) and the slide's parasitemia with its interval.
+"use strict";
+
+const fieldForm = document.getElementById("field-form");
+const fieldInput = document.getElementById("field-input");
+const fieldDrop = document.getElementById("field-drop");
+const fieldStatus = document.getElementById("field-status");
+const fieldSubmit = document.getElementById("field-submit");
+const fieldList = document.getElementById("field-list");
+
+// The cell cut out of the uploaded photo, enlarged, in the shared dialog.
+function openFieldCell(image, cell, fieldName) {
+  const canvas = document.createElement("canvas");
+  const side = 256, pad = 0.15;
+  const x = Math.max(0, cell.x - pad * cell.w), y = Math.max(0, cell.y - pad * cell.h);
+  const w = cell.w * (1 + 2 * pad), h = cell.h * (1 + 2 * pad);
+  const scale = side / Math.max(w, h);
+  canvas.width = Math.round(w * scale);
+  canvas.height = Math.round(h * scale);
+  canvas.getContext("2d").drawImage(image, x, y, w, h, 0, 0, canvas.width, canvas.height);
+  document.getElementById("cell-view-title").textContent =
+    `${fieldName}: cell ${cell.number ? "#" + cell.number : ""} at (${cell.x}, ${cell.y})`;
+  const view = document.getElementById("cell-view-image");
+  view.src = canvas.toDataURL("image/png");
+  view.alt = `cell at ${cell.x}, ${cell.y} of ${fieldName}`;
+  document.getElementById("cell-view-caption").textContent =
+    `${cell.decision}: P(Parasitized) ${(100 * cell.probability_parasitized).toFixed(2)}%`;
+  document.getElementById("cell-view").showModal();
+}
+
+function percentBox(node, box, field) {
+  node.style.left = (100 * box.x / field.width) + "%";
+  node.style.top = (100 * box.y / field.height) + "%";
+  node.style.width = (100 * box.w / field.width) + "%";
+  node.style.height = (100 * box.h / field.height) + "%";
+}
+
+function renderField(field, file) {
+  const src = URL.createObjectURL(file);
+  const image = element("img", { src, alt: `field ${field.file}` });
+  const stage = element("div", { className: "field-stage" }, [image]);
+  for (const cut of field.excluded_cells || []) {
+    const box = element("span", { className: "cell-box excluded", title: "cut by the edge: not counted" });
+    percentBox(box, cut, field);
+    stage.append(box);
+  }
+  for (const cell of field.cells) {
+    const box = element("button", {
+      type: "button", className: "cell-box " + cell.decision,
+      title: `${cell.decision}, P(Parasitized) ${(100 * cell.probability_parasitized).toFixed(1)}%`,
+      textContent: cell.number || "",
+    });
+    box.setAttribute("aria-label", `${cell.decision} cell${cell.number ? " " + cell.number : ""}`);
+    percentBox(box, cell, field);
+    box.addEventListener("click", () => openFieldCell(image, cell, field.file));
+    stage.append(box);
+  }
+  const s = field.summary;
+  const caption = element("figcaption", {
+    textContent: `${field.file}: ${s.cells} cells, ${s.parasitized} parasitized ` +
+      `(${s.parasitemia_percent.toFixed(2)}%), ${s.inconclusive} inconclusive, ${s.excluded} cut by the edge`,
+  });
+  return element("figure", { className: "field" }, [caption, stage]);
+}
+
+function renderSlide(files, payload) {
+  const s = payload.slide;
+  document.getElementById("slide-summary").replaceChildren(
+    element("span", {}, [element("b", { textContent: s.parasitemia_percent.toFixed(2) + "%" }),
+      ` parasitemia (95% CI ${s.ci_low.toFixed(2)}-${s.ci_high.toFixed(2)}%)`]),
+    element("span", {}, [element("b", { textContent: s.parasitized }), " parasitized"]),
+    element("span", {}, [element("b", { textContent: s.cells }), " cells"]),
+    element("span", {}, [element("b", { textContent: s.inconclusive }), " inconclusive"]),
+    element("span", {}, [element("b", { textContent: s.fields }), " fields"]));
+  const byName = new Map(files.map((f) => [f.name, f]));
+  fieldList.replaceChildren(...payload.fields.map((f) => renderField(f, byName.get(f.file))));
+  for (const e of payload.errors)
+    fieldList.append(element("p", { className: "error", textContent: e.error }));
+  document.getElementById("field-results").hidden = false;
+}
+
+async function screenFields(files) {
+  if (!files.length) return;
+  const body = new FormData();
+  for (const f of files) body.append("file", f, f.name);
+  fieldSubmit.disabled = true;
+  fieldStatus.className = "";
+  fieldStatus.textContent = `Screening ${files.length} field${files.length > 1 ? "s" : ""}…`;
+  try {
+    const slide = encodeURIComponent(document.getElementById("slide-name").value || "slide");
+    const response = await fetch("/api/v1/screen?slide=" + slide, { method: "POST", body, headers: authHeaders() });
+    const payload = await response.json();
+    if (!payload.fields) throw new Error(payload.error || response.statusText);
+    renderSlide(files, payload);
+    fieldStatus.textContent = response.ok ? "Done." : payload.error;
+    if (payload.slide.cells < 1000)
+      fieldStatus.textContent += " Fewer than 1,000 cells: the interval is wide; add fields.";
+  } catch (err) {
+    fieldStatus.textContent = "Error: " + err.message;
+    fieldStatus.className = "error";
+  } finally {
+    fieldSubmit.disabled = false;
+  }
+}
+
+fieldForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  screenFields([...fieldInput.files]);
+});
+for (const type of ["dragenter", "dragover"])
+  fieldDrop.addEventListener(type, (e) => { e.preventDefault(); fieldDrop.classList.add("dragging"); });
+for (const type of ["dragleave", "drop"])
+  fieldDrop.addEventListener(type, (e) => { e.preventDefault(); fieldDrop.classList.remove("dragging"); });
+fieldDrop.addEventListener("drop", (e) => screenFields([...e.dataTransfer.files]));
