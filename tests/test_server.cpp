@@ -69,7 +69,9 @@ std::string base64_decode(const std::string& text) {
 }
 
 struct ServerTestOptions {
-  static std::vector<std::string> args() { return {"--max-files", "40", "--max-upload-mb", "2"}; }
+  static std::vector<std::string> args() {
+    return {"--max-files", "40", "--max-upload-mb", "2", "--field-model", MALARIA_TEST_FIELD_MODEL};
+  }
 };
 class ServerTest : public testing_support::SharedServerTest<ServerTestOptions> {};
 
@@ -98,8 +100,8 @@ TEST_F(ServerTest, HealthReadyModelAndDocs) {
   ASSERT_TRUE(openapi);
   ASSERT_EQ(openapi->status, 200);
   const auto spec = json::parse(openapi->body);
-  for (const char* path : {"/api/v1/predict", "/api/v1/model", "/predict/", "/health", "/ready",
-                           "/metrics", "/docs", "/"})
+  for (const char* path : {"/api/v1/predict", "/api/v1/screen", "/api/v1/model", "/predict/",
+                           "/health", "/ready", "/metrics", "/docs", "/"})
     EXPECT_TRUE(spec["paths"].contains(path)) << path;
 
   auto docs = c.Get("/docs");
@@ -264,6 +266,96 @@ TEST_F(ServerTest, BadInputsGetTheRightStatusAndAJsonError) {
   expect_error(wrong, 405, "not allowed");
   EXPECT_EQ(wrong->get_header_value("Allow"), "POST");
   expect_error(c.Delete("/api/v1/model"), 405, "not allowed");
+}
+
+std::string field_photo(const std::string& name) {
+  return read_bytes(testing_support::data_root() + "/fields/iml/images/" + name);
+}
+
+TEST_F(ServerTest, ScreenFindsAndClassifiesTheCellsOfRealFields) {
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/fields/iml");
+  auto c = server_->client();
+  c.set_read_timeout(120);
+  auto r = c.Post("/api/v1/screen?slide=S-1&overlay=1",
+                  form({{"PA171690.JPG", field_photo("PA171690.JPG")},
+                        {"PA171700.JPG", field_photo("PA171700.JPG")}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto body = json::parse(r->body);
+  ASSERT_EQ(body["fields"].size(), 2u);
+  EXPECT_TRUE(body["errors"].empty());
+  size_t cells = 0, parasitized = 0;
+  for (const auto& field : body["fields"]) {
+    EXPECT_EQ(field["width"], 1280);
+    EXPECT_EQ(field["height"], 960);
+    EXPECT_GT(field["cells"].size(), 80u);  // about 150 red cells per field
+    size_t calls = 0;
+    for (const auto& cell : field["cells"]) {
+      const int x = cell["x"], y = cell["y"], w = cell["w"], h = cell["h"];
+      EXPECT_TRUE(x >= 0 && y >= 0 && w > 20 && h > 20 && x + w <= 1280 && y + h <= 960);
+      const double p = cell["probability_parasitized"];
+      EXPECT_TRUE(p >= 0 && p <= 1);
+      const std::string decision = cell["decision"];
+      EXPECT_TRUE(decision == "Parasitized" || decision == "Uninfected" ||
+                  decision == "Inconclusive");
+      calls += cell["label"] == "Parasitized";
+    }
+    const auto& s = field["summary"];
+    EXPECT_EQ(s["cells"], field["cells"].size());
+    EXPECT_EQ(s["parasitized"], calls);
+    EXPECT_LE(s["ci_low"].get<double>(), s["parasitemia_percent"].get<double>());
+    EXPECT_GE(s["ci_high"].get<double>(), s["parasitemia_percent"].get<double>());
+    cells += s["cells"].get<size_t>();
+    parasitized += s["parasitized"].get<size_t>();
+    const std::string png = base64_decode(field["overlay_png"]);
+    const cv::Mat overlay =
+        cv::imdecode(std::vector<uint8_t>(png.begin(), png.end()), cv::IMREAD_COLOR);
+    EXPECT_EQ(overlay.cols, 1024);
+    EXPECT_EQ(overlay.rows, 768);
+  }
+  EXPECT_EQ(body["slide"]["name"], "S-1");
+  EXPECT_EQ(body["slide"]["fields"], 2);
+  EXPECT_EQ(body["slide"]["cells"], cells);
+  EXPECT_EQ(body["slide"]["parasitized"], parasitized);
+  // Both fields hold annotated infected cells; a field model finds at least one and calls few.
+  EXPECT_GE(parasitized, 1u);
+  EXPECT_LT(parasitized, cells / 10);
+}
+
+TEST_F(ServerTest, ScreenRefusesBadUploadsOneByOne) {
+  auto c = server_->client();
+  auto expect_error = [](const httplib::Result& r, int status, const std::string& needle) {
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, status) << r->body;
+    EXPECT_NE(r->body.find(needle), std::string::npos) << r->body;
+  };
+  expect_error(c.Post("/api/v1/screen", form({{"a.txt", "hello"}})), 415, "not a PNG");
+  expect_error(c.Post("/api/v1/screen", "", "application/octet-stream"), 400, "no field image");
+  expect_error(c.Post("/api/v1/screen", form({{"bomb.png", png_claiming(100000, 100000)}})), 422,
+               "bomb.png");
+  const std::string jpeg = field_photo("PA171690.JPG");
+  expect_error(c.Post("/api/v1/screen", form({{"cut.jpg", jpeg.substr(0, 600)}})), 422, "cut.jpg");
+  expect_error(c.Post("/api/v1/screen?operating_point=nope", form({{"f.jpg", jpeg}})), 400,
+               "unknown operating point");
+  // A blank image is a field without cells, not an error.
+  std::vector<uint8_t> blank;
+  cv::imencode(".png", cv::Mat(480, 640, CV_8UC3, cv::Scalar::all(255)), blank);
+  auto r = c.Post("/api/v1/screen",
+                  form({{"blank.png", std::string(blank.begin(), blank.end())}, {"bad.png", "x"}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto body = json::parse(r->body);
+  EXPECT_EQ(body["fields"][0]["summary"]["cells"], 0);
+  EXPECT_EQ(body["errors"].size(), 1u);
+  EXPECT_EQ(body["errors"][0]["filename"], "bad.png");
+}
+
+TEST(ServerOptions, ScreenWithoutAFieldModelIsNotFound) {
+  ServerProcess server({"--field-model", "none"});
+  auto r = server.client().Post("/api/v1/screen", "x", "image/png");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_NE(r->body.find("--field-model"), std::string::npos);
 }
 
 TEST_F(ServerTest, FormRouteAnswersWithTheOriginalResultPage) {

@@ -211,8 +211,9 @@ nlohmann::json to_json(const std::vector<ReliabilityBin>& bins) {
 namespace {
 
 OperatingPoint make_point(const std::vector<float>& prob, const std::vector<int>& labels,
-                          double threshold, const std::string& rule) {
-  const InconclusiveBand band = choose_inconclusive_band(prob, labels, threshold, kMaxInconclusive);
+                          double threshold, const std::string& rule,
+                          double max_flagged = kMaxInconclusive) {
+  const InconclusiveBand band = choose_inconclusive_band(prob, labels, threshold, max_flagged);
   long tp = 0, pos = 0, tn = 0, neg = 0;
   for (size_t i = 0; i < prob.size(); ++i) {
     const bool called = prob[i] >= threshold;
@@ -265,7 +266,8 @@ Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& 
   if (std::count(field_labels.begin(), field_labels.end(), 1) > 0) {
     c.operating_points["parasitemia"] =
         make_point(field_prob, field_labels, count_matching_threshold(field_prob, field_labels),
-                   "as many Parasitized calls as Parasitized cells among validation field cells");
+                   "as many Parasitized calls as Parasitized cells among validation field cells",
+                   kMaxInconclusiveInFields);
     c.operating_points["parasitemia"].validation["measured_on"] = "validation field cells";
   }
   c.summary = {{"method", "temperature scaling"},

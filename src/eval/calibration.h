@@ -56,6 +56,9 @@ nlohmann::json to_json(const std::vector<ReliabilityBin>& bins);
 
 inline constexpr double kScreeningSensitivity = 0.97;  // the `screening` point's floor
 inline constexpr double kMaxInconclusive = 0.05;       // share of cells a band may flag
+// In a field nearly every cell is a clear negative, so 5% would stretch the band far from the
+// threshold; 1% is still a dozen cells per 1,000 for a microscopist to look at.
+inline constexpr double kMaxInconclusiveInFields = 0.01;
 
 struct Calibration {
   double temperature = 1.0;

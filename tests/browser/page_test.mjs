@@ -96,6 +96,40 @@ await check("upload page shows the same results as the API", async () => {
   await context.close();
 });
 
+const field = process.env.FIELD_IMAGE;
+await check("a smear field shows its cells, the slide's parasitemia and an enlarged cell", async () => {
+  assert.ok(field, "FIELD_IMAGE is set");
+  const form = new FormData();
+  form.append("file", new Blob([readFileSync(field)]), basename(field));
+  const api = await (await fetch(base + "/api/v1/screen", { method: "POST", body: form })).json();
+  assert.equal(api.fields.length, 1);
+  const context = await browser.newContext({ viewport: { width: 1100, height: 1000 } });
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  await page.goto(base + "/");
+  await page.setInputFiles("#field-input", field);
+  await page.fill("#slide-name", "browser-slide");
+  await page.click("#field-submit");
+  await page.locator("#field-list figure").waitFor();
+  const f = api.fields[0];
+  assert.equal(await page.locator("#field-list button.cell-box").count(), f.cells.length, "a box per counted cell");
+  assert.equal(await page.locator("#field-list span.cell-box.excluded").count(), f.excluded_cells.length);
+  const summary = await page.locator("#slide-summary").innerText();
+  assert.match(summary, new RegExp(`${f.summary.parasitemia_percent.toFixed(2)}% parasitemia \\(95% CI`));
+  assert.match(summary, new RegExp(`${f.summary.cells} cells`));
+  const target = f.cells.findIndex((c) => c.label === "Parasitized");
+  await page.locator("#field-list button.cell-box").nth(Math.max(0, target)).click();
+  await page.locator("#cell-view").waitFor({ state: "visible" });
+  assert.match(await page.locator("#cell-view-image").getAttribute("src"), /^data:image\/png;base64,/);
+  assert.match(await page.locator("#cell-view-caption").innerText(), /P\(Parasitized\)/);
+  await page.screenshot({ path: `${screenshotDir}/field-cell-enlarged.png` });
+  await page.locator("#cell-view button").click();
+  await page.locator(".fields").screenshot({ path: `${screenshotDir}/smear-field.png` });
+  assert.deepEqual(consoleErrors, [], "no console errors");
+  await context.close();
+});
+
 await check("the form works without JavaScript", async () => {
   const context = await browser.newContext({ javaScriptEnabled: false });
   const page = await context.newPage();
@@ -124,5 +158,5 @@ await check("API docs render offline", async () => {
 });
 
 await browser.close();
-console.log(`${3 - failures} passed, ${failures} failed`);
+console.log(`${4 - failures} passed, ${failures} failed`);
 process.exit(failures ? 1 : 0);
