@@ -114,4 +114,67 @@ if "$bin" cv --data "$work/data" --out "$work/cv" --folds 3 --epochs 2 >"$work/o
   fail "cv continued a cross-validation with other options"; fi
 grep -q "other options" "$work/out" || fail "unclear error for changed options: $(cat "$work/out")"
 
+# Smear fields: screen writes an overlay per field, a CSV row per field and the JSON schema; a
+# corrupt field is an error for that file only (exit 2).
+fields=$(dirname "$data")/fields/iml
+field_model=$(dirname "$0")/../models/malaria-field-64.pt
+cp "$fields/images/PA171690.JPG" "$fields/images/PA171700.JPG" "$work/"
+head -c 3000 "$work/PA171700.JPG" >"$work/cut.JPG"
+set +e
+"$bin" screen --model "$field_model" "$work/PA171690.JPG" "$work/PA171700.JPG" "$work/cut.JPG" \
+  --slide S-7 --out "$work/screen" --json "$work/screen.json" >"$work/screen.log" 2>&1
+code=$?
+set -e
+[ "$code" -eq 2 ] || fail "screen with a corrupt field exited $code: $(tail -3 "$work/screen.log")"
+grep -q "cut.JPG" "$work/screen.log" || fail "no error for the corrupt field"
+grep -q "slide S-7: 2 fields" "$work/screen.log" || fail "no slide line: $(tail -3 "$work/screen.log")"
+[ "$(tail -n +2 "$work/screen/fields.csv" | wc -l)" -eq 2 ] || fail "fields.csv rows"
+python3 - "$work/screen.json" "$work/screen/PA171690_screen.png" <<'PY' || fail "screen JSON or overlay"
+import json, struct, sys
+doc = json.load(open(sys.argv[1]))
+keys = {"cells", "parasitized", "inconclusive", "parasitemia_percent", "ci_low", "ci_high"}
+assert keys <= set(doc["slide"]) and doc["slide"]["name"] == "S-7", doc["slide"]
+assert len(doc["fields"]) == 2
+total = 0
+for f in doc["fields"]:
+    assert {"file", "width", "height", "cells", "summary"} <= set(f) and keys <= set(f["summary"])
+    assert (f["width"], f["height"]) == (1280, 960)
+    assert len(f["cells"]) == f["summary"]["cells"] > 80
+    for c in f["cells"]:
+        assert {"x", "y", "w", "h", "probability_parasitized", "decision"} <= set(c)
+        assert 0 <= c["x"] and c["x"] + c["w"] <= 1280 and 0 <= c["y"] and c["y"] + c["h"] <= 960
+    assert f["summary"]["ci_low"] <= f["summary"]["parasitemia_percent"] <= f["summary"]["ci_high"]
+    total += f["summary"]["cells"]
+assert doc["slide"]["cells"] == total
+png = open(sys.argv[2], "rb").read(24)
+assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 960)
+PY
+
+# Annotated fields as CSV: evaluate-fields reports detection, cells and parasitemia, with figures;
+# train --fields cuts their cells into the training data, the field group as the patient.
+mkdir -p "$work/fields"
+python3 - "$fields" "$work/fields" <<'PY'
+import json, os, sys
+src, dst = sys.argv[1], sys.argv[2]
+rows = ["image,x,y,w,h,label,group"]
+for k, entry in enumerate(sorted(json.load(open(src + "/annotations.json")), key=lambda e: e["image_name"])[:40:8]):
+    os.symlink(f"{src}/images/{entry['image_name']}", f"{dst}/{entry['image_name']}")
+    for o in entry["objects"]:
+        b = o["bbox"]
+        rows.append(f"{entry['image_name']},{b['x']},{b['y']},{b['w']},{b['h']},{o['type']},fields-{k}")
+open(dst + "/annotations.csv", "w").write("\n".join(rows) + "\n")
+PY
+"$bin" evaluate-fields --model "$field_model" --fields "$work/fields" --out "$work/fields-eval" \
+  >"$work/ef.log" 2>&1 || fail "evaluate-fields: $(tail -3 "$work/ef.log")"
+grep -q "Detection recall" "$work/ef.log" || fail "no detection line: $(cat "$work/ef.log")"
+for f in evaluation.json report.html figures/parasitemia.png figures/worst-1.png; do
+  [ -s "$work/fields-eval/$f" ] || fail "evaluate-fields wrote no $f"; done
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['fields'] == 5 and d['detection']['recall_uninfected'] > 0.9, d['detection']" \
+  "$work/fields-eval/evaluation.json" || fail "evaluate-fields figures"
+"$bin" --threads 2 train --data "$work/data" --fields "$work/fields" --out "$work/field-run" --epochs 1 \
+  --max-steps 5 --quiet >"$work/ft.log" 2>&1 || fail "train --fields: $(tail -3 "$work/ft.log")"
+ls "$work/field-run/field-cells/Parasitized" | grep -q "^fields-[0-9]_IMG_" || fail "no field cells"
+grep -q '"infected_boxes"' "$work/field-run/data_summary.json" || fail "no field summary"
+grep -q ',fields-[0-9],' "$work/field-run/split.csv" || fail "field groups are not in the split"
+
 echo "cli_test: all checks passed"
