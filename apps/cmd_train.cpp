@@ -87,7 +87,10 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
       ->capture_default_str();
   sub->add_option("--fields", o->train.fields_dir,
-                  "annotated smear fields (annotations.json or .csv): their cells join the data");
+                  "annotated smear fields (annotations.json or .csv): their cells join the data "
+                  "(--data none: train on them alone)");
+  add_number(sub, "--field-positive-repeat", o->train.field_positive_repeat, 1, 1000,
+             "times each infected field cell is shown per epoch");
   sub->add_option("--out", o->train.out_dir,
                   "run folder for the model, history, split and reports");
   sub->add_option("--resume", o->resume_dir, "continue the interrupted run in this folder");
@@ -117,7 +120,10 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
       ->capture_default_str();
   sub->add_option("--fields", o->train.fields_dir,
-                  "annotated smear fields (annotations.json or .csv): their cells join the data");
+                  "annotated smear fields (annotations.json or .csv): their cells join the data "
+                  "(--data none: train on them alone)");
+  add_number(sub, "--field-positive-repeat", o->train.field_positive_repeat, 1, 1000,
+             "times each infected field cell is shown per epoch");
   sub->add_option("--out", o->train.out_dir,
                   "folder for the folds (fold-1 ...) and the summary; run the same command "
                   "again to continue an interrupted cross-validation")

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "field/field_cells.h"
 #include "util/files.h"
 #include "util/progress.h"
 
@@ -50,8 +51,21 @@ StopSignals::~StopSignals() {
 }
 bool StopSignals::requested() { return g_signal.load() != 0; }
 
+namespace {
+// The training list with every Parasitized field cell repeated `repeat` times.
+std::vector<Sample> with_field_positives_repeated(const std::vector<Sample>& train, int repeat) {
+  std::vector<Sample> out = train;
+  for (const auto& s : train)
+    if (s.label == kParasitized && is_field_group(s.patient))
+      for (int k = 1; k < repeat; ++k) out.push_back(s);
+  return out;
+}
+}  // namespace
+
 EpochLoop::EpochLoop(const TrainOptions& options, const Split& split)
-    : opt_(options), train_images_(split.train.size()) {
+    : opt_(options),
+      train_samples_(with_field_positives_repeated(split.train, options.field_positive_repeat)),
+      train_images_(train_samples_.size()) {
   if (opt_.cache) cache_ = std::make_unique<ImageCache>(opt_.image_size);
   LoaderOptions train_lo;
   train_lo.image_size = opt_.image_size;
@@ -61,7 +75,7 @@ EpochLoop::EpochLoop(const TrainOptions& options, const Split& split)
   train_lo.augment = opt_.augment;
   train_lo.workers = opt_.workers;
   train_lo.cache = cache_.get();
-  train_loader_ = std::make_unique<BatchLoader>(split.train, train_lo);
+  train_loader_ = std::make_unique<BatchLoader>(train_samples_, train_lo);
   LoaderOptions val_lo = train_lo;
   val_lo.shuffle = false;
   val_lo.augment = AugmentConfig::none();

@@ -56,6 +56,7 @@ class EpochLoop {
   const TrainOptions& opt_;
   std::unique_ptr<ImageCache> cache_;
   std::unique_ptr<BatchLoader> train_loader_, val_loader_;
+  std::vector<Sample> train_samples_;
   size_t train_images_;
   CellClassifier model_{nullptr};
   std::unique_ptr<torch::optim::Adam> optimizer_;

@@ -26,6 +26,7 @@ bool cpu_has_bf16() {
 json TrainOptions::to_json() const {
   return {{"data_dir", data_dir},
           {"fields_dir", fields_dir},
+          {"field_positive_repeat", field_positive_repeat},
           {"out_dir", out_dir},
           {"arch", arch},
           {"image_size", image_size},
@@ -57,6 +58,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
   TrainOptions o;
   o.data_dir = j.at("data_dir");
   o.fields_dir = j.value("fields_dir", "");
+  o.field_positive_repeat = j.value("field_positive_repeat", 1);
   o.out_dir = j.at("out_dir");
   o.arch = j.at("arch");
   o.image_size = j.at("image_size");
@@ -111,13 +113,17 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
   }
   ScanOptions scan;
   scan.strict = opt.strict;
-  Dataset ds = scan_dataset(opt.data_dir, scan);
+  // "none": only the cells of the annotated fields.
+  Dataset ds = opt.data_dir == "none" && !opt.fields_dir.empty() ? Dataset{"none", {}, {}}
+                                                                  : scan_dataset(opt.data_dir, scan);
   json fields;
   if (!opt.fields_dir.empty()) {
     spdlog::info("cutting training cells from the annotated fields in {}", opt.fields_dir);
     fields = extract_field_cells(opt.fields_dir, dir + "/field-cells");
     const Dataset cells = scan_dataset(dir + "/field-cells", scan);
     ds.samples.insert(ds.samples.end(), cells.samples.begin(), cells.samples.end());
+    for (int l : {kUninfected, kParasitized}) ds.summary.per_class[l] += cells.summary.per_class[l];
+    ds.summary.patients += cells.summary.patients;
     fields["scan"] = cells.summary.to_json();
     spdlog::info("fields: {} cells ({} Parasitized) from {} fields in {} groups",
                  cells.samples.size(), cells.summary.per_class[kParasitized],

@@ -17,6 +17,9 @@ struct TrainOptions {
   // Annotated smear fields (see read_field_annotations): their cells join the training data,
   // each group of fields as one "patient".
   std::string fields_dir;
+  // Each Parasitized field cell appears this many times per training epoch (each time augmented
+  // anew): a few hundred infected field cells would otherwise be lost among tens of thousands.
+  int field_positive_repeat = 1;
   std::string out_dir;
   std::string arch = "cellnet";
   int image_size = 64;
