@@ -229,3 +229,29 @@ TEST(Calibration, ParasitemiaPointCallsAsManyCellsAsAreInfected) {
   EXPECT_EQ(std::count_if(p.begin(), p.end(), [&](float x) { return x >= t; }), 3);
   EXPECT_EQ(count_matching_threshold(p, std::vector<int>(8, 0)), 1.0);
 }
+
+// Another lab, stain and camera (Chula RBC-12, 640x480, a point on every labelled red cell): the
+// share of points that fall on a detected cell.
+TEST(Segmentation, FindsRedCellsOfAnotherLab) {
+  const std::string root = testing_support::data_root() + "/fields/chula-rbc12";
+  MALARIA_REQUIRE_DIR(root);
+  size_t points = 0, hit = 0;
+  for (int n = 1; n <= 47; ++n) {
+    const std::string image = root + "/images/" + std::to_string(n) + ".jpg";
+    if (!std::filesystem::exists(image)) continue;
+    const FieldSegmentation seg = segment_cells(read_image(image, kFieldImageLimits));
+    std::ifstream labels(root + "/labels/" + std::to_string(n) + ".txt");
+    for (int x, y, type; labels >> x >> y >> type;) {
+      ++points;
+      for (const auto& c : seg.cells)
+        if (c.box.contains({x, y}) && c.mask.at<uint8_t>(y - c.box.y, x - c.box.x)) {
+          ++hit;
+          break;
+        }
+    }
+  }
+  ASSERT_GT(points, 1000u);
+  printf("Chula RBC-12: %zu of %zu red-cell points on a detected cell (%.1f%%)\n", hit, points,
+         100.0 * hit / points);
+  EXPECT_GE(double(hit) / points, 0.85);  // measured 90.6%
+}
