@@ -14,19 +14,21 @@ stop_hogs() { for p in "${hogs[@]}"; do kill "$p" 2>/dev/null || true; done; hog
 trap 'stop_hogs; rm -rf "$tmp"' EXIT
 echo "CPU: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores" >&2
 
-run() {  # policy label
+run() {  # setting: ACTIVE, PASSIVE, or SPIN=N (libgomp spins N times, then sleeps)
   rm -rf "$tmp/run"
-  OMP_WAIT_POLICY=$1 "$bin" --threads 2 train --data "$data" --out "$tmp/run" --epochs 1 \
+  local env=(OMP_WAIT_POLICY="$1")
+  case $1 in SPIN=*) env=(GOMP_SPINCOUNT="${1#SPIN=}" OMP_WAIT_POLICY=ACTIVE) ;; esac
+  env "${env[@]}" "$bin" --threads 2 train --data "$data" --out "$tmp/run" --epochs 1 \
     --max-steps "$steps" --split random --quiet --no-bf16 --cache >/dev/null 2>&1
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[-1]["images_per_second"])' \
     "$tmp/run/history.json"
 }
 
-printf '%-8s %10s %12s %8s\n' policy idle shared kept
-for policy in ACTIVE PASSIVE; do
+printf '%-12s %10s %12s %8s\n' setting idle shared kept
+for policy in ${POLICIES:-ACTIVE PASSIVE SPIN=100000}; do
   idle=$(run $policy)
   for _ in 1 2; do (while :; do :; done) & hogs+=($!); done
   shared=$(run $policy)
   stop_hogs
-  printf '%-8s %10.1f %12.1f %7.0f%%\n' "$policy" "$idle" "$shared" "$(python3 -c "print(100*$shared/$idle)")"
+  printf '%-12s %10.1f %12.1f %7.0f%%\n' "$policy" "$idle" "$shared" "$(python3 -c "print(100*$shared/$idle)")"
 done
