@@ -164,16 +164,20 @@ showWhere.addEventListener("change", () => {
   if (showWhere.checked && lastFiles.length && !lastResults.some((r) => r.explanation)) classify(lastFiles);
 });
 
-form.addEventListener("submit", (event) => {
-  event.preventDefault();
-  classify([...input.files]);
-});
+// A form whose files are sent by `send`, on submit or when files are dropped on its zone.
+function wireUpload(formNode, fileInput, zone, send) {
+  formNode.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send([...fileInput.files]);
+  });
+  for (const type of ["dragenter", "dragover"])
+    zone.addEventListener(type, (e) => { e.preventDefault(); zone.classList.add("dragging"); });
+  for (const type of ["dragleave", "drop"])
+    zone.addEventListener(type, (e) => { e.preventDefault(); zone.classList.remove("dragging"); });
+  zone.addEventListener("drop", (e) => send([...e.dataTransfer.files]));
+}
 
-for (const type of ["dragenter", "dragover"])
-  dropZone.addEventListener(type, (e) => { e.preventDefault(); dropZone.classList.add("dragging"); });
-for (const type of ["dragleave", "drop"])
-  dropZone.addEventListener(type, (e) => { e.preventDefault(); dropZone.classList.remove("dragging"); });
-dropZone.addEventListener("drop", (e) => classify([...e.dataTransfer.files]));
+wireUpload(form, input, dropZone, classify);
 document.getElementById("api-key").addEventListener("change", loadModelInfo);
 
 loadModelInfo();

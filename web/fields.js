@@ -104,12 +104,4 @@ async function screenFields(files) {
   }
 }
 
-fieldForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  screenFields([...fieldInput.files]);
-});
-for (const type of ["dragenter", "dragover"])
-  fieldDrop.addEventListener(type, (e) => { e.preventDefault(); fieldDrop.classList.add("dragging"); });
-for (const type of ["dragleave", "drop"])
-  fieldDrop.addEventListener(type, (e) => { e.preventDefault(); fieldDrop.classList.remove("dragging"); });
-fieldDrop.addEventListener("drop", (e) => screenFields([...e.dataTransfer.files]));
+wireUpload(fieldForm, fieldInput, fieldDrop, screenFields);

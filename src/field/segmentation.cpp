@@ -138,6 +138,22 @@ std::vector<LabelStats> label_stats(const cv::Mat& labels, int count) {
   return stats;
 }
 
+// Stained objects (cells, white cells, platelets) against the bright background: Otsu on the
+// green channel, which the stain absorbs, then an opening. Empty for a uniform image (all white,
+// all black, an empty field), which has no two populations to separate.
+cv::Mat stained_foreground(const cv::Mat& bgr) {
+  cv::Mat green, foreground, background;
+  cv::extractChannel(bgr, green, 1);
+  cv::GaussianBlur(green, green, {5, 5}, 0);
+  cv::threshold(green, foreground, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
+  const double covered = cv::countNonZero(foreground) / static_cast<double>(foreground.total());
+  if (covered < 0.01 || covered > 0.95) return {};
+  cv::bitwise_not(foreground, background);
+  if (cv::mean(green, background)[0] - cv::mean(green, foreground)[0] < 12) return {};
+  cv::morphologyEx(foreground, foreground, cv::MORPH_OPEN, disk(5));
+  return foreground;
+}
+
 }  // namespace
 
 FieldSegmentation segment_cells(const cv::Mat& bgr, const SegmentationOptions& options) {
@@ -148,17 +164,8 @@ FieldSegmentation segment_cells(const cv::Mat& bgr, const SegmentationOptions& o
   cv::Mat image = bgr;
   if (scale < 1.0) cv::resize(bgr, image, {}, scale, scale, cv::INTER_AREA);
 
-  cv::Mat green, foreground;
-  cv::extractChannel(image, green, 1);
-  cv::GaussianBlur(green, green, {5, 5}, 0);
-  cv::threshold(green, foreground, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
-  // A uniform image (all white, all black, an empty field) has no two populations to separate.
-  const double covered = cv::countNonZero(foreground) / static_cast<double>(foreground.total());
-  if (covered < 0.01 || covered > 0.95) return result;
-  cv::Mat background;
-  cv::bitwise_not(foreground, background);
-  if (cv::mean(green, background)[0] - cv::mean(green, foreground)[0] < 12) return result;
-  cv::morphologyEx(foreground, foreground, cv::MORPH_OPEN, disk(5));
+  cv::Mat foreground = stained_foreground(image);
+  if (foreground.empty()) return result;
 
   const double smallest = 30;  // pixels: nothing smaller is a cell at any magnification we take
   const double cell_area = typical_cell_area(foreground, smallest);
