@@ -1,22 +1,24 @@
--- wrk script: POST one real cell image (or, with FILES=N, a multipart request of N images) to
--- /api/v1/predict, and print a JSON summary with throughput, latency percentiles and errors.
+-- wrk script: POST one real image (or, with FILES=N, a multipart request of N images) to ROUTE
+-- (default /api/v1/predict; e.g. "/api/v1/predict?explain=1" or "/api/v1/screen"), and print a
+-- JSON summary with throughput, latency percentiles and errors. MIME: the image's type.
 local path = os.getenv("IMAGE")
+local mime = os.getenv("MIME") or "image/png"
 local files = tonumber(os.getenv("FILES") or "1")
 local f = assert(io.open(path, "rb"))
 local png = f:read("*a")
 f:close()
 
 wrk.method = "POST"
-wrk.path = "/api/v1/predict"
+wrk.path = os.getenv("ROUTE") or "/api/v1/predict"
 if files == 1 then
-  wrk.headers["Content-Type"] = "image/png"
+  wrk.headers["Content-Type"] = mime
   wrk.body = png
 else
   local boundary = "malariabenchboundary"
   local parts = {}
   for i = 1, files do
     parts[#parts + 1] = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cell" .. i ..
-        ".png\"\r\nContent-Type: image/png\r\n\r\n" .. png .. "\r\n"
+        ".png\"\r\nContent-Type: " .. mime .. "\r\n\r\n" .. png .. "\r\n"
   end
   parts[#parts + 1] = "--" .. boundary .. "--\r\n"
   wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary

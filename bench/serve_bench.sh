@@ -37,6 +37,18 @@ for clients in 1 4 16; do
 done
 line=$(IMAGE=$image FILES=32 $load_cpus wrk -t 2 -c 4 -d "${duration}s" -s "$here/bench/predict.lua" "http://127.0.0.1:$port" | tail -1)
 echo "32-image requests, 4 clients: $line"
-results+="$sep\"batch32_c4\": $line, \"cpu\": \"$cpu_model\", \"pinned\": $pinned, \"setup\": \"$setup\"}"
+results+="$sep\"batch32_c4\": $line"
+line=$(IMAGE=$image ROUTE="/api/v1/predict?explain=1" $load_cpus wrk -t 2 -c 4 -d "${duration}s" --latency \
+  -s "$here/bench/predict.lua" "http://127.0.0.1:$port" | tail -1)
+echo "single image with explain=1 (Grad-CAM), 4 clients: $line"
+results+="$sep\"explain_c4\": $line"
+field=$shared/data/fields/iml/images/PA171690.JPG
+for clients in 1 2; do
+  line=$(IMAGE=$field MIME=image/jpeg ROUTE=/api/v1/screen $load_cpus wrk -t 1 -c "$clients" -d "${duration}s" \
+    --latency -s "$here/bench/predict.lua" "http://127.0.0.1:$port" | tail -1)
+  echo "smear field 1280x960 to /api/v1/screen, $clients client(s): $line"
+  results+="$sep\"screen_c$clients\": $line"
+done
+results+=", \"cpu\": \"$cpu_model\", \"pinned\": $pinned, \"setup\": \"$setup\"}"
 echo "$results" | /usr/bin/python3 -m json.tool >"$out/serve$suffix.json"
 echo "results: $out/serve$suffix.json"
