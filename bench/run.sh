@@ -61,6 +61,9 @@ timed mem-cache "$bin" --threads "$threads" train --data "$shared/data/cell_imag
 echo "== compute-only ceiling (synthetic batches of 32)" >&2
 "$compute" --benchmark_filter='(train_step|infer)/(seed_128|cellnet_64)/2' --benchmark_format=json >"$tmp/compute.json" 2>/dev/null
 
+echo "== smear fields: time per 1280x960 field on one core" >&2
+"$(dirname "$compute")/bench_field" --benchmark_format=json >"$tmp/field.json" 2>/dev/null
+
 mkdir -p "$out"
 /usr/bin/python3 - "$tmp" "$out" "$steps" "$threads" "$cpu_flags" <<'PY'
 import json, sys, os, platform, subprocess
@@ -103,6 +106,9 @@ res["memory_full_epoch_22080_images"] = {
     "stream_peak_mib": round(peak("mem-stream")[0]), "cache_peak_mib": round(peak("mem-cache")[0]),
     "decoded_cache_mib": round(22080 * 64 * 64 * 3 / 2**20),
     "stream_wall_s": peak("mem-stream")[1], "cache_wall_s": peak("mem-cache")[1]}
+field = {b["name"].split("/min_time")[0]: b["real_time"] for b in json.load(open(f"{tmp}/field.json"))["benchmarks"]}
+res["field_ms_per_1280x960_one_core"] = {"segmentation": round(field["segment"], 1),
+                                         "segmentation_and_classification": round(field["screen"], 1)}
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
 print(f"\n{'config':10} {'ours train':>11} {'ref train':>10} {'speedup':>8} {'ceiling':>8} {'of ceil':>8} {'bf16':>7} "
       f"{'ours eval':>10} {'ref eval':>9} {'speedup':>8} {'peak MiB':>9}")
@@ -114,5 +120,8 @@ for name, c in res["configs"].items():
 m = res["memory_full_epoch_22080_images"]
 print(f"\nfull epoch, 22,080 images: peak {m['stream_peak_mib']} MiB streaming, {m['cache_peak_mib']} MiB with --cache "
       f"(decoded images: {m['decoded_cache_mib']} MiB)")
+f = res["field_ms_per_1280x960_one_core"]
+print(f"smear field 1280x960, one core: segmentation {f['segmentation']} ms, with classification "
+      f"{f['segmentation_and_classification']} ms")
 print(f"CPU: {cpu}\nresults: {out}/results.json")
 PY
