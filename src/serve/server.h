@@ -17,7 +17,7 @@ struct ServerOptions {
   int batch_wait_ms = 0;         // extra wait to fill a batch; 0 batches whatever is queued
   size_t queue_capacity = 1024;  // images waiting for inference before 503
   int header_timeout_s = 10;     // a request's headers must arrive within this (slow clients)
-  double max_upload_mb = 64;  // a request; smear-field photos may be up to 20 MB each
+  double max_upload_mb = 64;     // a request; smear-field photos may be up to 20 MB each
   size_t max_files = 64;
   std::string api_key;          // when set, /api/ routes need "Authorization: Bearer KEY"
   std::string cors_origin;      // when set, allowed cross-origin caller of the API

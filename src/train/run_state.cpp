@@ -115,7 +115,7 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
   scan.strict = opt.strict;
   // "none": only the cells of the annotated fields.
   Dataset ds = opt.data_dir == "none" && !opt.fields_dir.empty() ? Dataset{"none", {}, {}}
-                                                                  : scan_dataset(opt.data_dir, scan);
+                                                                 : scan_dataset(opt.data_dir, scan);
   json fields;
   if (!opt.fields_dir.empty()) {
     spdlog::info("cutting training cells from the annotated fields in {}", opt.fields_dir);

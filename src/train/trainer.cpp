@@ -8,8 +8,8 @@
 #include <optional>
 
 #include "eval/calibration.h"
-#include "field/field_cells.h"
 #include "eval/evaluate.h"
+#include "field/field_cells.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
 #include "model/model.h"
