@@ -20,6 +20,56 @@ namespace malaria {
 
 bool is_field_group(const std::string& patient) { return patient.rfind("fields-", 0) == 0; }
 
+namespace {
+
+struct CutCounts {
+  std::array<size_t, 2> cells{0, 0};  // written, per label
+  size_t infected_boxes = 0, infected_missed = 0, left_out = 0;
+  CutCounts& operator+=(const CutCounts& o) {
+    for (int l : {0, 1}) cells[l] += o.cells[l];
+    infected_boxes += o.infected_boxes;
+    infected_missed += o.infected_missed;
+    left_out += o.left_out;
+    return *this;
+  }
+};
+
+// Segments one field, labels its regions by the annotations and writes the crops into dir.
+CutCounts cut_field_cells(const AnnotatedField& field, const fs::path& dir) {
+  const cv::Mat bgr = read_image(field.path);
+  const FieldSegmentation seg = segment_cells(bgr);
+  std::vector<cv::Rect> boxes;
+  for (const auto& c : seg.cells) boxes.push_back(c.box);
+  const std::vector<int> match = match_annotations(boxes, field.cells);
+  std::vector<int> label(boxes.size(), kUninfected);
+  CutCounts counts;
+  for (size_t a = 0; a < field.cells.size(); ++a) {
+    const int l = field.cells[a].label;
+    counts.infected_boxes += l == kParasitized;
+    if (match[a] < 0) {
+      counts.infected_missed += l == kParasitized;
+      continue;
+    }
+    // Parasitized wins over Uninfected for a candidate that holds both (a clump).
+    if (l == kParasitized || (l < 0 && label[match[a]] != kParasitized)) label[match[a]] = l;
+  }
+  const std::string stem = fs::path(field.name).stem().string();
+  for (size_t d = 0; d < boxes.size(); ++d) {
+    if (seg.cells[d].cut_by_edge || label[d] < 0) {
+      ++counts.left_out;
+      continue;
+    }
+    const fs::path file = dir / kClassNames[label[d]] /
+                          (field.group + "_IMG_" + stem + "_" + std::to_string(d) + ".png");
+    if (!cv::imwrite(file.string(), masked_crop(bgr, seg.cells[d])))
+      throw std::runtime_error("cannot write " + file.string());
+    ++counts.cells[label[d]];
+  }
+  return counts;
+}
+
+}  // namespace
+
 nlohmann::json extract_field_cells(const std::string& fields_dir, const std::string& out_dir,
                                    int threads) {
   const fs::path out(out_dir), summary_file = out / "summary.json";
@@ -32,52 +82,17 @@ nlohmann::json extract_field_cells(const std::string& fields_dir, const std::str
 
   std::atomic<size_t> next{0};
   std::mutex mutex;
-  std::array<size_t, 2> cells{0, 0};
-  size_t missed_infected = 0, infected_boxes = 0, left_out = 0;
+  CutCounts total;
   std::vector<std::string> errors;
   auto work = [&] {
     for (size_t i; (i = next++) < fields.size();) {
-      const AnnotatedField& field = fields[i];
       try {
-        const cv::Mat bgr = read_image(field.path);
-        const FieldSegmentation seg = segment_cells(bgr);
-        std::vector<cv::Rect> boxes;
-        for (const auto& c : seg.cells) boxes.push_back(c.box);
-        const std::vector<int> match = match_annotations(boxes, field.cells);
-        std::vector<int> label(boxes.size(), kUninfected);
-        size_t missed = 0, infected = 0;
-        for (size_t a = 0; a < field.cells.size(); ++a) {
-          const int l = field.cells[a].label;
-          infected += l == kParasitized;
-          if (match[a] < 0) {
-            missed += l == kParasitized;
-            continue;
-          }
-          // Parasitized wins over Uninfected for a candidate that holds both (a clump).
-          if (l == kParasitized || (l < 0 && label[match[a]] != kParasitized)) label[match[a]] = l;
-        }
-        const std::string stem = fs::path(field.name).stem().string();
-        std::array<size_t, 2> written{0, 0};
-        size_t skipped = 0;
-        for (size_t d = 0; d < boxes.size(); ++d) {
-          if (seg.cells[d].cut_by_edge || label[d] < 0) {
-            ++skipped;
-            continue;
-          }
-          const fs::path file = building / kClassNames[label[d]] /
-                                (field.group + "_IMG_" + stem + "_" + std::to_string(d) + ".png");
-          if (!cv::imwrite(file.string(), masked_crop(bgr, seg.cells[d])))
-            throw std::runtime_error("cannot write " + file.string());
-          ++written[label[d]];
-        }
+        const CutCounts counts = cut_field_cells(fields[i], building);
         std::lock_guard lock(mutex);
-        for (int l : {0, 1}) cells[l] += written[l];
-        missed_infected += missed;
-        infected_boxes += infected;
-        left_out += skipped;
+        total += counts;
       } catch (const std::exception& e) {
         std::lock_guard lock(mutex);
-        errors.push_back(field.name + ": " + e.what());
+        errors.push_back(fields[i].name + ": " + e.what());
       }
     }
   };
@@ -96,10 +111,11 @@ nlohmann::json extract_field_cells(const std::string& fields_dir, const std::str
       {"fields_dir", fields_dir},
       {"fields", fields.size()},
       {"groups", groups.size()},
-      {"cells", {{"Parasitized", cells[kParasitized]}, {"Uninfected", cells[kUninfected]}}},
-      {"infected_boxes", infected_boxes},
-      {"infected_boxes_not_found", missed_infected},
-      {"candidates_left_out", left_out}};
+      {"cells",
+       {{"Parasitized", total.cells[kParasitized]}, {"Uninfected", total.cells[kUninfected]}}},
+      {"infected_boxes", total.infected_boxes},
+      {"infected_boxes_not_found", total.infected_missed},
+      {"candidates_left_out", total.left_out}};
   write_text_atomic((building / "summary.json").string(), summary.dump(2));
   fs::remove_all(out);
   fs::rename(building, out);

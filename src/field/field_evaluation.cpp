@@ -191,27 +191,9 @@ void write_report(const json& r, const std::string& dir) {
   write_text_atomic(dir + "/report.html", html.str());
 }
 
-}  // namespace
-
-FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string& fields_dir,
-                                const FieldEvaluationOptions& options) {
-  std::vector<AnnotatedField> fields = read_field_annotations(fields_dir);
-  if (!options.split_csv.empty()) {
-    const auto groups = test_groups(options.split_csv);
-    fields.erase(std::remove_if(fields.begin(), fields.end(),
-                                [&](const auto& f) { return !groups.count(f.group); }),
-                 fields.end());
-  }
-  if (fields.empty()) throw std::runtime_error("no annotated fields to evaluate in " + fields_dir);
-  std::vector<FieldOutcome> outcomes;
-  std::optional<ProgressBar> bar;
-  if (options.progress) bar.emplace(fields.size(), "fields", "field");
-  for (const auto& field : fields) {
-    outcomes.push_back(evaluate_one(classifier, field, nullptr));
-    if (bar) bar->update(outcomes.size());
-  }
-  if (bar) bar->finish();
-
+// Every figure of the evaluation from the per-field outcomes (see FieldEvaluation).
+json summarize_outcomes(const Classifier& classifier, const std::vector<FieldOutcome>& outcomes,
+                        std::vector<double>& group_annotated, std::vector<double>& group_measured) {
   std::vector<float> prob;
   std::vector<int> labels;
   size_t annotated[2] = {0, 0}, found[2] = {0, 0}, detections = 0, merged = 0, fp_calls = 0,
@@ -235,14 +217,12 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string&
     j["seconds"] = f.seconds;
     per_field.push_back(j);
   }
-  std::vector<double> group_annotated, group_measured;
   json groups = group_json(outcomes, group_annotated, group_measured);
   double group_mae = 0;
   for (size_t i = 0; i < group_annotated.size(); ++i)
     group_mae += std::abs(group_measured[i] - group_annotated[i]) / group_annotated.size();
 
   json r;
-  r["fields_dir"] = fields_dir;
   r["fields"] = outcomes.size();
   r["operating_point"] = classifier.info().operating_point;
   r["threshold"] = classifier.threshold();
@@ -273,28 +253,61 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string&
   r["seconds_per_field"] = seconds / outcomes.size();
   r["groups"] = groups;
   r["per_field"] = per_field;
-  FieldEvaluation ev{r};
-  ev.result["text"] = ev.to_text();
+  return r;
+}
 
+// Overlays of the fields with the largest parasitemia error, as figures/worst-K.png.
+json write_worst_overlays(const Classifier& classifier, const std::vector<AnnotatedField>& fields,
+                          const std::vector<FieldOutcome>& outcomes, int count,
+                          const std::string& dir) {
+  std::vector<size_t> order(outcomes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto error = [&](size_t i) {
+    return std::abs(outcomes[i].measured.percent() - outcomes[i].annotated_percent);
+  };
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return error(a) > error(b); });
+  json worst = json::array();
+  for (size_t k = 0; k < std::min<size_t>(count, order.size()); ++k) {
+    cv::Mat overlay;
+    evaluate_one(classifier, fields[order[k]], &overlay);
+    const std::string png = "figures/worst-" + std::to_string(k + 1) + ".png";
+    write_text_atomic(dir + "/" + png, encode_png(overlay));
+    worst.push_back({{"file", outcomes[order[k]].name}, {"overlay", png}});
+  }
+  return worst;
+}
+
+}  // namespace
+
+FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string& fields_dir,
+                                const FieldEvaluationOptions& options) {
+  std::vector<AnnotatedField> fields = read_field_annotations(fields_dir);
+  if (!options.split_csv.empty()) {
+    const auto groups = test_groups(options.split_csv);
+    fields.erase(std::remove_if(fields.begin(), fields.end(),
+                                [&](const auto& f) { return !groups.count(f.group); }),
+                 fields.end());
+  }
+  if (fields.empty()) throw std::runtime_error("no annotated fields to evaluate in " + fields_dir);
+  std::vector<FieldOutcome> outcomes;
+  std::optional<ProgressBar> bar;
+  if (options.progress) bar.emplace(fields.size(), "fields", "field");
+  for (const auto& field : fields) {
+    outcomes.push_back(evaluate_one(classifier, field, nullptr));
+    if (bar) bar->update(outcomes.size());
+  }
+  if (bar) bar->finish();
+
+  std::vector<double> group_annotated, group_measured;
+  FieldEvaluation ev{summarize_outcomes(classifier, outcomes, group_annotated, group_measured)};
+  ev.result["fields_dir"] = fields_dir;
+  ev.result["text"] = ev.to_text();
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir + "/figures");
     plot_parasitemia(group_annotated, group_measured, 0.3,
                      options.out_dir + "/figures/parasitemia.png");
-    std::vector<size_t> order(outcomes.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    auto error = [&](size_t i) {
-      return std::abs(outcomes[i].measured.percent() - outcomes[i].annotated_percent);
-    };
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return error(a) > error(b); });
-    json worst = json::array();
-    for (size_t k = 0; k < std::min<size_t>(options.worst_fields, order.size()); ++k) {
-      cv::Mat overlay;
-      evaluate_one(classifier, fields[order[k]], &overlay);
-      const std::string png = "figures/worst-" + std::to_string(k + 1) + ".png";
-      write_text_atomic(options.out_dir + "/" + png, encode_png(overlay));
-      worst.push_back({{"file", outcomes[order[k]].name}, {"overlay", png}});
-    }
-    ev.result["worst_fields"] = worst;
+    ev.result["worst_fields"] =
+        write_worst_overlays(classifier, fields, outcomes, options.worst_fields, options.out_dir);
     write_text_atomic(options.out_dir + "/evaluation.json", ev.result.dump(2));
     write_text_atomic(options.out_dir + "/evaluation.txt", ev.to_text());
     write_report(ev.result, options.out_dir);
