@@ -55,11 +55,10 @@ std::vector<std::string> field_files(const std::vector<std::string>& inputs) {
 
 std::string slide_name(const ScreenOptions& o) {
   if (!o.slide.empty()) return o.slide;
-  if (o.inputs.size() == 1 && fs::is_directory(o.inputs[0]))
-    return fs::path(o.inputs[0]).lexically_normal().filename().string() == ""
-               ? fs::path(o.inputs[0]).lexically_normal().parent_path().filename().string()
-               : fs::path(o.inputs[0]).lexically_normal().filename().string();
-  return "slide";
+  if (o.inputs.size() != 1 || !fs::is_directory(o.inputs[0])) return "slide";
+  fs::path dir = fs::path(o.inputs[0]).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // "fields/" names "fields"
+  return dir.filename().string();
 }
 
 std::string fields_csv(const std::vector<ScreenedField>& fields) {
@@ -67,12 +66,12 @@ std::string fields_csv(const std::vector<ScreenedField>& fields) {
   csv << "file,width,height,cells,parasitized,inconclusive,excluded,parasitemia_percent,ci_low,"
          "ci_high,seconds\n";
   for (const auto& f : fields) {
-    const json s = f.summary.to_json();
+    const Interval ci = f.summary.interval();
     char row[256];
     std::snprintf(row, sizeof row, ",%d,%d,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%.4f\n", f.width,
                   f.height, f.summary.cells, f.summary.parasitized, f.summary.inconclusive,
-                  f.summary.excluded, f.summary.percent(), s.value("ci_low", 0.0),
-                  s.value("ci_high", 0.0), f.segment_seconds + f.classify_seconds);
+                  f.summary.excluded, f.summary.percent(), 100 * ci.low, 100 * ci.high,
+                  f.segment_seconds + f.classify_seconds);
     csv << csv_field(f.file) << row;
   }
   return csv.str();

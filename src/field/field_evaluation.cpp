@@ -15,6 +15,7 @@
 #include "eval/metrics.h"
 #include "explain/explanation.h"
 #include "field/annotations.h"
+#include "field/field_cells.h"
 #include "field/screening.h"
 #include "model/classifier.h"
 #include "report/figures.h"
@@ -127,8 +128,7 @@ FieldOutcome evaluate_one(const Classifier& classifier, const AnnotatedField& fi
 std::set<std::string> test_groups(const std::string& split_csv) {
   std::set<std::string> groups;
   for (const auto& s : read_split_csv(split_csv).test)
-    if (s.patient.rfind("fields-", 0) == 0 || s.path.find("field-cells") != std::string::npos)
-      groups.insert(s.patient);
+    if (is_field_group(s.patient)) groups.insert(s.patient);
   if (groups.empty())
     throw std::runtime_error(split_csv +
                              " has no field groups in its test part (was the run "

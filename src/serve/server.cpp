@@ -317,22 +317,23 @@ class App {
   }
 
   // The operating point a request asks for with ?operating_point=NAME, or the server's.
-  const OperatingPoint* point_of(const HttpRequest& req, HttpResponse& res) {
+  const OperatingPoint* point_of(const HttpRequest& req, HttpResponse& res,
+                                 const Classifier& model) {
     const auto it = req.query.find("operating_point");
-    if (it == req.query.end()) return &model_.operating_point();
-    const auto& points = model_.info().operating_points;
+    if (it == req.query.end()) return &model.operating_point();
+    const auto& points = model.info().operating_points;
     const auto found = points.find(it->second);
     if (found != points.end()) return &found->second;
     on_error(req, res, 400,
              "unknown operating point '" + printable(it->second, 64) +
-                 "'; this model has: " + model_.info().operating_point_names());
+                 "'; this model has: " + model.info().operating_point_names());
     return nullptr;
   }
 
   // Classifies the request's uploads, or answers the request's error itself (returns false).
   bool classify_request(const HttpRequest& req, HttpResponse& res, std::vector<Upload>& uploads,
                         std::vector<FileOutcome>& outcomes) {
-    const OperatingPoint* point = point_of(req, res);
+    const OperatingPoint* point = point_of(req, res, model_);
     if (!point) return false;
     uploads = uploads_of(req);
     if (uploads.empty()) {
@@ -435,18 +436,8 @@ class App {
       on_error(req, res, 404, "no field model loaded: start the server with --field-model FILE");
       return;
     }
-    const OperatingPoint* point = &field_model_->operating_point();
-    if (const auto it = req.query.find("operating_point"); it != req.query.end()) {
-      const auto& points = field_model_->info().operating_points;
-      const auto found = points.find(it->second);
-      if (found == points.end()) {
-        on_error(req, res, 400,
-                 "unknown operating point '" + printable(it->second, 64) +
-                     "'; the field model has: " + field_model_->info().operating_point_names());
-        return;
-      }
-      point = &found->second;
-    }
+    const OperatingPoint* point = point_of(req, res, *field_model_);
+    if (!point) return;
     const std::vector<Upload> uploads = uploads_of(req);
     if (uploads.empty()) {
       on_error(req, res, 400, "no field image: send multipart field 'file' or an image body");
