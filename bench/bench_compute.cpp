@@ -15,9 +15,13 @@ using namespace malaria;
 
 namespace {
 
+// Rates are per wall-clock second (UseRealTime): Google Benchmark's default divides by the main
+// thread's CPU time, which overstates a multi-threaded step.
 // `standard` is what `malaria` runs: float32, channels-last (and BatchNorm folded for inference).
 // The others measure each lever: the channels-first baseline, and bfloat16 autocast on top.
-enum class Lever { standard, channels_first, bf16_autocast };
+// `out_of_place_relu` and `zeroed_gradients` are the levers taken back: ReLUs writing a new tensor,
+// and gradients zeroed and accumulated into instead of released before each step.
+enum class Lever { standard, channels_first, bf16_autocast, out_of_place_relu, zeroed_gradients };
 
 void train_step(benchmark::State& state, const std::string& arch, int size,
                 Lever lever = Lever::standard) {
@@ -26,13 +30,19 @@ void train_step(benchmark::State& state, const std::string& arch, int size,
   model->train();
   const bool channels_last = lever != Lever::channels_first;
   if (channels_last) to_channels_last(*model);
+  if (lever == Lever::out_of_place_relu)
+    for (auto& m : model->modules())
+      if (auto* relu = m->as<torch::nn::ReLU>()) relu->options.inplace(false);
   torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(5e-4));
   const int64_t batch = 32;
   auto x = torch::rand({batch, 3, size, size});
   if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   auto y = torch::randint(0, 2, {batch}).to(torch::kFloat);
   for (auto _ : state) {
-    opt.zero_grad();
+    if (lever == Lever::zeroed_gradients)
+      opt.zero_grad();
+    else
+      release_gradients(*model);
     torch::Tensor logits;
     {
       Bf16Autocast autocast(lever == Lever::bf16_autocast);
@@ -114,49 +124,84 @@ void batching(benchmark::State& state) {
 BENCHMARK_CAPTURE(train_step, seed_128, "seed", 128)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(train_step, cellnet_64, "cellnet", 64)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(train_step, seed_64, "seed", 64)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
-BENCHMARK_CAPTURE(infer, seed_128, "seed", 128)->Arg(2)->Unit(benchmark::kMillisecond)->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(infer, seed_128, "seed", 128)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(infer, cellnet_64, "cellnet", 64)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 // Levers: the channels-first float32 baseline, and bfloat16 autocast on top of `standard`.
 BENCHMARK_CAPTURE(train_step, seed_128_channels_first, "seed", 128, Lever::channels_first)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(train_step, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(train_step, seed_128_bf16, "seed", 128, Lever::bf16_autocast)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(train_step, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(infer, seed_128_channels_first, "seed", 128, Lever::channels_first)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(infer, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)
     ->Arg(2)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(train_step, seed_128_out_of_place_relu, "seed", 128, Lever::out_of_place_relu)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(train_step, cellnet_64_out_of_place_relu, "cellnet", 64, Lever::out_of_place_relu)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(train_step, seed_128_zeroed_gradients, "seed", 128, Lever::zeroed_gradients)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(train_step, cellnet_64_zeroed_gradients, "cellnet", 64, Lever::zeroed_gradients)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(train_step, cellnet_64_1thread, "cellnet", 64)
     ->Arg(1)
     ->Unit(benchmark::kMillisecond)
-    ->MinTime(3);
+    ->MinTime(3)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(decode_resize, png_64, "cell_images")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(decode_resize, png_128, "cell_images_128")->Unit(benchmark::kMicrosecond);
 BENCHMARK(augment)->Arg(64)->Arg(128)->Unit(benchmark::kMicrosecond);

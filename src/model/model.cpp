@@ -30,24 +30,28 @@ nn::Conv2d conv3x3(int64_t in, int64_t out, bool bias) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(bias));
 }
 
+// In place: the activation overwrites its input (no layer's backward pass needs that input), one
+// tensor less to allocate and fill per activation.
+nn::ReLU relu() { return nn::ReLU(nn::ReLUOptions().inplace(true)); }
+
 // The original Keras network, layer for layer (Conv -> ReLU -> BatchNorm order included).
 CellClassifier seed_network(int image_size) {
   nn::Sequential f;
   f->push_back("conv1", conv3x3(3, 32, true));
-  f->push_back("relu1", nn::ReLU());
+  f->push_back("relu1", relu());
   f->push_back("bn1", nn::BatchNorm2d(32));
   f->push_back("pool1", nn::MaxPool2d(2));
   f->push_back("conv2", conv3x3(32, 64, true));
-  f->push_back("relu2", nn::ReLU());
+  f->push_back("relu2", relu());
   f->push_back("pool2", nn::MaxPool2d(2));
   f->push_back("conv3", conv3x3(64, 128, true));
-  f->push_back("relu3", nn::ReLU());
+  f->push_back("relu3", relu());
   f->push_back("pool3", nn::MaxPool2d(2));
   const int64_t side = image_size / 8;
   nn::Sequential h;
   h->push_back("flatten", nn::Flatten());
   h->push_back("dense1", nn::Linear(128 * side * side, 128));
-  h->push_back("relu4", nn::ReLU());
+  h->push_back("relu4", relu());
   h->push_back("dropout", nn::Dropout(0.3));
   h->push_back("dense2", nn::Linear(128, 1));
   return CellClassifier(f, h);
@@ -65,7 +69,7 @@ CellClassifier cellnet(int /*image_size*/) {
     const std::string n = std::to_string(++conv);
     f->push_back("conv" + n, conv3x3(in, out, false));
     f->push_back("bn" + n, nn::BatchNorm2d(out));
-    f->push_back("relu" + n, nn::ReLU());
+    f->push_back("relu" + n, relu());
     in = out;
   };
   for (size_t i = 0; i < widths.size(); ++i) {
@@ -270,6 +274,10 @@ void to_channels_last(torch::nn::Module& module) {
 torch::Tensor image_batch_tensor(const float* chw, size_t n, int size) {
   return torch::from_blob(const_cast<float*>(chw), {static_cast<int64_t>(n), 3, size, size})
       .contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+void release_gradients(torch::nn::Module& module) {
+  for (auto& p : module.parameters()) p.mutable_grad().reset();
 }
 
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module) {

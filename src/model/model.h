@@ -68,6 +68,10 @@ class Bf16Autocast {
 // the convolutions here run fastest in. The result owns its memory.
 torch::Tensor image_batch_tensor(const float* chw, size_t n, int size);
 
+// Drops every parameter's gradient before a training step, so backward writes fresh gradients
+// instead of adding to zeroed ones (Optimizer::zero_grad in LibTorch 1.13 zeroes them in place).
+void release_gradients(torch::nn::Module& module);
+
 // Copies of parameters and buffers, to keep the best epoch's weights in memory.
 std::vector<torch::Tensor> snapshot_state(torch::nn::Module& module);
 void restore_state(torch::nn::Module& module, const std::vector<torch::Tensor>& state);

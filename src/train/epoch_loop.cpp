@@ -130,7 +130,7 @@ bool EpochLoop::train_epoch(RunState& state) {
     for (auto& group : optimizer_->param_groups())
       static_cast<torch::optim::AdamOptions&>(group.options())
           .lr(learning_rate(state.epoch, state.next_batch));
-    optimizer_->zero_grad();
+    release_gradients(*model_);
     torch::Tensor logits;
     {
       Bf16Autocast autocast(opt_.bf16);
