@@ -8,13 +8,23 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/build/malaria}
 compute=${COMPUTE:-$here/build/bench/bench_compute}
 shared=${SHARED:-$here/../shared}
-steps=${BENCH_STEPS:-60}
+# 150 steps: long enough that the first steps (fresh memory faulted in, about 1.5 s here) weigh
+# little in either tool, short enough for `make bench` to stay under 10 minutes on an AVX2 CPU.
+steps=${BENCH_STEPS:-150}
 threads=${BENCH_THREADS:-2}
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_bf16|amx_bf16|amx_tile' | tr '\n' ' ' || true)
 # bfloat16 only where the CPU computes it natively: elsewhere it is emulated and ~10x slower.
 if echo "$cpu_flags" | grep -qE 'avx512_bf16|amx_bf16'; then native_bf16=1; else native_bf16=0; fi
 out=$here/bench/results/$(echo "$cpu_model" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//')
+# ONEDNN_MAX_CPU_ISA=AVX2 (with OPENBLAS_CORETYPE=Haswell) runs both tools' kernels at AVX2 width
+# on a larger CPU: the AVX2 code paths, measured side by side, kept in their own folder.
+isa_cap=${ONEDNN_MAX_CPU_ISA:-${DNNL_MAX_CPU_ISA:-}}
+if [ -n "$isa_cap" ]; then
+  out=$out-isa-$isa_cap
+  case $isa_cap in AVX512_CORE_BF16 | AVX512_CORE_AMX* | ALL) ;; *) native_bf16=0 ;; esac
+  cpu_flags="$cpu_flags(kernels capped at $isa_cap) "
+fi
 echo "CPU: $cpu_model; flags: ${cpu_flags:-none of avx2/avx512/bf16/amx}; native bf16: $native_bf16" >&2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -58,8 +68,9 @@ timed mem-stream "$bin" --threads "$threads" train --data "$shared/data/cell_ima
 timed mem-cache "$bin" --threads "$threads" train --data "$shared/data/cell_images" --out "$tmp/mem-cache" \
   --epochs 1 --quiet --cache --fractions 0.98 0.01 0.01
 
-echo "== compute-only ceiling (synthetic batches of 32)" >&2
+echo "== compute-only ceiling (synthetic batches of 32) and where a step's time goes" >&2
 "$compute" --benchmark_filter='(train_step|infer)/(seed_128|cellnet_64)/2' --benchmark_format=json >"$tmp/compute.json" 2>/dev/null
+"$(dirname "$compute")/layer_profile" --threads "$threads" >"$out/layer-profile-seed-128.md"
 
 echo "== smear fields: time per 1280x960 field on one core" >&2
 "$(dirname "$compute")/bench_field" --benchmark_format=json >"$tmp/field.json" 2>/dev/null

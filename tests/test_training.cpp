@@ -16,6 +16,19 @@
 using namespace malaria;
 using testing_support::TempDir;
 
+// oneDNN capped below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA=AVX2) cannot run bf16
+// convolutions: training must then default to float32 instead of failing on the first batch.
+TEST(Training, Bf16IsOffWhenOneDnnIsCappedBelowIt) {
+  const bool uncapped = cpu_has_bf16();
+  ::setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+  EXPECT_FALSE(cpu_has_bf16());
+  EXPECT_FALSE(TrainOptions().bf16);
+  ::setenv("ONEDNN_MAX_CPU_ISA", "all", 1);
+  EXPECT_EQ(cpu_has_bf16(), uncapped);
+  ::unsetenv("ONEDNN_MAX_CPU_ISA");
+  EXPECT_EQ(TrainOptions().bf16, uncapped);
+}
+
 TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
   TempDir dir;
   testing_support::link_subset(dir / "data", 400);

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,6 +17,17 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 bool cpu_has_bf16() {
+  // ONEDNN_MAX_CPU_ISA below the bfloat16 level keeps oneDNN from its bf16 kernels: the
+  // convolutions would then fail, so the CPU counts as one without bfloat16.
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (!cap) cap = std::getenv("DNNL_MAX_CPU_ISA");
+  if (cap && *cap) {
+    std::string isa(cap);
+    for (char& c : isa) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (isa != "ALL" && isa.rfind("AVX512_CORE_BF16", 0) != 0 &&
+        isa.rfind("AVX512_CORE_AMX", 0) != 0 && isa.rfind("AVX512_CORE_FP16", 0) != 0)
+      return false;
+  }
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);)
     if (line.rfind("flags", 0) == 0)

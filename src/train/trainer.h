@@ -9,7 +9,8 @@
 
 namespace malaria {
 
-// True when the CPU computes bfloat16 natively (AVX-512 BF16 or AMX): autocast then pays.
+// True when the CPU computes bfloat16 natively (AVX-512 BF16 or AMX) and ONEDNN_MAX_CPU_ISA
+// does not cap oneDNN below that: autocast then pays.
 bool cpu_has_bf16();
 
 struct TrainOptions {
