@@ -119,92 +119,66 @@ void batching(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * 32);
 }
 
+// The network rows: 2 threads (the 1-thread lever aside), milliseconds, at least 3 s each, rates
+// per wall-clock second. Names follow BENCHMARK_CAPTURE's: "train_step/seed_128/2/...".
+void register_networks() {
+  struct Row {
+    const char* name;
+    bool train;
+    const char* arch;
+    int size;
+    Lever lever;
+    int threads;
+  };
+  const Row rows[] = {
+      {"seed_128", true, "seed", 128, Lever::standard, 2},
+      {"cellnet_64", true, "cellnet", 64, Lever::standard, 2},
+      {"seed_64", true, "seed", 64, Lever::standard, 2},
+      {"seed_128", false, "seed", 128, Lever::standard, 2},
+      {"cellnet_64", false, "cellnet", 64, Lever::standard, 2},
+      // Levers: the channels-first float32 baseline, bfloat16 autocast on top of `standard`, and
+      // the two taken back (out-of-place ReLUs, zeroed gradients), one thread instead of two.
+      {"seed_128_channels_first", true, "seed", 128, Lever::channels_first, 2},
+      {"cellnet_64_channels_first", true, "cellnet", 64, Lever::channels_first, 2},
+      {"seed_128_bf16", true, "seed", 128, Lever::bf16_autocast, 2},
+      {"cellnet_64_bf16", true, "cellnet", 64, Lever::bf16_autocast, 2},
+      {"seed_128_channels_first", false, "seed", 128, Lever::channels_first, 2},
+      {"cellnet_64_channels_first", false, "cellnet", 64, Lever::channels_first, 2},
+      {"seed_128_out_of_place_relu", true, "seed", 128, Lever::out_of_place_relu, 2},
+      {"cellnet_64_out_of_place_relu", true, "cellnet", 64, Lever::out_of_place_relu, 2},
+      {"seed_128_zeroed_gradients", true, "seed", 128, Lever::zeroed_gradients, 2},
+      {"cellnet_64_zeroed_gradients", true, "cellnet", 64, Lever::zeroed_gradients, 2},
+      {"cellnet_64_1thread", true, "cellnet", 64, Lever::standard, 1},
+  };
+  for (const Row& r : rows) {
+    const std::string name = std::string(r.train ? "train_step/" : "infer/") + r.name;
+    const std::string arch = r.arch;
+    benchmark::RegisterBenchmark(name.c_str(),
+                                 [=](benchmark::State& state) {
+                                   if (r.train)
+                                     train_step(state, arch, r.size, r.lever);
+                                   else
+                                     infer(state, arch, r.size, r.lever);
+                                 })
+        ->Arg(r.threads)
+        ->Unit(benchmark::kMillisecond)
+        ->MinTime(3)
+        ->UseRealTime();
+  }
+}
+
 }  // namespace
 
-BENCHMARK_CAPTURE(train_step, seed_128, "seed", 128)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, cellnet_64, "cellnet", 64)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, seed_64, "seed", 64)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(infer, seed_128, "seed", 128)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(infer, cellnet_64, "cellnet", 64)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-// Levers: the channels-first float32 baseline, and bfloat16 autocast on top of `standard`.
-BENCHMARK_CAPTURE(train_step, seed_128_channels_first, "seed", 128, Lever::channels_first)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, seed_128_bf16, "seed", 128, Lever::bf16_autocast)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, cellnet_64_bf16, "cellnet", 64, Lever::bf16_autocast)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(infer, seed_128_channels_first, "seed", 128, Lever::channels_first)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(infer, cellnet_64_channels_first, "cellnet", 64, Lever::channels_first)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, seed_128_out_of_place_relu, "seed", 128, Lever::out_of_place_relu)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, cellnet_64_out_of_place_relu, "cellnet", 64, Lever::out_of_place_relu)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, seed_128_zeroed_gradients, "seed", 128, Lever::zeroed_gradients)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, cellnet_64_zeroed_gradients, "cellnet", 64, Lever::zeroed_gradients)
-    ->Arg(2)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
-BENCHMARK_CAPTURE(train_step, cellnet_64_1thread, "cellnet", 64)
-    ->Arg(1)
-    ->Unit(benchmark::kMillisecond)
-    ->MinTime(3)
-    ->UseRealTime();
 BENCHMARK_CAPTURE(decode_resize, png_64, "cell_images")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(decode_resize, png_128, "cell_images_128")->Unit(benchmark::kMicrosecond);
 BENCHMARK(augment)->Arg(64)->Arg(128)->Unit(benchmark::kMicrosecond);
 BENCHMARK(batching)->Unit(benchmark::kMicrosecond);
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  register_networks();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
