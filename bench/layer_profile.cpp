@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "train/trainer.h"
 
 using namespace malaria;
 
@@ -93,10 +94,10 @@ double fma_peak_gflops(int threads, bool avx512) {
 
 // oneDNN runs the convolutions at the widest ISA the CPU has, unless ONEDNN_MAX_CPU_ISA caps it.
 bool convolutions_use_avx512() {
-  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
-  if (!cap) cap = std::getenv("DNNL_MAX_CPU_ISA");
-  const bool capped = cap && std::string(cap).rfind("AVX2", 0) == 0;
-  return __builtin_cpu_supports("avx512f") && !capped;
+  const std::string cap = onednn_isa_cap();
+  // Every ISA name oneDNN accepts below AVX-512 (SSE41, AVX, AVX2, AVX2_VNNI) lacks the prefix.
+  const bool below_avx512 = !cap.empty() && cap != "ALL" && cap.rfind("AVX512", 0) != 0;
+  return __builtin_cpu_supports("avx512f") && !below_avx512;
 }
 
 std::string cpu_model() {

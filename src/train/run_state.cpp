@@ -16,18 +16,21 @@ namespace malaria {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-bool cpu_has_bf16() {
-  // ONEDNN_MAX_CPU_ISA below the bfloat16 level keeps oneDNN from its bf16 kernels: the
-  // convolutions would then fail, so the CPU counts as one without bfloat16.
+std::string onednn_isa_cap() {
   const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
   if (!cap) cap = std::getenv("DNNL_MAX_CPU_ISA");
-  if (cap && *cap) {
-    std::string isa(cap);
-    for (char& c : isa) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (isa != "ALL" && isa.rfind("AVX512_CORE_BF16", 0) != 0 &&
-        isa.rfind("AVX512_CORE_AMX", 0) != 0 && isa.rfind("AVX512_CORE_FP16", 0) != 0)
-      return false;
-  }
+  std::string isa(cap ? cap : "");
+  for (char& c : isa) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return isa;
+}
+
+bool cpu_has_bf16() {
+  // A cap below the bfloat16 level keeps oneDNN from its bf16 kernels: the convolutions would
+  // then fail, so the CPU counts as one without bfloat16.
+  const std::string cap = onednn_isa_cap();
+  if (!cap.empty() && cap != "ALL" && cap.rfind("AVX512_CORE_BF16", 0) != 0 &&
+      cap.rfind("AVX512_CORE_AMX", 0) != 0 && cap.rfind("AVX512_CORE_FP16", 0) != 0)
+    return false;
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);)
     if (line.rfind("flags", 0) == 0)

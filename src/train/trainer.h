@@ -9,6 +9,10 @@
 
 namespace malaria {
 
+// ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) upper-cased: the widest ISA oneDNN may use; empty when
+// unset (oneDNN then uses all the CPU has).
+std::string onednn_isa_cap();
+
 // True when the CPU computes bfloat16 natively (AVX-512 BF16 or AMX) and ONEDNN_MAX_CPU_ISA
 // does not cap oneDNN below that: autocast then pays.
 bool cpu_has_bf16();
