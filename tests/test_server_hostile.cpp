@@ -203,7 +203,9 @@ TEST_F(HostileClient, SlowAndIdleClientsDoNotStopHealthChecks) {
     EXPECT_EQ(status_of(raw), 200);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  EXPECT_LT(worst, 1.0);
+  // A server held up by these clients would answer only once they are cut off at the 10 s header
+  // deadline. 2 s leaves room for a sanitizer build beside another test on 2 cores (1.03 s seen).
+  EXPECT_LT(worst, 2.0);
   for (int fd : idle) ::close(fd);
   for (int fd : slow) ::close(fd);
 }
