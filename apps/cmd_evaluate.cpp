@@ -29,23 +29,11 @@ struct EvaluateCommandOptions {
   bool strict = false;
 };
 
-// The model file, with the operating point asked for (empty: the file's own).
-Classifier load_classifier(const std::string& path, const std::string& operating_point) {
-  Classifier model = Classifier::load(path);
-  if (!operating_point.empty()) model.select_operating_point(operating_point);
-  return model;
-}
-
-void add_operating_point_option(CLI::App* sub, std::string& point) {
-  sub->add_option("--operating-point", point,
-                  "decision threshold and Inconclusive band to use: 'balanced', 'screening' "
-                  "(97% sensitivity on validation) or another the model file holds (default: "
-                  "the file's own)");
-}
 
 int run_evaluate(const EvaluateCommandOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  Classifier model = load_classifier(o.model, o.operating_point);
+  Classifier model = Classifier::load(o.model);
+  model.operating_point(o.operating_point);  // an unknown name fails before any work
   if (!o.tta.empty()) model.set_flip_tta(o.tta == "on");
   // A dataset folder, or a run's split.csv: its test rows (patients the run never trained on).
   std::vector<Sample> samples;
@@ -61,7 +49,9 @@ int run_evaluate(const EvaluateCommandOptions& o, const GlobalOptions& global) {
     samples = ds.samples;
     data_summary = ds.summary.to_json();
   }
-  const Evaluation ev = evaluate_model(model, samples);
+  EvaluateOptions options;
+  options.operating_point = o.operating_point;
+  const Evaluation ev = evaluate_model(model, samples, options);
   std::printf("Model %s on %s\n%s", o.model.c_str(), o.data.c_str(), ev.to_text().c_str());
   if (!o.json_out.empty()) {
     nlohmann::json j = ev.to_json();
@@ -93,7 +83,7 @@ Command add_evaluate(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--figures", o->figures_dir,
                   "write confusion matrix, ROC, PR, reliability, samples, feature maps, "
                   "architecture here");
-  add_operating_point_option(sub, o->operating_point);
+  add_operating_point_option(sub, o->operating_point, "the file's own");
   return {sub, [o, &global] { return run_evaluate(*o, global); }};
 }
 
@@ -108,8 +98,8 @@ struct PredictOptions {
 // Exit status 2 when any file could not be classified, so scripts notice.
 int run_predict(const PredictOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  const Classifier model = load_classifier(o.model, o.operating_point);
-  const auto results = predict_files(model, o.paths);
+  const Classifier model = Classifier::load(o.model);
+  const auto results = predict_files(model, o.paths, model.operating_point(o.operating_point));
   std::cout << format_predictions(results, o.json  ? PredictionFormat::Json
                                            : o.csv ? PredictionFormat::Csv
                                                    : PredictionFormat::Table);
@@ -127,7 +117,7 @@ Command add_predict(CLI::App& app, const GlobalOptions& global) {
   format->add_flag("--json", o->json, "JSON output");
   format->add_flag("--csv", o->csv, "CSV output");
   format->require_option(0, 1);
-  add_operating_point_option(sub, o->operating_point);
+  add_operating_point_option(sub, o->operating_point, "the file's own");
   return {sub, [o, &global] { return run_predict(*o, global); }};
 }
 

@@ -34,23 +34,30 @@ struct ScreenOptions {
 };
 
 // The field images named on the command line: files as given, folders' images sorted by name.
-std::vector<std::string> field_files(const std::vector<std::string>& inputs) {
-  std::vector<std::string> files;
+// A folder that cannot be listed is an error for that folder alone; a file that cannot be read
+// (a link loop among them) is reported when it is read. Returns 2 when any input failed.
+int field_files(const std::vector<std::string>& inputs, std::vector<std::string>& files) {
+  int status = 0;
   for (const auto& input : inputs) {
-    if (!fs::is_directory(input)) {
+    std::error_code ec;
+    if (!fs::is_directory(input, ec)) {
       files.push_back(input);
       continue;
     }
     std::vector<std::string> found;
-    for (const auto& entry : fs::directory_iterator(input))
-      if (entry.is_regular_file() && is_image_file(entry.path()))
-        found.push_back(entry.path().string());
-    if (found.empty())
-      throw std::runtime_error("no field images (PNG, JPEG, BMP, TIFF) in " + input);
+    fs::directory_iterator it(input, ec), end;
+    for (; !ec && it != end; it.increment(ec))
+      if (is_image_file(it->path()) && !it->is_directory(ec)) found.push_back(it->path().string());
+    if (ec || found.empty()) {
+      std::fprintf(stderr, "error: %s: %s\n", input.c_str(),
+                   ec ? ("cannot list folder (" + ec.message() + ")").c_str()
+                      : "no field images (PNG, JPEG, BMP, TIFF)");
+      status = 2;
+    }
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
   }
-  return files;
+  return status;
 }
 
 std::string slide_name(const ScreenOptions& o) {
@@ -63,16 +70,20 @@ std::string slide_name(const ScreenOptions& o) {
 
 std::string fields_csv(const std::vector<ScreenedField>& fields) {
   std::ostringstream csv;
-  csv << "file,width,height,cells,parasitized,inconclusive,excluded,parasitemia_percent,ci_low,"
-         "ci_high,seconds\n";
+  csv << "file,width,height,quality,cells,parasitized,inconclusive,excluded,parasitemia_percent,"
+         "ci_low,ci_high,seconds,quality_reasons\n";
   for (const auto& f : fields) {
     const Interval ci = f.summary.interval();
     char row[256];
-    std::snprintf(row, sizeof row, ",%d,%d,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%.4f\n", f.width,
-                  f.height, f.summary.cells, f.summary.parasitized, f.summary.inconclusive,
-                  f.summary.excluded, f.summary.percent(), 100 * ci.low, 100 * ci.high,
-                  f.segment_seconds + f.classify_seconds);
-    csv << csv_field(f.file) << row;
+    if (f.quality.failed())  // no figure for a field that cannot be counted
+      std::snprintf(row, sizeof row, ",%d,%d,fail,,,,,,,,%.4f,", f.width, f.height,
+                    f.segment_seconds + f.classify_seconds);
+    else
+      std::snprintf(row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%.4f,", f.width,
+                    f.height, f.quality.verdict.c_str(), f.summary.cells, f.summary.parasitized,
+                    f.summary.inconclusive, f.summary.excluded, f.summary.percent(),
+                    100 * ci.low, 100 * ci.high, f.segment_seconds + f.classify_seconds);
+    csv << csv_field(f.file) << row << csv_field(join(f.quality.reasons, "; ")) << '\n';
   }
   return csv.str();
 }
@@ -87,20 +98,20 @@ Classifier load_field_model(const std::string& path) {
 
 int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  Classifier model = load_field_model(o.model);
-  model.select_operating_point(o.operating_point.empty() ? field_operating_point(model)
-                                                         : o.operating_point);
-  const std::vector<std::string> files = field_files(o.inputs);
+  const Classifier model = load_field_model(o.model);
+  const OperatingPoint& point = model.operating_point(
+      o.operating_point.empty() ? field_operating_point(model) : o.operating_point);
+  std::vector<std::string> files;
+  int status = field_files(o.inputs, files);
   if (!o.out_dir.empty()) fs::create_directories(o.out_dir);
   std::vector<ScreenedField> fields;
-  int status = 0;
   ProgressBar bar(files.size(), "screening", "field");
   ParasitemiaSummary running;
   for (const auto& file : files) {
     try {
       const cv::Mat bgr = read_image(file, kFieldImageLimits);
-      fields.push_back(screen_field(model, model.operating_point(), bgr, file));
-      running += fields.back().summary;
+      fields.push_back(screen_field(model, point, bgr, file));
+      if (!fields.back().quality.failed()) running += fields.back().summary;
       if (!o.out_dir.empty())
         write_text_atomic(o.out_dir + "/" + fs::path(file).stem().string() + "_screen.png",
                           encode_png(draw_screening_overlay(bgr, fields.back())));
@@ -124,19 +135,30 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   else if (!o.json_file.empty())
     write_text_atomic(o.json_file, result.dump(2, ' ', false, json::error_handler_t::replace));
   if (o.json_file != "-") {
-    for (const auto& f : fields)
-      std::printf("%-40s %5zu cells %4zu parasitized %4zu inconclusive  %6.2f%%\n",
-                  printable(fs::path(f.file).filename().string(), 40).c_str(), f.summary.cells,
-                  f.summary.parasitized, f.summary.inconclusive, f.summary.percent());
+    for (const auto& f : fields) {
+      const std::string name = printable(fs::path(f.file).filename().string(), 40);
+      if (f.quality.failed())
+        std::printf("%-40s not counted (quality: fail): %s\n", name.c_str(),
+                    join(f.quality.reasons, "; ").c_str());
+      else
+        std::printf("%-40s %5zu cells %4zu parasitized %4zu inconclusive  %6.2f%%%s\n",
+                    name.c_str(), f.summary.cells, f.summary.parasitized, f.summary.inconclusive,
+                    f.summary.percent(), f.quality.verdict == "warn" ? "  (quality: warn)" : "");
+    }
     const json& s = result["slide"];
-    std::printf(
-        "slide %s: %zu fields, %zu cells, %zu parasitized, %zu inconclusive: "
-        "parasitemia %.3f%% (95%% CI %.3f-%.3f%%)\n",
-        printable(s.value("name", ""), 60).c_str(), fields.size(), running.cells,
-        running.parasitized, running.inconclusive, running.percent(), s.value("ci_low", 0.0),
-        s.value("ci_high", 0.0));
-    if (running.cells < 1000)
-      std::printf("note: fewer than 1,000 cells; the interval is wide. Screen more fields.\n");
+    if (running.cells == 0) {
+      std::printf("slide %s: %zu fields, none usable: no parasitemia\n",
+                  printable(s.value("name", ""), 60).c_str(), fields.size());
+    } else {
+      std::printf(
+          "slide %s: %zu of %zu fields usable, %zu cells, %zu parasitized, %zu inconclusive: "
+          "parasitemia %.3f%% (95%% CI %.3f-%.3f%%)\n",
+          printable(s.value("name", ""), 60).c_str(), s.value("fields_used", size_t{0}),
+          fields.size(), running.cells, running.parasitized, running.inconclusive,
+          running.percent(), s.value("ci_low", 0.0), s.value("ci_high", 0.0));
+    }
+    for (const auto& warning : s["warnings"])
+      std::printf("warning: %s\n", warning.get<std::string>().c_str());
   }
   return status;
 }
@@ -151,8 +173,7 @@ Command add_screen(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--out", o->out_dir,
                   "folder for FIELD_screen.png overlays, fields.csv and screening.json");
   sub->add_option("--json", o->json_file, "write the result as JSON to this file ('-': stdout)");
-  sub->add_option("--operating-point", o->operating_point,
-                  "decision rule from the model file (default: parasitemia if present)");
+  add_operating_point_option(sub, o->operating_point, "parasitemia if the file has it");
   return {sub, [o, &global] { return run_screen(*o, global); }};
 }
 
@@ -166,10 +187,9 @@ struct EvaluateFieldsOptions {
 
 int run_evaluate_fields(const EvaluateFieldsOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
-  Classifier model = load_field_model(o.model);
-  model.select_operating_point(o.operating_point.empty() ? field_operating_point(model)
-                                                         : o.operating_point);
+  const Classifier model = load_field_model(o.model);
   FieldEvaluationOptions options;
+  options.operating_point = o.operating_point;
   options.split_csv = o.split;
   options.out_dir = o.out_dir;
   const FieldEvaluation ev = evaluate_fields(model, o.fields, options);
@@ -188,8 +208,7 @@ Command add_evaluate_fields(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--split", o->split,
                   "a run's split.csv: evaluate only the field groups of its test part");
   sub->add_option("--out", o->out_dir, "folder for evaluation.json, report.html and figures");
-  sub->add_option("--operating-point", o->operating_point,
-                  "decision rule from the model file (default: parasitemia if present)");
+  add_operating_point_option(sub, o->operating_point, "parasitemia if the file has it");
   return {sub, [o, &global] { return run_evaluate_fields(*o, global); }};
 }
 

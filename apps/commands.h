@@ -29,6 +29,11 @@ CLI::Option* add_number(CLI::App* app, const std::string& name, T& value, double
   return app->add_option(name, value, help)->check(number_in(lo, hi))->capture_default_str();
 }
 
+// --operating-point NAME: the model file's decision rule to use; `fallback` says which one the
+// command takes when none is given.
+CLI::Option* add_operating_point_option(CLI::App* app, std::string& point,
+                                        const std::string& fallback);
+
 // MALARIA_FIELD_MODEL, or the bundled field model when this build's models/ has it ("" if not).
 std::string default_field_model();
 // MALARIA_DATA, or the build's MALARIA_DATA_ROOT/cell_images (../shared/data/cell_images).

@@ -135,7 +135,7 @@ TEST_F(ServerTest, PredictMatchesTheCommandLinePathOnRealImages) {
   EXPECT_EQ(res->get_header_value("Cache-Control"), "no-store");
   const auto body = json::parse(res->body);
   const malaria::Classifier model = malaria::Classifier::load(MALARIA_TEST_MODEL);
-  const auto expected = malaria::predict_files(model, paths);
+  const auto expected = malaria::predict_files(model, paths, model.operating_point());
   ASSERT_EQ(body["results"].size(), paths.size());
   for (size_t i = 0; i < paths.size(); ++i) {
     const auto& r = body["results"][i];
@@ -378,7 +378,7 @@ TEST_F(ServerTest, FormRouteAnswersWithTheOriginalResultPage) {
 TEST_F(ServerTest, ConcurrentClientsAllGetTheRightAnswer) {
   const auto paths = real_images(8);
   const malaria::Classifier model = malaria::Classifier::load(MALARIA_TEST_MODEL);
-  const auto expected = malaria::predict_files(model, paths);
+  const auto expected = malaria::predict_files(model, paths, model.operating_point());
   std::vector<std::string> bytes;
   for (const auto& p : paths) bytes.push_back(read_bytes(p));
   std::atomic<int> ok{0}, wrong{0}, failed{0};

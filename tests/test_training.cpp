@@ -77,10 +77,10 @@ TEST(Training, ShortRunLowersLossBeatsChanceAndWritesTheRun) {
 
   // evaluate and predict agree on every test image.
   const Split split = read_split_csv(dir / "run/split.csv");
-  const Evaluation ev = evaluate_model(model, split.test, {64, 1, false});
+  const Evaluation ev = evaluate_model(model, split.test, {64, 1, false, ""});
   std::vector<std::string> paths;
   for (const auto& s : split.test) paths.push_back(s.path);
-  const auto predictions = predict_files(model, paths);
+  const auto predictions = predict_files(model, paths, model.operating_point());
   ASSERT_EQ(predictions.size(), split.test.size());
   for (size_t i = 0; i < predictions.size(); ++i) {
     ASSERT_TRUE(predictions[i].error.empty());

@@ -130,7 +130,7 @@ Evaluation evaluate_model(const Classifier& model, const std::vector<Sample>& sa
   ev.images_per_second = ev.seconds > 0 ? samples.size() / ev.seconds : 0;
   if (options.progress) bar.finish();
   ev.probabilities = apply_temperature(ev.logits, model.info().temperature);
-  ev.point = model.operating_point();
+  ev.point = model.operating_point(options.operating_point);
   ev.metrics = compute_metrics(ev.probabilities, labels, ev.point.threshold);
   ev.patients = per_patient(samples, ev.probabilities, ev.point.threshold);
   add_calibration_report(ev, model.info());
@@ -169,7 +169,8 @@ void add_calibration_report(Evaluation& ev, const ModelInfo& info) {
 }
 
 std::vector<FilePrediction> predict_files(const Classifier& model,
-                                          const std::vector<std::string>& paths, int batch_size) {
+                                          const std::vector<std::string>& paths,
+                                          const OperatingPoint& point, int batch_size) {
   std::vector<FilePrediction> out;
   for (const auto& p : paths) {
     std::error_code ec;
@@ -193,7 +194,7 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
       auto& r = out[pending[i]];
       r.probability = prob[i];
       if (std::isfinite(prob[i])) {  // a broken model's NaN must never read as "Uninfected"
-        const CellDecision d = decide(prob[i], model.operating_point());
+        const CellDecision d = decide(prob[i], point);
         r.label = d.label;
         r.decision = d.decision;
       } else {

@@ -37,6 +37,7 @@ struct EvaluateOptions {
   int batch_size = 64;
   int workers = 1;
   bool progress = true;
+  std::string operating_point;  // the model file's point that decides; empty: its default
 };
 
 Evaluation evaluate_model(const Classifier& model, const std::vector<Sample>& samples,
@@ -54,7 +55,7 @@ struct FilePrediction {
 // instead of stopping the rest.
 std::vector<FilePrediction> predict_files(const Classifier& model,
                                           const std::vector<std::string>& paths,
-                                          int batch_size = 64);
+                                          const OperatingPoint& point, int batch_size = 64);
 
 enum class PredictionFormat { Table, Csv, Json };
 // predict's output: an aligned table for people, or CSV / JSON for programs.

@@ -70,7 +70,8 @@ double pearson(const std::vector<double>& a, const std::vector<double>& b) {
   return saa > 0 && sbb > 0 ? sab / std::sqrt(saa * sbb) : NAN;
 }
 
-FieldOutcome evaluate_one(const Classifier& classifier, const AnnotatedField& field,
+FieldOutcome evaluate_one(const Classifier& classifier, const OperatingPoint& point,
+                          const AnnotatedField& field,
                           cv::Mat* overlay) {
   FieldOutcome out;
   out.name = field.name;
@@ -79,7 +80,7 @@ FieldOutcome evaluate_one(const Classifier& classifier, const AnnotatedField& fi
   const auto start = std::chrono::steady_clock::now();
   const FieldSegmentation seg = segment_cells(bgr);
   const ScreenedField screened =
-      classify_regions(classifier, classifier.operating_point(), bgr, field.name, seg);
+      classify_regions(classifier, point, bgr, field.name, seg);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.detections = seg.cells.size();
   out.measured = screened.summary;
@@ -192,7 +193,8 @@ void write_report(const json& r, const std::string& dir) {
 }
 
 // Every figure of the evaluation from the per-field outcomes (see FieldEvaluation).
-json summarize_outcomes(const Classifier& classifier, const std::vector<FieldOutcome>& outcomes,
+json summarize_outcomes(const std::string& point_name, const OperatingPoint& point,
+                        const std::vector<FieldOutcome>& outcomes,
                         std::vector<double>& group_annotated, std::vector<double>& group_measured) {
   std::vector<float> prob;
   std::vector<int> labels;
@@ -224,8 +226,8 @@ json summarize_outcomes(const Classifier& classifier, const std::vector<FieldOut
 
   json r;
   r["fields"] = outcomes.size();
-  r["operating_point"] = classifier.info().operating_point;
-  r["threshold"] = classifier.threshold();
+  r["operating_point"] = point_name;
+  r["threshold"] = point.threshold;
   r["detection"] = {{"annotated_uninfected", annotated[0]},
                     {"annotated_infected", annotated[1]},
                     {"recall_uninfected", annotated[0] ? double(found[0]) / annotated[0] : 0.0},
@@ -241,7 +243,7 @@ json summarize_outcomes(const Classifier& classifier, const std::vector<FieldOut
       {"sensitivity_at_99_specificity", sensitivity_at_specificity(prob, labels, 0.99)},
       {"sensitivity_at_99_5_specificity", sensitivity_at_specificity(prob, labels, 0.995)}};
   if (both) {
-    const Metrics m = compute_metrics(prob, labels, classifier.threshold());
+    const Metrics m = compute_metrics(prob, labels, point.threshold);
     r["cells"]["at_operating_point"] = {
         {"sensitivity", m.recall}, {"specificity", m.specificity}, {"precision", m.precision}};
   }
@@ -257,7 +259,8 @@ json summarize_outcomes(const Classifier& classifier, const std::vector<FieldOut
 }
 
 // Overlays of the fields with the largest parasitemia error, as figures/worst-K.png.
-json write_worst_overlays(const Classifier& classifier, const std::vector<AnnotatedField>& fields,
+json write_worst_overlays(const Classifier& classifier, const OperatingPoint& point,
+                          const std::vector<AnnotatedField>& fields,
                           const std::vector<FieldOutcome>& outcomes, int count,
                           const std::string& dir) {
   std::vector<size_t> order(outcomes.size());
@@ -269,7 +272,7 @@ json write_worst_overlays(const Classifier& classifier, const std::vector<Annota
   json worst = json::array();
   for (size_t k = 0; k < std::min<size_t>(count, order.size()); ++k) {
     cv::Mat overlay;
-    evaluate_one(classifier, fields[order[k]], &overlay);
+    evaluate_one(classifier, point, fields[order[k]], &overlay);
     const std::string png = "figures/worst-" + std::to_string(k + 1) + ".png";
     write_text_atomic(dir + "/" + png, encode_png(overlay));
     worst.push_back({{"file", outcomes[order[k]].name}, {"overlay", png}});
@@ -289,17 +292,21 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string&
                  fields.end());
   }
   if (fields.empty()) throw std::runtime_error("no annotated fields to evaluate in " + fields_dir);
+  const std::string point_name = options.operating_point.empty()
+                                     ? field_operating_point(classifier)
+                                     : options.operating_point;
+  const OperatingPoint& point = classifier.operating_point(point_name);
   std::vector<FieldOutcome> outcomes;
   std::optional<ProgressBar> bar;
   if (options.progress) bar.emplace(fields.size(), "fields", "field");
   for (const auto& field : fields) {
-    outcomes.push_back(evaluate_one(classifier, field, nullptr));
+    outcomes.push_back(evaluate_one(classifier, point, field, nullptr));
     if (bar) bar->update(outcomes.size());
   }
   if (bar) bar->finish();
 
   std::vector<double> group_annotated, group_measured;
-  FieldEvaluation ev{summarize_outcomes(classifier, outcomes, group_annotated, group_measured)};
+  FieldEvaluation ev{summarize_outcomes(point_name, point, outcomes, group_annotated, group_measured)};
   ev.result["fields_dir"] = fields_dir;
   ev.result["text"] = ev.to_text();
   if (!options.out_dir.empty()) {
@@ -307,7 +314,7 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string&
     plot_parasitemia(group_annotated, group_measured, 0.3,
                      options.out_dir + "/figures/parasitemia.png");
     ev.result["worst_fields"] =
-        write_worst_overlays(classifier, fields, outcomes, options.worst_fields, options.out_dir);
+        write_worst_overlays(classifier, point, fields, outcomes, options.worst_fields, options.out_dir);
     write_text_atomic(options.out_dir + "/evaluation.json", ev.result.dump(2));
     write_text_atomic(options.out_dir + "/evaluation.txt", ev.to_text());
     write_report(ev.result, options.out_dir);

@@ -14,6 +14,7 @@ struct FieldEvaluationOptions {
   std::string out_dir;    // evaluation.json, evaluation.txt, report.html, figures/; "" for none
   int worst_fields = 4;   // overlays of the fields with the largest parasitemia error
   bool progress = true;
+  std::string operating_point;  // empty: the field model's (see field_operating_point)
 };
 
 struct FieldEvaluation {
@@ -25,7 +26,7 @@ struct FieldEvaluation {
 // centre lies inside), merged detections (one region holding the centres of two or more
 // annotated cells), cell-level AUC and sensitivity at 99% and 99.5% specificity on matched cells
 // not cut by the edge, parasitemia per field and per group against the annotation (mean absolute
-// error, correlation), and the time per field. The classifier's selected operating point decides.
+// error, correlation), and the time per field. options.operating_point decides.
 FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string& fields_dir,
                                 const FieldEvaluationOptions& options);
 

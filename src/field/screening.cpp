@@ -4,6 +4,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "data/dataset.h"
+#include "data/image.h"
 #include "model/classifier.h"
 
 namespace malaria {
@@ -20,37 +21,61 @@ std::string field_operating_point(const Classifier& classifier) {
   return points.count("parasitemia") ? "parasitemia" : classifier.info().operating_point;
 }
 
+CellScorer direct_scorer(const Classifier& classifier) {
+  return [&classifier](std::vector<float> pixels, size_t n) {
+    return classifier.predict(pixels.data(), n);
+  };
+}
+
 ScreenedField screen_field(const Classifier& classifier, const OperatingPoint& point,
-                           const cv::Mat& bgr, const std::string& name,
+                           const cv::Mat& bgr, const std::string& name, const CellScorer& scorer,
                            const SegmentationOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const FieldSegmentation segmentation = segment_cells(bgr, options);
+  FieldQuality quality = assess_field_quality(bgr, segmentation);
   const double segment_seconds = seconds_since(start);
-  ScreenedField field = classify_regions(classifier, point, bgr, name, segmentation);
+  ScreenedField field;
+  if (quality.failed()) {  // nothing is classified or counted
+    field.file = name;
+    field.width = bgr.cols;
+    field.height = bgr.rows;
+  } else {
+    field = classify_regions(classifier, point, bgr, name, segmentation, scorer);
+  }
+  field.quality = std::move(quality);
   field.segment_seconds = segment_seconds;
   return field;
 }
 
 ScreenedField classify_regions(const Classifier& classifier, const OperatingPoint& point,
                                const cv::Mat& bgr, const std::string& name,
-                               const FieldSegmentation& segmentation) {
+                               const FieldSegmentation& segmentation, const CellScorer& scorer) {
   ScreenedField field;
   field.file = name;
   field.width = bgr.cols;
   field.height = bgr.rows;
   const auto start = std::chrono::steady_clock::now();
-  std::vector<cv::Mat> crops;
   std::vector<size_t> counted;
   for (size_t r = 0; r < segmentation.cells.size(); ++r) {
-    const CellRegion& cell = segmentation.cells[r];
-    if (cell.cut_by_edge) {
-      field.excluded.push_back(cell.box);
-      continue;
-    }
-    crops.push_back(masked_crop(bgr, cell));
-    counted.push_back(r);
+    if (segmentation.cells[r].cut_by_edge)
+      field.excluded.push_back(segmentation.cells[r].box);
+    else
+      counted.push_back(r);
   }
-  const std::vector<float> probabilities = classifier.predict_images(crops);
+  const CellScorer score = scorer ? scorer : direct_scorer(classifier);
+  const int side = classifier.image_size();
+  const size_t plane = 3ull * side * side;
+  std::vector<float> probabilities;
+  probabilities.reserve(counted.size());
+  for (size_t first = 0; first < counted.size(); first += kScreenBatch) {
+    const size_t n = std::min(kScreenBatch, counted.size() - first);
+    std::vector<float> pixels(n * plane);
+    for (size_t i = 0; i < n; ++i)
+      to_chw_float(resize_rgb(masked_crop(bgr, segmentation.cells[counted[first + i]]), side),
+                   pixels.data() + i * plane);
+    const std::vector<float> chunk = score(std::move(pixels), n);
+    probabilities.insert(probabilities.end(), chunk.begin(), chunk.end());
+  }
   field.classify_seconds = seconds_since(start);
 
   field.summary.excluded = field.excluded.size();
@@ -84,12 +109,16 @@ nlohmann::json ScreenedField::to_json() const {
   nlohmann::json excluded_list = nlohmann::json::array();
   for (const auto& b : excluded)
     excluded_list.push_back({{"x", b.x}, {"y", b.y}, {"w", b.width}, {"h", b.height}});
+  nlohmann::json counts = summary.to_json();
+  if (quality.failed())
+    for (const char* key : {"parasitemia_percent", "ci_low", "ci_high"}) counts[key] = nullptr;
   return {{"file", file},
           {"width", width},
           {"height", height},
+          {"quality", quality.to_json()},
           {"cells", list},
           {"excluded_cells", excluded_list},
-          {"summary", summary.to_json()},
+          {"summary", counts},
           {"seconds", {{"segmentation", segment_seconds}, {"classification", classify_seconds}}}};
 }
 
@@ -116,9 +145,14 @@ cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field) {
       cv::putText(out, text, at, cv::FONT_HERSHEY_SIMPLEX, font, colour, thick, cv::LINE_AA);
     }
   const ParasitemiaSummary& s = field.summary;
-  char banner[160];
-  std::snprintf(banner, sizeof banner, "%zu cells, %zu parasitized (%.2f%%), %zu inconclusive",
-                s.cells, s.parasitized, s.percent(), s.inconclusive);
+  char banner[200];
+  if (field.quality.failed())
+    std::snprintf(banner, sizeof banner, "not counted: %s",
+                  field.quality.reasons.empty() ? "failed quality"
+                                                : field.quality.reasons.front().c_str());
+  else
+    std::snprintf(banner, sizeof banner, "%zu cells, %zu parasitized (%.2f%%), %zu inconclusive",
+                  s.cells, s.parasitized, s.percent(), s.inconclusive);
   int base = 0;
   const cv::Size size = cv::getTextSize(banner, cv::FONT_HERSHEY_SIMPLEX, font, thick, &base);
   cv::rectangle(out, {0, 0, size.width + 16, size.height + base + 12}, {255, 255, 255}, cv::FILLED);
@@ -128,15 +162,30 @@ cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field) {
 }
 
 nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const std::string& slide) {
-  nlohmann::json list = nlohmann::json::array();
+  nlohmann::json list = nlohmann::json::array(), failed = nlohmann::json::array();
   ParasitemiaSummary total;
   for (const auto& field : fields) {
     list.push_back(field.to_json());
-    total += field.summary;
+    if (field.quality.failed())
+      failed.push_back({{"file", field.file}, {"reasons", field.quality.reasons}});
+    else
+      total += field.summary;
   }
   nlohmann::json summary = total.to_json();
   summary["name"] = slide;
   summary["fields"] = fields.size();
+  summary["fields_used"] = fields.size() - failed.size();
+  summary["fields_failed"] = failed;
+  nlohmann::json warnings = nlohmann::json::array();
+  if (total.cells == 0) {
+    for (const char* key : {"parasitemia_percent", "ci_low", "ci_high"}) summary[key] = nullptr;
+    warnings.push_back("no usable field: no parasitemia can be given");
+  } else if (total.cells < kSlideMinimumCells) {
+    warnings.push_back("only " + std::to_string(total.cells) +
+                       " cells in usable fields: the interval is wide; screen more fields (about "
+                       "1,000 cells)");
+  }
+  summary["warnings"] = warnings;
   return {{"fields", list}, {"slide", summary}};
 }
 

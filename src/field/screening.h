@@ -2,6 +2,7 @@
 // result for a microscopist to confirm. Torch-free header.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "eval/decision.h"
 #include "field/parasitemia.h"
+#include "field/quality.h"
 #include "field/segmentation.h"
 
 namespace malaria {
@@ -29,32 +31,48 @@ struct ScreenedField {
   std::vector<ScreenedCell> cells;  // counted cells
   std::vector<cv::Rect> excluded;   // candidates cut by the image edge: drawn, not counted
   ParasitemiaSummary summary;
+  FieldQuality quality;  // a failed field has no cells and no parasitemia
   double segment_seconds = 0, classify_seconds = 0;
-  // {"file", "width", "height", "cells": [{x, y, w, h, probability_parasitized, label, decision,
-  // number}], "excluded_cells": [{x, y, w, h}], "summary": {...}, "seconds": {...}}
+  // {"file", "width", "height", "quality": {...}, "cells": [{x, y, w, h, probability_parasitized,
+  // label, decision, number}], "excluded_cells": [{x, y, w, h}], "summary": {...},
+  // "seconds": {...}}; the summary's parasitemia and interval are null for a failed field.
   nlohmann::json to_json() const;
 };
+
+// P(Parasitized) for n preprocessed crops (n x 3 x S x S). The CLI calls the model directly; the
+// server sends them through its work queue.
+using CellScorer = std::function<std::vector<float>(std::vector<float> pixels, size_t n)>;
+CellScorer direct_scorer(const Classifier& classifier);
+// A slide's parasitemia over fewer cells than this is mostly counting noise: it is flagged.
+inline constexpr size_t kSlideMinimumCells = 1000;
+// Crops per forward pass: a field's memory stays flat whatever its number of cells.
+inline constexpr size_t kScreenBatch = 64;
 
 // The model's operating point for fields: "parasitemia" when the file has it (chosen on
 // validation field cells so that the count of Parasitized calls matches the true count), else
 // the file's default.
 std::string field_operating_point(const Classifier& classifier);
 
-// Cells cut by the edge are drawn but neither classified nor counted. `point` decides.
+// Segments, judges the field's quality and, unless it fails, classifies every cell not cut by the
+// edge (those are drawn but neither classified nor counted). `point` decides.
 ScreenedField screen_field(const Classifier& classifier, const OperatingPoint& point,
                            const cv::Mat& bgr, const std::string& name,
+                           const CellScorer& scorer = {},
                            const SegmentationOptions& options = SegmentationOptions());
 
-// The same for a field already segmented (evaluation matches the regions to annotations).
+// The classification step for a field already segmented (evaluation matches the regions to
+// annotations), kScreenBatch crops at a time.
 ScreenedField classify_regions(const Classifier& classifier, const OperatingPoint& point,
                                const cv::Mat& bgr, const std::string& name,
-                               const FieldSegmentation& segmentation);
+                               const FieldSegmentation& segmentation,
+                               const CellScorer& scorer = {});
 
 // Boxes coloured by decision (red Parasitized, amber Inconclusive, green Uninfected, grey not
 // counted), Parasitized cells numbered, and the field's count in a banner.
 cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field);
 
-// {"fields": [...], "slide": {"name", "fields", ...summary}}
+// {"fields": [...], "slide": {"name", "fields", "fields_used", "fields_failed": [{"file",
+// "reasons"}], "warnings", ...summary over the usable fields}}
 nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const std::string& slide);
 
 }  // namespace malaria

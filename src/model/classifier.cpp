@@ -29,8 +29,14 @@ Classifier Classifier::load(const std::string& path) {
 const nlohmann::json& Classifier::metadata() const { return impl_->loaded.metadata; }
 const ModelInfo& Classifier::info() const { return impl_->info; }
 
-void Classifier::select_operating_point(const std::string& name) {
-  impl_->info.select_operating_point(name);
+const OperatingPoint& Classifier::operating_point(const std::string& name) const {
+  const ModelInfo& info = impl_->info;
+  if (name.empty()) return info.point();
+  const auto found = info.operating_points.find(name);
+  if (found == info.operating_points.end())
+    throw std::invalid_argument("unknown operating point '" + name +
+                                "'; this model has: " + info.operating_point_names());
+  return found->second;
 }
 
 void Classifier::set_flip_tta(bool on) { impl_->info.flip_tta = on; }

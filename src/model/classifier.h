@@ -24,10 +24,10 @@ class Classifier {
   const ModelInfo& info() const;
   int image_size() const { return info().image_size; }
   double threshold() const { return info().threshold(); }
-  const OperatingPoint& operating_point() const { return info().point(); }
+  // The file's default decision rule, or the named one (empty: the default). Throws
+  // std::invalid_argument naming the points the file has for a name it does not have.
+  const OperatingPoint& operating_point(const std::string& name = "") const;
   const std::string& arch() const { return info().arch; }
-  // Throws std::invalid_argument for a name the file does not have.
-  void select_operating_point(const std::string& name);
   // Overrides the file's test-time augmentation (flips), e.g. to measure what it is worth.
   void set_flip_tta(bool on);
 

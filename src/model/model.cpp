@@ -175,14 +175,20 @@ LoadedModel load_model_file(const std::string& path) {
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw ModelFileError("model file not found: " + path);
   if (fs::is_directory(path)) throw ModelFileError(path + " is a folder, not a model file");
-  char magic[2] = {0, 0};
-  std::ifstream(path, std::ios::binary).read(magic, 2);
-  if (magic[0] != 'P' || magic[1] != 'K')
+  // Read once with the regular-file rules (a FIFO or device must not block), then parse from
+  // memory, so what is checked is what is loaded.
+  std::string bytes;
+  try {
+    bytes = read_regular_file(path, kMaxModelFileBytes);
+  } catch (const FileError& e) {
+    throw ModelFileError(e.what());
+  }
+  if (bytes.size() < 2 || bytes[0] != 'P' || bytes[1] != 'K')
     throw ModelFileError(
         path + " is not a malaria model file (expected a model.pt written by 'malaria train')");
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    archive.load_from(bytes.data(), bytes.size());
   } catch (const std::exception& e) {
     throw ModelFileError(path +
                          " is truncated or corrupt and cannot be read; re-copy it or retrain");

@@ -53,8 +53,12 @@ double seconds_since(Clock::time_point t) {
 struct ConnectionWatch {
   int fd = -1;
   Clock::time_point phase_start = Clock::now();  // opened, or its previous request answered
+  Clock::time_point last_byte = Clock::now();    // of the body being received
   bool in_request = false;                       // headers received, not yet answered
+  bool awaiting_body = false;                    // a body is due and not complete
   bool closing = false;
+  bool bad_url = false;       // the URL decodes to a control byte (NUL included)
+  size_t url_parameters = 0;  // query parameters seen while decoding the URL
 };
 
 // Bytes of a rejected body that are still read (and dropped) so the client sees the answer.
@@ -88,7 +92,8 @@ struct HttpServer::Impl {
   int listen_fd = -1;
   int bound_port = 0;
   std::atomic<bool> stopping{false};
-  std::atomic<size_t> buffered{0};  // body bytes held by requests in progress
+  std::atomic<size_t> buffered{0};    // body bytes held by requests in progress
+  std::atomic<size_t> in_flight{0};   // requests begun and not completed
 
   std::mutex mu;
   std::condition_variable wake;
@@ -142,17 +147,51 @@ struct HttpServer::Impl {
     return text;
   }
 
-  void mark(MHD_Connection* c, bool in_request) {
+  // A request begins or ends on the connection; returns what was known of its URL and resets
+  // it for the next request.
+  ConnectionWatch mark(MHD_Connection* c, bool in_request) {
+    std::lock_guard lock(mu);
+    const auto it = connections.find(c);
+    if (it == connections.end()) return {};
+    ConnectionWatch before = it->second;
+    it->second.in_request = in_request;
+    it->second.awaiting_body = false;
+    it->second.phase_start = it->second.last_byte = Clock::now();
+    it->second.bad_url = false;
+    it->second.url_parameters = 0;
+    return before;
+  }
+
+  void expect_body(MHD_Connection* c, bool expected) {
     std::lock_guard lock(mu);
     const auto it = connections.find(c);
     if (it == connections.end()) return;
-    it->second.in_request = in_request;
-    it->second.phase_start = Clock::now();
+    it->second.awaiting_body = expected;
+    it->second.last_byte = Clock::now();
+  }
+
+  // MHD decodes the path and each query key and value through this. Control bytes are kept
+  // (refused in begin) and parameters counted, per connection.
+  static size_t unescape(void* cls, MHD_Connection* c, char* s) {
+    auto& self = *static_cast<Impl*>(cls);
+    const size_t n = MHD_http_unescape(s);
+    bool control = false;
+    for (size_t i = 0; i < n; ++i) {
+      const auto byte = static_cast<unsigned char>(s[i]);
+      control |= byte < 0x20 || byte == 0x7f;
+    }
+    std::lock_guard lock(self.mu);
+    const auto it = self.connections.find(c);
+    if (it != self.connections.end()) {
+      it->second.bad_url |= control;
+      it->second.url_parameters++;  // the path counts once too: compared with a margin of one
+    }
+    return n;
   }
 
   // The headers are in: gather the request and apply the rules that need no body.
   void begin(MHD_Connection* c, const char* url, const char* method, RequestState& st) {
-    mark(c, true);
+    const ConnectionWatch url_facts = mark(c, true);
     auto& req = st.req;
     req.started = Clock::now();
     req.method = std::strcmp(method, "HEAD") == 0 ? "GET" : method;
@@ -160,6 +199,25 @@ struct HttpServer::Impl {
     req.remote_addr = client_address(c);
     MHD_get_connection_values(c, MHD_HEADER_KIND, &collect_header, &req);
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, &collect_query, &req);
+    // A decoded NUL would cut the path short ("/metrics%00.png" read as "/metrics"), and a
+    // filter in front of us may have judged the whole: refuse rather than guess.
+    if (url_facts.bad_url) {
+      reject(st, 400, "the URL holds a control character (such as %00)");
+      st.answer_now = true;
+      return;
+    }
+    if (url_facts.url_parameters > limits.max_query_parameters) {
+      reject(st, 414,
+             "too many query parameters (" + std::to_string(url_facts.url_parameters) +
+                 "; limit " + std::to_string(limits.max_query_parameters) + ")");
+      st.answer_now = true;
+      return;
+    }
+    if (req.header("Host").empty()) {
+      reject(st, 400, "missing Host header");
+      st.answer_now = true;
+      return;
+    }
     check_framing(st);
     if (!st.rejected && cb.early && cb.early(req, st.res)) {
       st.rejected = true;  // answered without looking at the body: drop it
@@ -233,8 +291,9 @@ struct HttpServer::Impl {
   }
 
   // A piece of the body. Returns false when the connection must be dropped.
-  bool receive(RequestState& st, const char* data, size_t size) {
+  bool receive(MHD_Connection* c, RequestState& st, const char* data, size_t size) {
     st.bytes_in += size;
+    expect_body(c, true);
     // MHD cannot answer in the middle of a body: drop what follows a refusal and answer at its
     // end, or close the connection when the client keeps sending far past the limit.
     if (st.rejected) return st.bytes_in <= limits.max_body_bytes + kDiscardAllowance;
@@ -305,15 +364,19 @@ struct HttpServer::Impl {
       st = new RequestState;
       st->server = &self;
       *req_cls = st;
+      self.in_flight++;
       self.begin(c, url, method, *st);
       // MHD skips the body of an early answer and closes the connection, which can reset it
       // before a client still sending reads the answer: early only when that cannot happen.
-      return st->rejected && st->answer_now ? self.send(c, *st) : MHD_YES;
+      if (st->rejected && st->answer_now) return self.send(c, *st);
+      self.expect_body(c, !st->answer_now);
+      return MHD_YES;
     }
+    self.expect_body(c, false);
     if (*upload_size > 0) {
       const size_t size = *upload_size;
       *upload_size = 0;
-      return self.receive(*st, upload_data, size) ? MHD_YES : MHD_NO;
+      return self.receive(c, *st, upload_data, size) ? MHD_YES : MHD_NO;
     }
     self.finish(*st);
     return self.send(c, *st);
@@ -324,6 +387,7 @@ struct HttpServer::Impl {
     auto& self = *static_cast<Impl*>(cls);
     std::unique_ptr<RequestState> st(static_cast<RequestState*>(*req_cls));
     *req_cls = nullptr;
+    if (st) self.in_flight--;
     self.mark(c, false);
     if (st && code == MHD_REQUEST_TERMINATED_COMPLETED_OK && self.cb.observe) {
       try {
@@ -343,6 +407,7 @@ struct HttpServer::Impl {
       self.connections[c].fd = info ? info->connect_fd : -1;
     } else {
       self.connections.erase(c);
+      self.wake.notify_all();  // stop() waits for the last connection
     }
   }
 
@@ -364,7 +429,18 @@ struct HttpServer::Impl {
       wake.wait_for(lock, std::chrono::milliseconds(250));
       const auto now = Clock::now();
       for (auto& [connection, w] : connections) {
-        if (w.in_request || w.closing || w.fd < 0) continue;
+        if (w.closing || w.fd < 0) continue;
+        // A body that stopped coming (Expect: 100-continue and nothing after it, or a client
+        // gone quiet): MHD would only close the connection; the client gets 408 first. MHD's
+        // thread is waiting to read, so nothing else is written on the socket meanwhile.
+        if (w.in_request && w.awaiting_body &&
+            now - w.last_byte > std::chrono::seconds(limits.idle_timeout_s)) {
+          send_raw_error(w.fd, 408, "Request Timeout", "the request body did not arrive in time");
+          ::shutdown(w.fd, SHUT_RDWR);
+          w.closing = true;
+          continue;
+        }
+        if (w.in_request) continue;
         const bool overdue = now - w.phase_start > std::chrono::seconds(limits.header_deadline_s);
         if (overdue || stopping) {
           ::shutdown(w.fd, SHUT_RDWR);  // the connection's thread sees EOF and closes it
@@ -374,13 +450,20 @@ struct HttpServer::Impl {
     }
   }
 
+  // A whole response written on a socket MHD is not writing to (see the callers).
+  static void send_raw_error(int fd, int status, const char* reason, const std::string& message) {
+    const std::string body =
+        R"({"error":")" + message + R"(","status":)" + std::to_string(status) + "}";
+    const std::string reply = "HTTP/1.1 " + std::to_string(status) + " " + reason +
+                              "\r\nContent-Type: application/json\r\n" +
+                              (status == 503 ? "Retry-After: 1\r\n" : "") +
+                              "Connection: close\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+    [[maybe_unused]] auto n = ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+  }
+
   // Connections that finished the TCP handshake but were never taken from the backlog.
   static void answer_backlog_with_503(int fd) {
-    static const std::string body = R"({"error":"server is shutting down","status":503})";
-    const std::string reply =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: "
-        "1\r\nConnection: close\r\nContent-Length: " +
-        std::to_string(body.size()) + "\r\n\r\n" + body;
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
     for (int client; (client = ::accept(fd, nullptr, nullptr)) >= 0;) {
       pollfd p{client, POLLIN, 0};
@@ -388,15 +471,10 @@ struct HttpServer::Impl {
       char sink[4096];
       while (::recv(client, sink, sizeof sink, MSG_DONTWAIT) > 0) {
       }
-      [[maybe_unused]] auto n = ::send(client, reply.data(), reply.size(), MSG_NOSIGNAL);
+      send_raw_error(client, 503, "Service Unavailable", "server is shutting down");
       ::shutdown(client, SHUT_WR);
       ::close(client);
     }
-  }
-
-  size_t open_connections() {
-    const auto* info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    return info ? info->num_connections : 0;
   }
 };
 
@@ -466,8 +544,12 @@ void HttpServer::start(const std::string& host, int port) {
                          MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
   s.daemon = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &Impl::on_request, &s, MHD_OPTION_LISTEN_SOCKET, s.listen_fd,
-      MHD_OPTION_CONNECTION_LIMIT, s.limits.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-      s.limits.idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t{128 * 1024},
+      MHD_OPTION_CONNECTION_LIMIT, s.limits.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      s.limits.max_connections_per_ip,
+      // Our watchdog answers a stalled body with 408 at idle_timeout_s; MHD closes later.
+      MHD_OPTION_CONNECTION_TIMEOUT, s.limits.idle_timeout_s + 5,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t{128 * 1024}, MHD_OPTION_UNESCAPE_CALLBACK,
+      &Impl::unescape, &s,
       MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_NOTIFY_COMPLETED, &Impl::on_completed, &s,
       MHD_OPTION_NOTIFY_CONNECTION, &Impl::on_connection, &s, MHD_OPTION_EXTERNAL_LOGGER,
       &Impl::on_log, &s, MHD_OPTION_END);
@@ -480,7 +562,19 @@ void HttpServer::start(const std::string& host, int port) {
   s.watchdog = std::thread([&s] { s.watch_connections(); });
 }
 
-void HttpServer::stop() {
+HttpServer::Stats HttpServer::stats() const {
+  const auto& s = *impl_;
+  Stats stats;
+  {
+    std::lock_guard lock(impl_->mu);
+    stats.connections_open = s.connections.size();
+  }
+  stats.requests_in_flight = s.in_flight;
+  stats.body_bytes_held = s.buffered;
+  return stats;
+}
+
+void HttpServer::stop(const std::function<void()>& drain_expired) {
   auto& s = *impl_;
   if (!s.daemon) return;
   s.stopping = true;
@@ -489,10 +583,19 @@ void HttpServer::stop() {
     Impl::answer_backlog_with_503(fd);
     ::close(fd);
   }
+  // Idle connections are closed by the watchdog; the others end as their requests are answered.
+  std::unique_lock lock(s.mu);
   s.wake.notify_all();
-  const auto deadline = Clock::now() + std::chrono::seconds(s.limits.drain_timeout_s);
-  while (s.open_connections() > 0 && Clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const auto drained = [&] { return s.connections.empty(); };
+  if (!s.wake.wait_for(lock, std::chrono::seconds(s.limits.drain_timeout_s), drained) &&
+      drain_expired) {
+    lock.unlock();
+    drain_expired();
+    lock.lock();
+    // The handlers now answer quickly (503); a field already being segmented finishes first.
+    s.wake.wait_for(lock, std::chrono::seconds(30), drained);
+  }
+  lock.unlock();
   MHD_stop_daemon(s.daemon);
   s.daemon = nullptr;
   {

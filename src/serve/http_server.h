@@ -50,11 +50,13 @@ struct HttpResponse {
 };
 
 struct HttpLimits {
-  size_t max_body_bytes = 10u << 20;       // bytes actually received, chunked or not
+  size_t max_body_bytes = 64u << 20;       // bytes actually received, chunked or not
   size_t max_buffered_bytes = 512u << 20;  // all bodies held at once; more is 503 (many uploads)
-  size_t max_parts = 64;                   // multipart fields
+  size_t max_parts = 64;                   // multipart fields (files in one request)
+  size_t max_query_parameters = 64;        // more is 414
   unsigned max_connections = 1000;         // open connections; more are refused at accept
-  unsigned idle_timeout_s = 10;            // no byte for this long closes a connection
+  unsigned max_connections_per_ip = 0;     // 0: no per-address limit
+  unsigned idle_timeout_s = 10;            // no byte for this long: 408 (in a body) or closed
   unsigned header_deadline_s = 10;         // a request's headers must arrive within this
   unsigned body_deadline_s = 60;           // and its body within this
   unsigned drain_timeout_s = 30;           // on stop, requests in flight get this long
@@ -91,8 +93,17 @@ class HttpServer {
   void start(const std::string& host, int port);
   int port() const;
   // Stops accepting, answers connections that were waiting in the backlog with 503, lets the
-  // requests in flight finish (up to drain_timeout_s), then closes everything.
-  void stop();
+  // requests in flight finish (up to drain_timeout_s), then calls `drain_expired` (which must
+  // make the handlers still working answer soon, e.g. with 503), waits for those answers and
+  // closes everything.
+  void stop(const std::function<void()>& drain_expired = {});
+
+  struct Stats {
+    size_t connections_open = 0;
+    size_t requests_in_flight = 0;  // headers received, not yet answered
+    size_t body_bytes_held = 0;     // request bodies being received or handled
+  };
+  Stats stats() const;
 
  private:
   struct Impl;

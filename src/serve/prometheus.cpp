@@ -20,6 +20,11 @@ void MetricsRegistry::count(const std::string& name, const std::string& labels, 
   families_[name].counters[labels] += by;
 }
 
+void MetricsRegistry::set(const std::string& name, const std::string& labels, double value) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  families_[name].counters[labels] = value;
+}
+
 void MetricsRegistry::observe(const std::string& name, const std::string& labels, double value) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto& f = families_[name];
@@ -49,7 +54,9 @@ std::string MetricsRegistry::render() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::ostringstream out;
   for (const auto& [name, f] : families_) {
-    out << "# HELP " << name << ' ' << f.help << "\n# TYPE " << name << ' ' << f.type << '\n';
+    // A family used without describe() still renders as valid text: no HELP, type untyped.
+    if (!f.help.empty()) out << "# HELP " << name << ' ' << f.help << '\n';
+    out << "# TYPE " << name << ' ' << (f.type.empty() ? "untyped" : f.type) << '\n';
     for (const auto& [labels, v] : f.counters)
       out << name << braces(labels) << ' ' << number(v) << '\n';
     for (const auto& [labels, h] : f.histograms) {

@@ -11,6 +11,7 @@ namespace malaria {
 class MetricsRegistry {
  public:
   void count(const std::string& name, const std::string& labels, double by = 1);
+  void set(const std::string& name, const std::string& labels, double value);  // a gauge
   void observe(const std::string& name, const std::string& labels, double value);
   // Declares a metric's help text, type and (for histograms) bucket bounds.
   void describe(const std::string& name, const std::string& help, const std::string& type,

@@ -10,11 +10,13 @@
 #include <condition_variable>
 #include <csignal>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "data/dataset.h"
 #include "data/image.h"
@@ -25,10 +27,10 @@
 #include "serve/assets.h"
 #include "serve/http_server.h"
 #include "serve/http_util.h"
-#include "serve/inference_queue.h"
 #include "serve/prometheus.h"
 #include "serve/render.h"
 #include "serve/router.h"
+#include "serve/work_queue.h"
 #include "util/files.h"
 #include "util/text.h"
 
@@ -56,15 +58,12 @@ struct FileOutcome {
 
 // Overlays are drawn on a copy no larger than this: enough to see, small to send.
 constexpr int kPreviewSide = 256;
+inline constexpr size_t kMaxFieldBytes = 20u << 20;
 
 bool query_flag(const HttpRequest& req, const std::string& name) {
   const auto it = req.query.find(name);
   return it != req.query.end() && (it->second == "1" || it->second == "true");
 }
-
-bool wants_explanation(const HttpRequest& req) { return query_flag(req, "explain"); }
-
-inline constexpr size_t kMaxFieldBytes = 20u << 20;
 
 // The `file` fields of a multipart form, or the raw body as one image.
 std::vector<Upload> uploads_of(const HttpRequest& req) {
@@ -85,6 +84,23 @@ std::vector<Upload> uploads_of(const HttpRequest& req) {
 class Gate {
  public:
   explicit Gate(int slots) : free_(slots) {}
+  // Held for as long as it lives.
+  class Slot {
+   public:
+    explicit Slot(Gate& gate) : gate_(&gate) { gate.enter(); }
+    Slot(Slot&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    Slot& operator=(Slot&&) = delete;
+    ~Slot() {
+      if (gate_) gate_->leave();
+    }
+
+   private:
+    Gate* gate_;
+  };
+
+ private:
   void enter() {
     std::unique_lock lock(mutex_);
     cv_.wait(lock, [&] { return free_ > 0; });
@@ -97,56 +113,95 @@ class Gate {
     }
     cv_.notify_one();
   }
-
- private:
   std::mutex mutex_;
   std::condition_variable cv_;
   int free_;
 };
+
+// A refused upload: the status to answer it with and a message naming the file.
+struct UploadError {
+  int status;
+  std::string message;
+};
+
+// The one upload step of every route: size check, sniff, decode within `limits`, holding a slot
+// of `gate` for as long as the decoded image lives.
+struct DecodedUpload {
+  Gate::Slot slot;
+  cv::Mat bgr;
+  std::string format;
+};
+DecodedUpload decode_upload(const Upload& upload, ImageLimits limits, size_t max_bytes,
+                            Gate& gate) {
+  const std::string& bytes = *upload.bytes;
+  const std::string format = sniff_image_format(bytes.data(), bytes.size());
+  if (format.empty())
+    throw UploadError{415, upload.filename + ": not a PNG, JPEG, BMP or TIFF image"};
+  if (bytes.size() > max_bytes)
+    throw UploadError{413, upload.filename + ": larger than " +
+                               std::to_string(max_bytes >> 20) + " MB"};
+  Gate::Slot slot(gate);
+  try {
+    cv::Mat bgr = decode_image(bytes, upload.filename, limits);
+    return {std::move(slot), std::move(bgr), format};
+  } catch (const ImageError& e) {
+    throw UploadError{422, e.what()};
+  }
+}
+
+// Megapixels a field upload will decode to, from its header (at least 1): its screening cost.
+size_t field_megapixels(const Upload& upload) {
+  try {
+    const ImageSize size = read_image_size(*upload.bytes, upload.filename);
+    return std::max<size_t>(1, (size_t(size.width) * size_t(size.height) + 999'999) / 1'000'000);
+  } catch (const ImageError&) {
+    return 1;  // refused when decoded
+  }
+}
+
+// tcmalloc keeps freed pages for reuse; after a large screening they are handed back so that a
+// burst does not stay resident. Weak: sanitizer builds use another allocator.
+extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
+void give_memory_back() {
+  if (MallocExtension_ReleaseFreeMemory) MallocExtension_ReleaseFreeMemory();
+}
 
 class App {
  public:
   explicit App(const ServerOptions& options)
       : opt_(options),
         model_(Classifier::load(options.model_path)),
-        http_(limits(options), {[this](const auto& req, auto& res) { handle(req, res); },
-                                [this](const auto& req, auto& res, int status, const auto& msg) {
-                                  on_error(req, res, status, msg);
-                                },
-                                [this](const auto& req, auto& res) { return early(req, res); },
-                                [this](const auto& req, const auto& res, double s, size_t in) {
-                                  observe(req, res, s, in);
-                                }}) {
+        http_(options.http, {[this](const auto& req, auto& res) { handle(req, res); },
+                             [this](const auto& req, auto& res, int status, const auto& msg) {
+                               on_error(req, res, status, msg);
+                             },
+                             [this](const auto& req, auto& res) { return early(req, res); },
+                             [this](const auto& req, const auto& res, double s, size_t in) {
+                               observe(req, res, s, in);
+                             }}),
+        queue_(options.work, [this](WorkKind kind, size_t n) {
+          metrics_.observe("malaria_inference_batch_size",
+                           std::string("kind=\"") + work_kind_name(kind) + "\"", double(n));
+        }) {
     model_id_ = model_.arch() + "-" + fnv1a_hex(read_text(options.model_path)).substr(0, 12);
+    default_point_ = &model_.operating_point(opt_.operating_point);
     if (!options.field_model_path.empty()) {
       field_model_ = std::make_unique<Classifier>(Classifier::load(options.field_model_path));
       field_model_id_ =
           field_model_->arch() + "-" + fnv1a_hex(read_text(options.field_model_path)).substr(0, 12);
-      field_model_->select_operating_point(field_operating_point(*field_model_));
+      default_field_point_ = &field_model_->operating_point(field_operating_point(*field_model_));
     }
-    if (!opt_.operating_point.empty()) model_.select_operating_point(opt_.operating_point);
     describe_metrics();
     warm_up();
-    queue_ = std::make_unique<InferenceQueue>(
-        model_, opt_.max_batch, opt_.queue_capacity, opt_.batch_wait_ms,
-        [this](size_t n) { metrics_.observe("malaria_inference_batch_size", "", n); });
     add_routes();
   }
 
   HttpServer& http() { return http_; }
+  WorkQueue& queue() { return queue_; }
   void set_ready(bool ready) { ready_ = ready; }
   const std::string& model_id() const { return model_id_; }
 
  private:
-  static HttpLimits limits(const ServerOptions& o) {
-    HttpLimits l;
-    l.max_body_bytes = static_cast<size_t>(o.max_upload_mb * 1024 * 1024);
-    l.max_parts = o.max_files;
-    l.max_connections = static_cast<unsigned>(o.max_connections);
-    l.header_deadline_s = static_cast<unsigned>(o.header_timeout_s);
-    return l;
-  }
-
   // One forward pass before listening: the first request should not pay for lazy initialisation.
   void warm_up() {
     const int side = model_.image_size();
@@ -161,13 +216,46 @@ class App {
                       "Time to answer a request, by route.", "histogram",
                       {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5});
     metrics_.describe("malaria_predictions_total", "Classified cells by decision.", "counter");
-    metrics_.describe("malaria_inference_batch_size", "Images per forward pass (dynamic batching).",
-                      "histogram", {1, 2, 4, 8, 16, 32, 64, 128});
+    metrics_.describe("malaria_fields_screened_total", "Smear fields screened, by quality verdict.",
+                      "counter");
+    metrics_.describe("malaria_inference_batch_size",
+                      "Images per forward pass, by kind of work (dynamic batching).", "histogram",
+                      {1, 2, 4, 8, 16, 32, 64, 128});
     metrics_.describe("malaria_model_info", "The loaded model.", "gauge");
-    metrics_.count("malaria_model_info", "id=\"" + model_id_ + "\",arch=\"" + model_.arch() + "\"",
-                   1);
+    metrics_.describe("malaria_work_admitted",
+                      "Work admitted and not finished, by kind (images; megapixels for screen).",
+                      "gauge");
+    metrics_.describe("malaria_work_waiting_images",
+                      "Images waiting for the model worker, by kind.", "gauge");
+    metrics_.describe("malaria_work_batches_total", "Forward passes run by the model worker.",
+                      "counter");
+    metrics_.describe("malaria_http_connections_open", "Open client connections.", "gauge");
+    metrics_.describe("malaria_http_requests_in_flight",
+                      "Requests whose headers arrived and that are not answered yet (this one "
+                      "included).",
+                      "gauge");
+    metrics_.describe("malaria_http_body_bytes_held", "Request body bytes held in memory.",
+                      "gauge");
+    metrics_.set("malaria_model_info", "id=\"" + model_id_ + "\",arch=\"" + model_.arch() + "\"",
+                 1);
     for (const char* d : {"Parasitized", "Uninfected", "Inconclusive"})
       metrics_.count("malaria_predictions_total", std::string("decision=\"") + d + "\"", 0);
+  }
+
+  // The state gauges, read when /metrics is asked for.
+  void update_state_metrics() {
+    const WorkQueue::Stats work = queue_.stats();
+    for (size_t k = 0; k < kWorkKinds; ++k) {
+      const std::string label =
+          std::string("kind=\"") + work_kind_name(static_cast<WorkKind>(k)) + "\"";
+      metrics_.set("malaria_work_admitted", label, double(work.admitted[k]));
+      metrics_.set("malaria_work_waiting_images", label, double(work.waiting_images[k]));
+    }
+    metrics_.set("malaria_work_batches_total", "", double(work.batches));
+    const HttpServer::Stats net = http_.stats();
+    metrics_.set("malaria_http_connections_open", "", double(net.connections_open));
+    metrics_.set("malaria_http_requests_in_flight", "", double(net.requests_in_flight));
+    metrics_.set("malaria_http_body_bytes_held", "", double(net.body_bytes_held));
   }
 
   // --- transport callbacks --------------------------------------------------------------------
@@ -183,9 +271,15 @@ class App {
   }
 
   void handle(const HttpRequest& req, HttpResponse& res) {
-    router_.dispatch(req, res, [this](const auto& rq, auto& rs, int status, const auto& msg) {
-      render_error(rq, rs, status, msg);
-    });
+    try {
+      router_.dispatch(req, res, [this](const auto& rq, auto& rs, int status, const auto& msg) {
+        render_error(rq, rs, status, msg);
+      });
+    } catch (const WorkCancelled& e) {
+      res = HttpResponse{};
+      on_error(req, res, 503, e.what());
+      return;
+    }
     add_default_headers(res);
   }
 
@@ -224,9 +318,11 @@ class App {
 
   // --- classification -------------------------------------------------------------------------
 
-  // Decodes, preprocesses and classifies each upload; bad files get an error, not an exception.
-  // Returns false when the inference queue is full.
+  // Decodes, preprocesses and classifies (or explains) each upload through the work queue; bad
+  // files get an error, not an exception. Returns false when that kind of work is full.
   bool classify(const std::vector<Upload>& uploads, std::vector<FileOutcome>& out, bool explain) {
+    auto ticket = queue_.admit(explain ? WorkKind::explain : WorkKind::classify, uploads.size());
+    if (!ticket) return false;
     const int s = model_.image_size();
     const size_t plane = 3ull * s * s;
     std::vector<size_t> good;
@@ -235,46 +331,30 @@ class App {
     for (size_t i = 0; i < uploads.size(); ++i) {
       auto& o = out[i];
       o.filename = uploads[i].filename;
-      const std::string& bytes = *uploads[i].bytes;
-      o.format = sniff_image_format(bytes.data(), bytes.size());
-      if (o.format.empty()) {
-        o.status = 415;
-        o.error = o.filename + ": not a PNG, JPEG, BMP or TIFF image";
-        continue;
-      }
-      decode_gate_.enter();
       try {
-        const cv::Mat bgr = decode_image(bytes, o.filename, kCellImageLimits);
-        if (explain) o.preview = fit_within(bgr, kPreviewSide);
+        const DecodedUpload image = decode_upload(uploads[i], kCellImageLimits, SIZE_MAX,
+                                                  explain ? explain_gate_ : cell_gate_);
+        o.format = image.format;
+        if (explain) o.preview = fit_within(image.bgr, kPreviewSide);
         pixels.resize((good.size() + 1) * plane);
-        to_chw_float(resize_rgb(bgr, s), pixels.data() + good.size() * plane);
+        to_chw_float(resize_rgb(image.bgr, s), pixels.data() + good.size() * plane);
         good.push_back(i);
-      } catch (const ImageError& e) {
-        o.status = 422;
-        o.error = e.what();
-      } catch (...) {
-        decode_gate_.leave();
-        throw;
+      } catch (const UploadError& e) {
+        o.status = e.status;
+        o.error = e.message;
       }
-      decode_gate_.leave();
     }
     if (good.empty()) return true;
-    std::vector<float> kept;
-    if (explain) kept = pixels;
-    auto future = queue_->submit(std::move(pixels), good.size());
-    if (!future) return false;
-    const std::vector<float> prob = future->get();
-    for (size_t k = 0; k < good.size(); ++k) out[good[k]].probability = prob[k];
-    if (explain) add_explanations(kept, good, out);
-    return true;
-  }
-
-  // Grad-CAM per classified cell: the heat map at the network's input size and an overlay PNG.
-  void add_explanations(const std::vector<float>& pixels, const std::vector<size_t>& good,
-                        std::vector<FileOutcome>& out) const {
-    const auto explanations = model_.explain(pixels.data(), good.size());
+    if (!explain) {
+      const std::vector<float> prob = queue_.predict(*ticket, model_, std::move(pixels),
+                                                     good.size()).get();
+      for (size_t k = 0; k < good.size(); ++k) out[good[k]].probability = prob[k];
+      return true;
+    }
+    const auto explanations = queue_.explain(*ticket, model_, std::move(pixels), good.size()).get();
     for (size_t k = 0; k < good.size(); ++k) {
       auto& o = out[good[k]];
+      o.probability = explanations[k].probability;
       o.explanation = {
           {"heatmap", heatmap_json(explanations[k].heatmap)},
           {"overlay_png",
@@ -282,6 +362,7 @@ class App {
           {"method", "Grad-CAM, last convolution stage"}};
       o.preview.release();
     }
+    return true;
   }
 
   // The image scaled down (never up) to fit a side x side square.
@@ -316,38 +397,46 @@ class App {
     return r;
   }
 
-  // The operating point a request asks for with ?operating_point=NAME, or the server's.
+  // The operating point a request asks for with ?operating_point=NAME, or `fallback`; nullptr
+  // (and the error answered) for a name the model does not have.
   const OperatingPoint* point_of(const HttpRequest& req, HttpResponse& res,
-                                 const Classifier& model) {
+                                 const Classifier& model, const OperatingPoint* fallback) {
     const auto it = req.query.find("operating_point");
-    if (it == req.query.end()) return &model.operating_point();
-    const auto& points = model.info().operating_points;
-    const auto found = points.find(it->second);
-    if (found != points.end()) return &found->second;
-    on_error(req, res, 400,
-             "unknown operating point '" + printable(it->second, 64) +
-                 "'; this model has: " + model.info().operating_point_names());
-    return nullptr;
+    if (it == req.query.end()) return fallback;
+    try {
+      return &model.operating_point(it->second);
+    } catch (const std::invalid_argument&) {
+      on_error(req, res, 400,
+               "unknown operating point '" + printable(it->second, 64) +
+                   "'; this model has: " + model.info().operating_point_names());
+      return nullptr;
+    }
+  }
+
+  // The uploads of a request, or the request's error answered (empty).
+  std::vector<Upload> uploads_or_error(const HttpRequest& req, HttpResponse& res,
+                                       const std::string& what) {
+    std::vector<Upload> uploads = uploads_of(req);
+    if (uploads.empty()) {
+      on_error(req, res, 400, "no " + what + ": send multipart field 'file' or an image body");
+    } else if (uploads.size() > opt_.http.max_parts) {
+      on_error(req, res, 413,
+               "too many files: " + std::to_string(uploads.size()) + " (limit " +
+                   std::to_string(opt_.http.max_parts) + ")");
+      uploads.clear();
+    }
+    return uploads;
   }
 
   // Classifies the request's uploads, or answers the request's error itself (returns false).
   bool classify_request(const HttpRequest& req, HttpResponse& res, std::vector<Upload>& uploads,
                         std::vector<FileOutcome>& outcomes) {
-    const OperatingPoint* point = point_of(req, res, model_);
+    const OperatingPoint* point = point_of(req, res, model_, default_point_);
     if (!point) return false;
-    uploads = uploads_of(req);
-    if (uploads.empty()) {
-      on_error(req, res, 400, "no file: send multipart field 'file' or an image body");
-      return false;
-    }
-    if (uploads.size() > opt_.max_files) {
-      on_error(req, res, 413,
-               "too many files: " + std::to_string(uploads.size()) + " (limit " +
-                   std::to_string(opt_.max_files) + ")");
-      return false;
-    }
-    if (!classify(uploads, outcomes, wants_explanation(req))) {
-      on_error(req, res, 503, "server busy: inference queue is full, retry shortly");
+    uploads = uploads_or_error(req, res, "file");
+    if (uploads.empty()) return false;
+    if (!classify(uploads, outcomes, query_flag(req, "explain"))) {
+      on_error(req, res, 503, "server busy: too much work of this kind is waiting, retry shortly");
       return false;
     }
     for (auto& o : outcomes) {
@@ -392,7 +481,10 @@ class App {
                    {"parasitized_percent", cells ? 100.0 * parasitized / cells : 0.0}}}};
     int status = 200;
     if (cells == 0) {
-      status = error_statuses.count(500) ? 500 : error_statuses.count(422) ? 422 : 415;
+      status = error_statuses.count(500)   ? 500
+               : error_statuses.count(422) ? 422
+               : error_statuses.count(413) ? 413
+                                           : 415;
       body["error"] = "no file could be classified";
     }
     send_json(res, status, body);
@@ -430,57 +522,48 @@ class App {
     send_page(res, any_ok ? 200 : status, result_page(html.str()));
   }
 
-  // Screens each uploaded field with the field model; bad files get an error entry each.
+  // Screens each uploaded field with the field model; its cells go through the work queue in
+  // fixed batches. Bad files get an error entry each; failed fields get no parasitemia.
   void handle_api_screen(const HttpRequest& req, HttpResponse& res) {
     if (!field_model_) {
       on_error(req, res, 404, "no field model loaded: start the server with --field-model FILE");
       return;
     }
-    const OperatingPoint* point = point_of(req, res, *field_model_);
+    const OperatingPoint* point = point_of(req, res, *field_model_, default_field_point_);
     if (!point) return;
-    const std::vector<Upload> uploads = uploads_of(req);
-    if (uploads.empty()) {
-      on_error(req, res, 400, "no field image: send multipart field 'file' or an image body");
+    const std::vector<Upload> uploads = uploads_or_error(req, res, "field image");
+    if (uploads.empty()) return;
+    size_t megapixels = 0;
+    for (const Upload& upload : uploads) megapixels += field_megapixels(upload);
+    std::optional<WorkQueue::Ticket> ticket = queue_.admit(WorkKind::screen, megapixels);
+    if (!ticket) {
+      on_error(req, res, 503, "server busy: too many fields are being screened, retry shortly");
       return;
     }
-    if (uploads.size() > opt_.max_files) {
-      on_error(req, res, 413, "too many files: " + std::to_string(uploads.size()));
-      return;
-    }
+    const CellScorer scorer = [&](std::vector<float> pixels, size_t n) {
+      return queue_.predict(*ticket, *field_model_, std::move(pixels), n).get();
+    };
     const bool overlays = query_flag(req, "overlay");
     std::vector<ScreenedField> fields;
     json overlay_images = json::array(), errors = json::array();
     std::set<int> statuses;
     for (const Upload& upload : uploads) {
-      const std::string& bytes = *upload.bytes;
-      auto fail = [&](int status, const std::string& message) {
-        errors.push_back({{"filename", upload.filename}, {"error", message}, {"status", status}});
-        statuses.insert(status);
-      };
-      if (sniff_image_format(bytes.data(), bytes.size()).empty()) {
-        fail(415, upload.filename + ": not a PNG, JPEG, BMP or TIFF image");
-        continue;
-      }
-      if (bytes.size() > kMaxFieldBytes) {
-        fail(413, upload.filename + ": larger than 20 MB");
-        continue;
-      }
-      decode_gate_.enter();
       try {
-        const cv::Mat bgr = decode_image(bytes, upload.filename, kFieldImageLimits);
-        fields.push_back(screen_field(*field_model_, *point, bgr, upload.filename));
+        const DecodedUpload image =
+            decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+        fields.push_back(screen_field(*field_model_, *point, image.bgr, upload.filename, scorer));
         if (overlays)
           overlay_images.push_back(base64_encode(
-              encode_png(fit_within(draw_screening_overlay(bgr, fields.back()), 1024))));
-      } catch (const ImageError& e) {
-        fail(422, e.what());
-      } catch (...) {
-        decode_gate_.leave();
-        throw;
+              encode_png(fit_within(draw_screening_overlay(image.bgr, fields.back()), 1024))));
+        metrics_.count("malaria_fields_screened_total",
+                       "verdict=\"" + fields.back().quality.verdict + "\"");
+      } catch (const UploadError& e) {
+        errors.push_back({{"filename", upload.filename}, {"error", e.message}, {"status", e.status}});
+        statuses.insert(e.status);
       }
-      decode_gate_.leave();
-      metrics_.count("malaria_fields_screened_total", "");
     }
+    ticket.reset();
+    if (queue_.stats().admitted[static_cast<size_t>(WorkKind::screen)] == 0) give_memory_back();
     const auto slide = req.query.find("slide");
     json body =
         screening_json(fields, slide == req.query.end() ? "slide" : printable(slide->second, 100));
@@ -489,7 +572,7 @@ class App {
     body["errors"] = errors;
     body["model"] = {{"id", field_model_id_},
                      {"name", field_model_->metadata().value("name", "")},
-                     {"operating_point", field_model_->info().operating_point}};
+                     {"operating_point", field_operating_point(*field_model_)}};
     int status = 200;
     if (fields.empty()) {
       status = statuses.count(422) ? 422 : statuses.count(413) ? 413 : 415;
@@ -504,11 +587,12 @@ class App {
     if (field_model_)
       j["field_model"] = {{"id", field_model_id_},
                           {"name", field_model_->metadata().value("name", "")},
-                          {"operating_point", field_model_->info().operating_point}};
+                          {"operating_point", field_operating_point(*field_model_)}};
     // The decision rule as the server applies it (older files store only a threshold and band).
     const json rule = model_.info().to_metadata();
-    for (const char* key : {"temperature", "operating_point", "operating_points"})
-      j[key] = rule[key];
+    for (const char* key : {"temperature", "operating_points"}) j[key] = rule[key];
+    j["operating_point"] = opt_.operating_point.empty() ? rule["operating_point"].get<std::string>()
+                                                        : opt_.operating_point;
     return j;
   }
 
@@ -549,6 +633,7 @@ class App {
         on_error(req, res, 503, "not ready");
     });
     router_.add("GET", "/metrics", [this](const auto&, auto& res) {
+      update_state_metrics();
       res.content_type = "text/plain; version=0.0.4";
       res.body = metrics_.render();
       res.set_header("Cache-Control", "no-store");
@@ -557,14 +642,17 @@ class App {
 
   ServerOptions opt_;
   Classifier model_;
+  const OperatingPoint* default_point_ = nullptr;
   std::unique_ptr<Classifier> field_model_;
+  const OperatingPoint* default_field_point_ = nullptr;
   std::string field_model_id_;
   HttpServer http_;
   Router router_;
   std::string model_id_;
   MetricsRegistry metrics_;
-  std::unique_ptr<InferenceQueue> queue_;
-  Gate decode_gate_{static_cast<int>(std::max(2u, 2 * std::thread::hardware_concurrency()))};
+  WorkQueue queue_;
+  // Decoded images held at once, per kind of upload, so that one kind cannot starve another.
+  Gate cell_gate_{4}, explain_gate_{2}, field_gate_{2};
   std::atomic<bool> ready_{false};
 };
 
@@ -603,7 +691,11 @@ int run_server(const ServerOptions& options) {
   const int sig = wait_for_stop_signal();
   spdlog::info("received {}, finishing requests in flight", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   app.set_ready(false);
-  app.http().stop();
+  app.queue().flush();  // batches stop waiting to fill: answer what is there
+  app.http().stop([&app] {
+    spdlog::warn("drain time over: answering the requests still working with 503");
+    app.queue().cancel();
+  });
   spdlog::info("stopped");
   return 0;
 }

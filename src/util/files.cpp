@@ -42,12 +42,8 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   });
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+std::string read_text(const std::string& path, size_t max_bytes) {
+  return read_regular_file(path, max_bytes);
 }
 
 std::string read_regular_file(const std::string& path, size_t max_bytes) {

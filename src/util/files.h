@@ -11,12 +11,15 @@ namespace malaria {
 void write_file_atomic(const std::string& path,
                        const std::function<void(const std::string&)>& writer);
 void write_text_atomic(const std::string& path, const std::string& text);
-std::string read_text(const std::string& path);
 
 class FileError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+// A text file given by a user or written by a run (annotations, splits, configs): the rules of
+// read_regular_file with a cap far above any such file.
+inline constexpr size_t kMaxTextFileBytes = 256u << 20;
+std::string read_text(const std::string& path, size_t max_bytes = kMaxTextFileBytes);
 // The bytes of a regular file of at most max_bytes. A FIFO, device, folder, symlink loop or
 // larger file is a FileError naming the path; nothing blocks.
 std::string read_regular_file(const std::string& path, size_t max_bytes);

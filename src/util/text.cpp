@@ -123,4 +123,13 @@ std::vector<std::string> parse_csv_line(std::string_view line) {
   return fields;
 }
 
+std::string join(const std::vector<std::string>& parts, std::string_view separator) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i) out += separator;
+    out += parts[i];
+  }
+  return out;
+}
+
 }  // namespace malaria

@@ -21,5 +21,7 @@ std::string printable(std::string_view text, size_t max_chars = 200);
 std::string csv_field(std::string_view text);
 // Splits one CSV line written with csv_field.
 std::vector<std::string> parse_csv_line(std::string_view line);
+// "a; b; c"
+std::string join(const std::vector<std::string>& parts, std::string_view separator);
 
 }  // namespace malaria
