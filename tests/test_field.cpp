@@ -2,7 +2,9 @@
 // crops, annotations and matching, Wilson intervals, the parasitemia operating point.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -11,6 +13,7 @@
 #include "eval/calibration.h"
 #include "field/annotations.h"
 #include "field/parasitemia.h"
+#include "field/quality.h"
 #include "field/segmentation.h"
 #include "test_helpers.h"
 
@@ -197,6 +200,52 @@ TEST(FieldAnnotations, ReadsCsvWithGroupsAndRefusesBadRows) {
   EXPECT_THROW(read_field_annotations(dir.str()), std::runtime_error);
 }
 
+// The message of the error read_field_annotations throws, or "" when it reads the folder.
+std::string annotation_error(const std::string& dir) {
+  try {
+    read_field_annotations(dir);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(FieldAnnotations, NumbersAreReadInFullWithTheFileAndLineInEveryError) {
+  TempDir dir;
+  cv::imwrite(dir.str() + "/a.png", cv::Mat(100, 120, CV_8UC3, cv::Scalar::all(200)));
+  const std::string csv = dir.str() + "/annotations.csv";
+  for (const std::string x : {"1e12", "5.9", "1e3", "99999999999", "-3", "12px", ""}) {
+    std::ofstream(csv) << "image,x,y,w,h,label\na.png,1,2,3,4,ring\na.png," << x << ",2,3,4,ring\n";
+    const std::string error = annotation_error(dir.str());
+    EXPECT_NE(error.find("annotations.csv line 3"), std::string::npos) << x << ": " << error;
+    EXPECT_NE(error.find("pixel coordinate"), std::string::npos) << x << ": " << error;
+  }
+  // Boxes far outside the image, with or without overflow.
+  for (const std::string row : {"a.png,100000,2,3,4,ring", "a.png,2147483647,0,1,1,ring",
+                                "a.png,90,90,40,40,ring"}) {
+    std::ofstream(csv) << "image,x,y,w,h,label\n" << row << "\n";
+    EXPECT_NE(annotation_error(dir.str()), "") << row;
+  }
+  std::ofstream(csv) << "image,x,y,w,h,label\na.png,90,90,30,10,ring\n";  // a few px over: kept
+  EXPECT_EQ(annotation_error(dir.str()), "");
+  // The same rules for IML's numbers-as-strings.
+  std::ofstream(dir.str() + "/annotations.json")
+      << R"([{"image_name": "a.png", "objects": [{"type": "ring", "bbox": {"x": "1e3", "y": "2", "w": "3", "h": "4"}}]}])";
+  const std::string error = annotation_error(dir.str());
+  EXPECT_NE(error.find("image 1 (a.png), object 1"), std::string::npos) << error;
+  std::filesystem::remove(dir.str() + "/annotations.json");
+}
+
+TEST(FieldAnnotations, ImageNamesStayInsideTheAnnotationFolder) {
+  TempDir dir;
+  cv::imwrite(dir.str() + "/a.png", cv::Mat(100, 100, CV_8UC3, cv::Scalar::all(200)));
+  for (const std::string& name : std::vector<std::string>{"/etc/passwd", dir.str() + "/a.png", "../a.png", "images/../a.png"}) {
+    std::ofstream(dir.str() + "/annotations.csv")
+        << "image,x,y,w,h,label\n" << name << ",1,2,3,4,ring\n";
+    EXPECT_NE(annotation_error(dir.str()).find("bad image name"), std::string::npos) << name;
+  }
+}
+
 TEST(FieldAnnotations, ReadsImlJsonAndGroupsTenFields) {
   MALARIA_REQUIRE_DIR(iml_fields());
   const auto fields = read_field_annotations(iml_fields());
@@ -254,4 +303,47 @@ TEST(Segmentation, FindsRedCellsOfAnotherLab) {
   printf("Chula RBC-12: %zu of %zu red-cell points on a detected cell (%.1f%%)\n", hit, points,
          100.0 * hit / points);
   EXPECT_GE(double(hit) / points, 0.85);  // measured 90.6%
+}
+
+// Damage a microscope or a user can do to a real field, and images that are no field at all.
+TEST(FieldQuality, RealFieldsPassAndDamagedOrForeignImagesFail) {
+  MALARIA_REQUIRE_DIR(iml_fields());
+  const auto fields = read_field_annotations(iml_fields());
+  int real_failed = 0, checked = 0;
+  std::map<std::string, int> caught, tried;
+  for (size_t i = 0; i < fields.size(); i += 15) {  // 15 fields across the whole set
+    const cv::Mat field = read_image(fields[i].path, kFieldImageLimits);
+    ++checked;
+    real_failed += assess_field_quality(field, segment_cells(field)).failed();
+    cv::Mat blank(field.size(), CV_8UC3, cv::mean(field)), noise(field.size(), CV_8UC3),
+        text(field.size(), CV_8UC3, cv::Scalar::all(255)), grey;
+    cv::randu(noise, 0, 256);
+    for (int line = 0; line < 30; ++line)
+      cv::putText(text, "Lorem ipsum dolor sit amet, consectetur adipiscing elit", {10, 30 + 30 * line},
+                  cv::FONT_HERSHEY_SIMPLEX, 0.8, cv::Scalar::all(0), 2);
+    cv::cvtColor(field, grey, cv::COLOR_BGR2GRAY);
+    cv::cvtColor(grey, grey, cv::COLOR_GRAY2BGR);
+    const std::map<std::string, cv::Mat> damaged = {
+        {"blank", blank}, {"noise", noise}, {"text", text}, {"grey (unstained)", grey},
+        {"overexposed", field * 4}, {"underexposed", field * 0.08}};
+    for (const auto& [name, image] : damaged) {
+      ++tried[name];
+      caught[name] += assess_field_quality(image, segment_cells(image)).failed();
+    }
+  }
+  EXPECT_EQ(real_failed, 0) << "of " << checked << " real fields";
+  for (const auto& [name, n] : tried) EXPECT_EQ(caught[name], n) << name;
+}
+
+TEST(FieldQuality, AFieldTooCrowdedForAThinFilmFails) {
+  // 17,000 stained discs: cell-like, but far more than a thin film holds.
+  cv::Mat discs(4096, 4096, CV_8UC3, cv::Scalar::all(230));
+  for (int y = 16; y < 4096; y += 31)
+    for (int x = 16; x < 4096; x += 31) cv::circle(discs, {x, y}, 14, {150, 120, 200}, cv::FILLED);
+  const FieldSegmentation seg = segment_cells(discs);
+  const FieldQuality q = assess_field_quality(discs, seg);
+  EXPECT_GT(seg.cells.size(), kMaxCellsPerField);
+  EXPECT_TRUE(q.failed());
+  ASSERT_FALSE(q.reasons.empty());
+  EXPECT_NE(q.reasons.front().find("cell candidates"), std::string::npos) << q.reasons.front();
 }

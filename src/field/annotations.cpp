@@ -1,6 +1,7 @@
 #include "field/annotations.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 #include <stdexcept>
 
 #include "data/dataset.h"
+#include "data/image.h"
 #include "util/files.h"
 #include "util/text.h"
 
@@ -15,6 +17,11 @@ namespace fs = std::filesystem;
 
 namespace malaria {
 namespace {
+
+// Coordinates beyond the largest image we read are typing errors.
+constexpr int kMaxAnnotatedCoordinate = 1 << 16;
+// Annotators' boxes may overhang the edge by a few pixels.
+constexpr int kBoxSlack = 8;
 
 int label_of(const std::string& type) {
   if (type == "red blood cell" || type == "Uninfected" || type == "uninfected") return kUninfected;
@@ -28,14 +35,33 @@ int label_of(const std::string& type) {
                            "trophozoite, schizont, gametocyte or difficult)");
 }
 
-int to_int(const nlohmann::json& value) {
-  // IML stores numbers as strings.
-  return value.is_string() ? std::stoi(value.get<std::string>()) : value.get<int>();
+// A box coordinate: a whole number of pixels, written in full ("12", not "1e3", "5.9" or
+// "12px"), within what an image can hold.
+int parse_coordinate(const std::string& text) {
+  int value = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (text.empty() || error != std::errc() || stop != end || value < 0 ||
+      value > kMaxAnnotatedCoordinate)
+    throw std::runtime_error("'" + printable(text, 40) + "' is not a pixel coordinate (a whole " +
+                             "number from 0 to " + std::to_string(kMaxAnnotatedCoordinate) + ")");
+  return value;
 }
 
+int to_int(const nlohmann::json& value) {
+  // IML stores numbers as strings; a JSON number must be a whole one too.
+  if (value.is_string()) return parse_coordinate(value.get<std::string>());
+  if (value.is_number_integer()) return parse_coordinate(value.dump());
+  throw std::runtime_error("'" + printable(value.dump(), 40) + "' is not a pixel coordinate");
+}
+
+// Image names stay inside the annotation folder: no absolute paths, no "..".
 std::string image_path(const fs::path& dir, const std::string& name) {
-  if (name.empty() || name.find("..") != std::string::npos)
-    throw std::runtime_error("bad image name '" + printable(name) + "'");
+  const fs::path relative(name);
+  if (name.empty() || relative.is_absolute() || name.find("..") != std::string::npos ||
+      name.find('\0') != std::string::npos)
+    throw std::runtime_error("bad image name '" + printable(name) +
+                             "' (must be a file name inside the annotation folder)");
   for (const fs::path& candidate : {dir / "images" / name, dir / name})
     if (fs::is_regular_file(candidate)) return candidate.string();
   throw std::runtime_error("image '" + printable(name) + "' is in the annotations but not in " +
@@ -45,17 +71,28 @@ std::string image_path(const fs::path& dir, const std::string& name) {
 std::vector<AnnotatedField> read_iml(const fs::path& dir, const std::string& file) {
   const nlohmann::json doc = nlohmann::json::parse(read_text(file));
   std::vector<AnnotatedField> fields;
+  size_t entry_number = 0;
   for (const auto& entry : doc) {
+    ++entry_number;
     AnnotatedField field;
-    field.name = entry.at("image_name").get<std::string>();
-    field.path = image_path(dir, field.name);
-    for (const auto& object : entry.at("objects")) {
-      const auto& b = object.at("bbox");
-      AnnotatedCell cell;
-      cell.type = object.at("type").get<std::string>();
-      cell.label = label_of(cell.type);
-      cell.box = {to_int(b.at("x")), to_int(b.at("y")), to_int(b.at("w")), to_int(b.at("h"))};
-      field.cells.push_back(cell);
+    size_t object_number = 0;
+    try {
+      field.name = entry.at("image_name").get<std::string>();
+      field.path = image_path(dir, field.name);
+      for (const auto& object : entry.at("objects")) {
+        ++object_number;
+        const auto& b = object.at("bbox");
+        AnnotatedCell cell;
+        cell.type = object.at("type").get<std::string>();
+        cell.label = label_of(cell.type);
+        cell.box = {to_int(b.at("x")), to_int(b.at("y")), to_int(b.at("w")), to_int(b.at("h"))};
+        field.cells.push_back(cell);
+      }
+    } catch (const std::exception& e) {
+      throw std::runtime_error(file + ": image " + std::to_string(entry_number) +
+                               (field.name.empty() ? "" : " (" + printable(field.name, 80) + ")") +
+                               (object_number ? ", object " + std::to_string(object_number) : "") +
+                               ": " + e.what());
     }
     fields.push_back(std::move(field));
   }
@@ -77,14 +114,15 @@ std::vector<AnnotatedField> read_csv(const fs::path& dir, const std::string& fil
     const std::string where = file + " line " + std::to_string(number);
     if (f.size() < 6) throw std::runtime_error(where + ": expected at least 6 fields");
     AnnotatedField& field = by_name[f[0]];
-    if (field.name.empty()) {
-      field.name = f[0];
-      field.path = image_path(dir, f[0]);
-    }
-    if (f.size() > 6) field.group = f[6];
     AnnotatedCell cell;
     try {
-      cell.box = {std::stoi(f[1]), std::stoi(f[2]), std::stoi(f[3]), std::stoi(f[4])};
+      if (field.name.empty()) {
+        field.name = f[0];
+        field.path = image_path(dir, f[0]);
+      }
+      if (f.size() > 6) field.group = f[6];
+      cell.box = {parse_coordinate(f[1]), parse_coordinate(f[2]), parse_coordinate(f[3]),
+                  parse_coordinate(f[4])};
       cell.type = f[5];
       cell.label = label_of(f[5]);
     } catch (const std::exception& e) {
@@ -113,12 +151,26 @@ std::vector<AnnotatedField> read_field_annotations(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(json.string() + ": " + e.what());
   }
-  for (const auto& field : fields)
-    for (const auto& cell : field.cells)
-      if (cell.box.width <= 0 || cell.box.height <= 0 || cell.box.x < 0 || cell.box.y < 0)
-        throw std::runtime_error(field.name +
-                                 ": an annotated box has no area or lies outside "
-                                 "the image");
+  // Boxes against the image's own size, read from its header (no decoding).
+  for (const auto& field : fields) {
+    ImageSize size;
+    try {
+      size = read_image_size(read_regular_file(field.path, kMaxImageFileBytes), field.path);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("annotated image: ") + e.what());
+    }
+    for (const auto& cell : field.cells) {
+      const cv::Rect& b = cell.box;
+      if (b.width <= 0 || b.height <= 0 || b.x + b.width > size.width + kBoxSlack ||
+          b.y + b.height > size.height + kBoxSlack)
+        throw std::runtime_error(field.name + ": the box x=" + std::to_string(b.x) +
+                                 " y=" + std::to_string(b.y) + " w=" + std::to_string(b.width) +
+                                 " h=" + std::to_string(b.height) +
+                                 " has no area or lies outside the image (" +
+                                 std::to_string(size.width) + "x" + std::to_string(size.height) +
+                                 ")");
+    }
+  }
   std::sort(fields.begin(), fields.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
   for (size_t i = 0; i < fields.size(); ++i) {

@@ -14,6 +14,8 @@ constexpr double kMinStainContrast = 5;  // grey levels more of green absorbed t
 constexpr double kMaxNoise = 10;         // grey levels of pixel-to-pixel noise
 constexpr double kMinSolidity = 0.75;    // red cells are round, noise blobs are not
 constexpr double kMinCellDiameter = 10;  // pixels: smaller "cells" cannot be classified
+constexpr double kMaxClipped = 0.2;       // share of pixels saturated in some channel
+constexpr double kMinBrightness = 60;    // mean level of the brightest channel
 constexpr size_t kFewCells = 20;         // fewer counted cells: a sparse area, warn
 constexpr size_t kSampledRegions = 400;  // signals per region come from at most this many
 
@@ -66,7 +68,9 @@ nlohmann::json QualitySignals::to_json() const {
   auto round2 = [](double v) { return std::round(v * 100) / 100; };
   return {{"candidates", candidates},        {"contrast", round2(contrast)},
           {"stain_contrast", round2(stain_contrast)}, {"noise", round2(noise)},
-          {"solidity", round2(solidity)},    {"cell_diameter_px", round2(cell_diameter)}};
+          {"solidity", round2(solidity)},
+          {"brightness", round2(brightness)},
+          {"clipped_fraction", std::round(clipped * 1e4) / 1e4},    {"cell_diameter_px", round2(cell_diameter)}};
 }
 
 nlohmann::json FieldQuality::to_json() const {
@@ -84,6 +88,15 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
   s.contrast = difference[1];
   s.stain_contrast = difference[1] - (difference[0] + difference[2]) / 2;
   s.noise = pixel_noise(green);
+  {
+    cv::Mat brightest, clipped;
+    cv::Mat channels[3];
+    cv::split(bgr, channels);
+    brightest = cv::max(channels[0], cv::max(channels[1], channels[2]));
+    s.brightness = cv::mean(brightest)[0];
+    cv::compare(brightest, 254, clipped, cv::CMP_GE);
+    s.clipped = double(cv::countNonZero(clipped)) / double(clipped.total());
+  }
   s.cell_diameter = 2 * std::sqrt(segmentation.cell_area / CV_PI);
   std::vector<double> solidity;
   size_t counted = 0;
@@ -111,6 +124,10 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
   if (s.candidates > kMaxCellsPerField)
     fail(std::to_string(s.candidates) + " cell candidates, more than a thin-film field holds (" +
          std::to_string(kMaxCellsPerField) + "): too thick, or not a blood smear");
+  if (s.clipped > kMaxClipped)
+    fail("overexposed: " + std::to_string(int(std::round(100 * s.clipped))) +
+         "% of the pixels are saturated");
+  if (s.brightness < kMinBrightness) fail("underexposed: the image is too dark");
   if (s.contrast < kMinContrast)
     fail("no contrast between cells and background: blank, over- or under-exposed, or out of "
          "focus");

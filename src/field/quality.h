@@ -24,6 +24,8 @@ struct QualitySignals {
   double noise = 0;           // robust pixel-noise level of the green channel (0-255)
   double solidity = 0;        // median region area / convex hull area
   double cell_diameter = 0;   // typical cell diameter in input pixels
+  double brightness = 0;      // mean level of each pixel's brightest channel (0-255)
+  double clipped = 0;         // share of pixels saturated (254+) in some channel
   nlohmann::json to_json() const;
 };
 
