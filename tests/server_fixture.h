@@ -86,6 +86,31 @@ class ServerProcess {
   bool exited_ = false;
 };
 
+// The value of one sample of the server's /metrics ("name{labels}" exactly as rendered), or -1.
+inline double metric(int port, const std::string& sample) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(30);
+  const auto res = c.Get("/metrics");
+  if (!res || res->status != 200) return -1;
+  const std::string& text = res->body;
+  for (size_t at = text.find(sample + ' '); at != std::string::npos;
+       at = text.find(sample + ' ', at + 1))
+    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + sample.size() + 1));
+  return -1;
+}
+
+// Waits until the metric sample satisfies `ready`; the generous limit only catches a hang.
+template <typename Predicate>
+bool wait_for_metric(int port, const std::string& sample, Predicate ready,
+                     std::chrono::seconds limit = std::chrono::seconds(120)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ready(metric(port, sample))) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling, not a wait for time
+  }
+  return false;
+}
+
 // Runs `malaria serve --model MODEL --port PORT`, expected to fail at start; returns its exit
 // status and everything it printed.
 inline std::pair<int, std::string> serve_and_capture(const std::string& model, int port) {

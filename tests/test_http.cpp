@@ -95,7 +95,11 @@ TEST(HttpServer, ManyUploadsAtOnceStayWithinTheMemoryBudget) {
   ASSERT_GE(first, 0);
   ASSERT_GE(second, 0);
   testing_support::send_all(first, head + std::string(600000, 'a'));  // held: 600 kB
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Wait until the server holds it (the limit only catches a hang).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (server.stats().body_bytes_held < 600000 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GE(server.stats().body_bytes_held, 600000u);
   testing_support::send_all(second, head + std::string(700000, 'b'));  // would pass the 1 MB budget
   EXPECT_EQ(testing_support::status_of(testing_support::read_until_closed(second, 5000)), 503);
   ::close(second);

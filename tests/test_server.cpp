@@ -1,13 +1,17 @@
 // Exercises every route and every bad input of the real server binary over HTTP.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "eval/evaluate.h"
 #include "model/classifier.h"
+#include "serve/work_queue.h"
 #include "server_fixture.h"
 #include "test_helpers.h"
 
@@ -313,8 +317,10 @@ TEST_F(ServerTest, ScreenFindsAndClassifiesTheCellsOfRealFields) {
     EXPECT_EQ(overlay.cols, 1024);
     EXPECT_EQ(overlay.rows, 768);
   }
+  for (const auto& field : body["fields"]) EXPECT_EQ(field["quality"]["verdict"], "ok") << field["quality"];
   EXPECT_EQ(body["slide"]["name"], "S-1");
   EXPECT_EQ(body["slide"]["fields"], 2);
+  EXPECT_EQ(body["slide"]["fields_used"], 2);
   EXPECT_EQ(body["slide"]["cells"], cells);
   EXPECT_EQ(body["slide"]["parasitized"], parasitized);
   // Both fields hold annotated infected cells; a field model finds at least one and calls few.
@@ -348,6 +354,71 @@ TEST_F(ServerTest, ScreenRefusesBadUploadsOneByOne) {
   EXPECT_EQ(body["fields"][0]["summary"]["cells"], 0);
   EXPECT_EQ(body["errors"].size(), 1u);
   EXPECT_EQ(body["errors"][0]["filename"], "bad.png");
+  // ... and such a field fails its quality verdict: no "0 cells, 0.000%" (issue 21, defect 5).
+  EXPECT_EQ(body["fields"][0]["quality"]["verdict"], "fail");
+  EXPECT_TRUE(body["fields"][0]["summary"]["parasitemia_percent"].is_null());
+  EXPECT_TRUE(body["slide"]["parasitemia_percent"].is_null());
+  EXPECT_EQ(body["slide"]["fields_used"], 0);
+}
+
+TEST_F(ServerTest, NoiseAndTextAreNeverGivenAParasitemia) {
+  cv::Mat noise(480, 640, CV_8UC3), text(960, 1280, CV_8UC3, cv::Scalar::all(255));  // within 2 MB
+  cv::randu(noise, 0, 256);
+  for (int line = 0; line < 30; ++line)
+    cv::putText(text, "Lorem ipsum dolor sit amet, consectetur", {10, 30 + 30 * line},
+                cv::FONT_HERSHEY_SIMPLEX, 0.8, cv::Scalar::all(0), 2);
+  std::vector<uint8_t> a, b;
+  cv::imencode(".png", noise, a);
+  cv::imencode(".png", text, b);
+  auto c = server_->client();
+  auto r = c.Post("/api/v1/screen", form({{"noise.png", std::string(a.begin(), a.end())},
+                                          {"text.png", std::string(b.begin(), b.end())},
+                                          {"real.jpg", field_photo("PA171690.JPG")}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto body = json::parse(r->body);
+  for (int i : {0, 1}) {
+    const auto& field = body["fields"][i];
+    EXPECT_EQ(field["quality"]["verdict"], "fail") << field["file"];
+    EXPECT_FALSE(field["quality"]["reasons"].empty());
+    EXPECT_TRUE(field["cells"].empty());
+    EXPECT_TRUE(field["summary"]["parasitemia_percent"].is_null());
+  }
+  // The slide's figure comes from the real field alone.
+  EXPECT_EQ(body["slide"]["fields_used"], 1);
+  EXPECT_EQ(body["slide"]["cells"], body["fields"][2]["summary"]["cells"]);
+  EXPECT_EQ(body["slide"]["fields_failed"].size(), 2u);
+}
+
+// The exposition text is checked by the Prometheus project's own parser after every kind of
+// route has been used (issue 21, defect 4: a family without TYPE after the first screening).
+TEST_F(ServerTest, MetricsParseWithTheReferenceParserAfterEveryRoute) {
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/fields/iml");
+  auto c = server_->client();
+  const std::string png = read_bytes(real_images(1)[0]);
+  c.Post("/api/v1/predict", png, "image/png");
+  c.Post("/api/v1/predict?explain=1", png, "image/png");
+  c.Post("/predict", form({{"cell.png", png}}));
+  c.Post("/api/v1/screen", form({{"f.jpg", field_photo("PA171690.JPG")}}));
+  c.Post("/api/v1/screen", form({{"x.png", "x"}}));
+  c.Get("/api/v1/model");
+  c.Get("/nope");
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  testing_support::TempDir dir;
+  testing_support::write_bytes(dir / "metrics.txt", metrics->body);
+  const std::string cmd =
+      "/usr/bin/python3 -c \"import sys; from prometheus_client.parser import "
+      "text_string_to_metric_families as parse; "
+      "print(sum(len(f.samples) for f in parse(open(sys.argv[1]).read())))\" " +
+      (dir / "metrics.txt") + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0) << out << "\n" << metrics->body;
+  EXPECT_GT(std::atoi(out.c_str()), 20) << out;
+  EXPECT_NE(metrics->body.find("# TYPE malaria_fields_screened_total counter"), std::string::npos);
 }
 
 TEST(ServerOptions, ScreenWithoutAFieldModelIsNotFound) {
@@ -403,14 +474,13 @@ TEST_F(ServerTest, ConcurrentClientsAllGetTheRightAnswer) {
   EXPECT_EQ(wrong, 0);
   EXPECT_EQ(failed, 0);
 
-  // Metrics saw them, and batching happened.
+  // Metrics saw them.
   auto metrics = server_->client().Get("/metrics");
   ASSERT_TRUE(metrics);
   ASSERT_EQ(metrics->status, 200);
   EXPECT_NE(
       metrics->body.find("malaria_http_requests_total{route=\"/api/v1/predict\",status=\"200\"}"),
       std::string::npos);
-  EXPECT_NE(metrics->body.find("malaria_inference_batch_size_count"), std::string::npos);
   EXPECT_NE(metrics->body.find("malaria_predictions_total{decision=\"Parasitized\"}"),
             std::string::npos);
 }
@@ -437,32 +507,91 @@ TEST(ServerOptions, ApiKeyGuardsApiRoutesOnly) {
 
 TEST(ServerOptions, FullQueueAnswers503WithRetryAfter) {
   MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
-  // The worker waits 300 ms to fill a batch, so a second request finds the one-image queue full.
-  ServerProcess server({"--queue", "1", "--max-batch", "64", "--batch-wait-ms", "300"});
+  // The worker waits (up to 10 minutes) for a second image to fill its batch of 2, so the first
+  // request stays queued, and the one-image queue is full.
+  ServerProcess server({"--queue", "1", "--max-batch", "2", "--batch-wait-ms", "600000"});
   const std::string png = read_bytes(real_images(1)[0]);
-  std::thread first([&] { server.client().Post("/api/v1/predict", png, "image/png"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  int first_status = 0;
+  std::thread first([&] {
+    if (auto r = server.client().Post("/api/v1/predict", png, "image/png")) first_status = r->status;
+  });
+  ASSERT_TRUE(testing_support::wait_for_metric(
+      server.port(), "malaria_work_waiting_images{kind=\"classify\"}", [](double v) { return v == 1; }));
   auto res = server.client().Post("/api/v1/predict", png, "image/png");
-  ASSERT_TRUE(res);
-  first.join();
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 503);
   EXPECT_EQ(res->get_header_value("Retry-After"), "1");
+  ::kill(server.pid(), SIGTERM);  // stopping answers the waiting request instead of waiting on
+  first.join();
+  EXPECT_EQ(first_status, 200);
+  EXPECT_EQ(server.wait_exit(), 0);
+}
+
+TEST(ServerOptions, RequestsWaitingTogetherShareOneForwardPass) {
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
+  ServerProcess server({"--max-batch", "8", "--batch-wait-ms", "600000"});
+  const auto paths = real_images(4);
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (const auto& path : paths)
+    clients.emplace_back([&, path] {
+      if (auto r = server.client().Post("/api/v1/predict", read_bytes(path), "image/png");
+          r && r->status == 200)
+        ok++;
+    });
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(ok, 8);
+  // One forward pass of 8 images: fails when every request runs alone.
+  EXPECT_EQ(testing_support::metric(server.port(),
+                                    "malaria_inference_batch_size_count{kind=\"classify\"}"),
+            1);
+  EXPECT_EQ(testing_support::metric(server.port(),
+                                    "malaria_inference_batch_size_sum{kind=\"classify\"}"),
+            8);
 }
 
 TEST(ServerOptions, SigtermFinishesTheRequestInFlight) {
   MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
-  ServerProcess server({"--batch-wait-ms", "500", "--max-batch", "64"});
+  ServerProcess server({"--batch-wait-ms", "600000", "--max-batch", "64"});
   const std::string png = read_bytes(real_images(1)[0]);
   int status = 0;
   std::thread request([&] {
     if (auto r = server.client().Post("/api/v1/predict", png, "image/png")) status = r->status;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ASSERT_TRUE(testing_support::wait_for_metric(
+      server.port(), "malaria_work_waiting_images{kind=\"classify\"}", [](double v) { return v == 1; }));
   ::kill(server.pid(), SIGTERM);
   request.join();
   EXPECT_EQ(status, 200);
   EXPECT_EQ(server.wait_exit(), 0);
+}
+
+TEST(WorkQueue, EachKindHasItsOwnBudget) {
+  const malaria::Classifier model = malaria::Classifier::load(MALARIA_TEST_MODEL);
+  malaria::WorkLimits limits;
+  limits.capacity = {4, 2, 8};
+  malaria::WorkQueue queue(limits);
+  using malaria::WorkKind;
+  auto explain = queue.admit(WorkKind::explain, 2);
+  ASSERT_TRUE(explain);
+  EXPECT_FALSE(queue.admit(WorkKind::explain, 1));  // explanations are full ...
+  auto classify = queue.admit(WorkKind::classify, 4);
+  EXPECT_TRUE(classify);  // ... predictions are not
+  EXPECT_FALSE(queue.admit(WorkKind::classify, 1));
+  EXPECT_TRUE(queue.admit(WorkKind::screen, 100));  // alone, a request larger than its budget
+  // The work itself runs and gives the budget back.
+  const int s = model.image_size();
+  std::vector<float> pixels(3ull * s * s, 0.5f);
+  const auto p = queue.predict(*classify, model, pixels, 1).get();
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_FLOAT_EQ(p[0], model.predict(pixels.data(), 1)[0]);
+  const auto e = queue.explain(*explain, model, pixels, 1).get();
+  ASSERT_EQ(e.size(), 1u);
+  classify.reset();
+  EXPECT_TRUE(queue.admit(WorkKind::classify, 4));
+  queue.cancel();
+  EXPECT_FALSE(queue.admit(WorkKind::classify, 1));
+  EXPECT_THROW(queue.predict(*explain, model, pixels, 1), malaria::WorkCancelled);
 }
 
 TEST(ServerOptions, RefusesABadModelFileClearly) {
@@ -472,4 +601,10 @@ TEST(ServerOptions, RefusesABadModelFileClearly) {
       testing_support::serve_and_capture(dir / "bad.pt", testing_support::free_port());
   EXPECT_NE(status, 0);
   EXPECT_NE(out.find("not a malaria model file"), std::string::npos) << out;
+  // A FIFO must not hang the server at start (issue 21, defect 6).
+  ASSERT_EQ(::mkfifo((dir / "fifo.pt").c_str(), 0600), 0);
+  const auto [fifo_status, fifo_out] =
+      testing_support::serve_and_capture(dir / "fifo.pt", testing_support::free_port());
+  EXPECT_NE(fifo_status, 0);
+  EXPECT_NE(fifo_out.find("not a regular file"), std::string::npos) << fifo_out;
 }

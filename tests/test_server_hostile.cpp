@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "server_fixture.h"
 #include "socket_helpers.h"
@@ -95,7 +96,7 @@ class HostileClient : public testing_support::SharedServerTest<HostileClientOpti
 }  // namespace
 
 TEST_F(HostileClient, InvalidUtf8InThePathIsA404WithValidJson) {
-  for (const char* path : {"/%ff", "/%c0%af", "/api/%ff", "/a%0aFAKE%20LOG%20LINE"}) {
+  for (const char* path : {"/%ff", "/%c0%af", "/api/%ff"}) {
     const std::string raw = raw_request(
         port(),
         std::string("GET ") + path +
@@ -181,6 +182,52 @@ TEST_F(HostileClient, LenientHttpIsRefusedWith400) {
   for (const auto& r : requests) EXPECT_EQ(status_of(raw_request(port(), r)), 400) << r;
 }
 
+TEST_F(HostileClient, ControlBytesInTheUrlAre400) {
+  for (const std::string path :
+       {"/metrics%00.png", "/api/v1/screen%00", "/health?x=%0a", "/health%7F", "/a%0aFAKE%20LOG"}) {
+    const std::string raw =
+        raw_request(port(), "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(status_of(raw), 400) << path << "\n" << raw.substr(0, 300);
+    EXPECT_EQ(raw.find("malaria_"), std::string::npos) << "the metrics were served";
+  }
+}
+
+TEST_F(HostileClient, TwoThousandQueryParametersAre414) {
+  std::string query;
+  for (int i = 0; i < 2000; ++i) query += (i ? "&a=" : "a=") + std::to_string(i % 10);
+  const std::string raw = raw_request(
+      port(), "GET /health?" + query + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(status_of(raw), 414) << raw.substr(0, 300);
+}
+
+TEST_F(HostileClient, AMissingHostIsOne400AndCounted) {
+  const std::string sample = "malaria_http_requests_total{route=\"/health\",status=\"400\"}";
+  const double before = std::max(0.0, testing_support::metric(port(), sample));
+  const std::string raw = raw_request(port(), "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(status_of(raw), 400);
+  size_t heads = 0;
+  for (size_t at = raw.find("HTTP/1.1 "); at != std::string::npos; at = raw.find("HTTP/1.1 ", at + 1))
+    heads++;
+  EXPECT_EQ(heads, 1u) << raw;  // one header block, not two
+  EXPECT_NE(body_of(raw).find("Host"), std::string::npos) << raw;
+  EXPECT_TRUE(testing_support::wait_for_metric(port(), sample,
+                                               [&](double v) { return v == before + 1; }));
+  // HTTP/1.0 needs no Host.
+  EXPECT_EQ(status_of(raw_request(port(), "GET /health HTTP/1.0\r\n\r\n")), 200);
+}
+
+TEST_F(HostileClient, ExpectContinueWithoutABodyIsAnswered408) {
+  const int fd = connect_to(port());
+  ASSERT_GE(fd, 0);
+  send_all(fd,
+           "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+           "Content-Type: image/png\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n");
+  const std::string raw = read_until_closed(fd, 120000);  // the idle timeout is 10 s
+  ::close(fd);
+  EXPECT_NE(raw.find("100 Continue"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("HTTP/1.1 408"), std::string::npos) << raw;
+}
+
 TEST_F(HostileClient, SlowAndIdleClientsDoNotStopHealthChecks) {
   std::vector<int> idle, slow;
   for (int i = 0; i < 500; ++i)
@@ -192,20 +239,17 @@ TEST_F(HostileClient, SlowAndIdleClientsDoNotStopHealthChecks) {
     }
   EXPECT_EQ(idle.size(), 500u);
   EXPECT_EQ(slow.size(), 40u);
-  double worst = 0;
+  ASSERT_TRUE(testing_support::wait_for_metric(port(), "malaria_http_connections_open",
+                                               [](double v) { return v >= 540; }));
   for (int round = 0; round < 5; ++round) {
     for (int fd : slow) send_all(fd, "X-Slow: 1\r\n");  // a header line now and then
-    const auto t0 = std::chrono::steady_clock::now();
     const std::string raw =
-        raw_request(port(), "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3000);
-    worst = std::max(worst,
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        raw_request(port(), "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 60000);
     EXPECT_EQ(status_of(raw), 200);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  // A server held up by these clients would answer only once they are cut off at the 10 s header
-  // deadline. 2 s leaves room for a sanitizer build beside another test on 2 cores (1.03 s seen).
-  EXPECT_LT(worst, 2.0);
+  // Answered while every slow and idle client was still connected: a server held up by them
+  // would answer only once they are cut off at the header deadline.
+  EXPECT_GE(testing_support::metric(port(), "malaria_http_connections_open"), 540);
   for (int fd : idle) ::close(fd);
   for (int fd : slow) ::close(fd);
 }
@@ -217,8 +261,9 @@ TEST(ServerHardening, AHeaderThatNeverEndsIsCutOffAtTheDeadline) {
   ASSERT_GE(fd, 0);
   const auto t0 = std::chrono::steady_clock::now();
   bool open = true;
-  // One header byte every 300 ms keeps an idle timer happy, but not the header deadline.
-  while (open && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(8)) {
+  // One header byte every 300 ms keeps an idle timer happy, but not the header deadline. The
+  // 60 s limit only catches a server that never cuts the client off.
+  while (open && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
     open = send_all(fd, "G");
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, 300) > 0) {
@@ -227,10 +272,7 @@ TEST(ServerHardening, AHeaderThatNeverEndsIsCutOffAtTheDeadline) {
     }
   }
   ::close(fd);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_FALSE(open);
-  EXPECT_LT(seconds, 4.0);
 }
 
 TEST(ServerHardening, ASecondServerOnTheSamePortFailsClearly) {
@@ -243,7 +285,9 @@ TEST(ServerHardening, ASecondServerOnTheSamePortFailsClearly) {
 
 TEST(ServerHardening, SigtermAnswersEveryConnectionItAccepted) {
   MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
-  ServerProcess server({"--batch-wait-ms", "400", "--max-batch", "64"});
+  // The worker would wait 10 minutes to fill a batch of 64: the 24 requests stay queued until
+  // the signal.
+  ServerProcess server({"--batch-wait-ms", "600000", "--max-batch", "64"});
   const std::string request = post("/api/v1/predict", real_cell(), "image/png");
   std::vector<int> fds;
   for (int i = 0; i < 24; ++i) {
@@ -252,16 +296,99 @@ TEST(ServerHardening, SigtermAnswersEveryConnectionItAccepted) {
     send_all(fd, request);
     fds.push_back(fd);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(testing_support::wait_for_metric(
+      server.port(), "malaria_work_waiting_images{kind=\"classify\"}", [](double v) { return v == 24; }));
   ::kill(server.pid(), SIGTERM);
-  int answered = 0, ok = 0;
+  int ok = 0;
   for (int fd : fds) {
-    const int status = status_of(read_until_closed(fd, 10000));
-    answered += status == 200 || status == 503;
-    ok += status == 200;
+    ok += status_of(read_until_closed(fd, 60000)) == 200;
     ::close(fd);
   }
-  EXPECT_EQ(answered, 24);
   EXPECT_EQ(ok, 24);  // all were accepted before the signal
   EXPECT_EQ(server.wait_exit(), 0);
+}
+
+// A 4096 x 4096 photo made of a real field, tiled: about 1,500 real red cells.
+std::string tiled_real_field() {
+  const cv::Mat field =
+      cv::imread(testing_support::data_root() + "/fields/iml/images/PA171690.JPG");
+  cv::Mat big(4096, 4096, CV_8UC3);
+  for (int y = 0; y < 4096; y += field.rows)
+    for (int x = 0; x < 4096; x += field.cols) {
+      const cv::Rect to(x, y, std::min(field.cols, 4096 - x), std::min(field.rows, 4096 - y));
+      field(cv::Rect(0, 0, to.width, to.height)).copyTo(big(to));
+    }
+  std::vector<uint8_t> jpeg;
+  cv::imencode(".jpg", big, jpeg, {cv::IMWRITE_JPEG_QUALITY, 90});
+  return std::string(jpeg.begin(), jpeg.end());
+}
+
+TEST(ServerHardening, SigtermPastTheDrainTimeAnswersEveryScreeningWith503OrItsResult) {
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/fields/iml");
+  ServerProcess server({"--drain-seconds", "1"});
+  const std::string request = post("/api/v1/screen", tiled_real_field(), "image/jpeg");
+  std::vector<int> fds;
+  for (int i = 0; i < 4; ++i) {
+    const int fd = connect_to(server.port());
+    ASSERT_GE(fd, 0);
+    send_all(fd, request);
+    fds.push_back(fd);
+  }
+  ASSERT_TRUE(testing_support::wait_for_metric(
+      server.port(), "malaria_work_admitted{kind=\"screen\"}", [](double v) { return v > 0; }));
+  ::kill(server.pid(), SIGTERM);
+  int answered = 0, refused = 0;
+  for (int fd : fds) {
+    const std::string raw = read_until_closed(fd, 120000);
+    const int status = status_of(raw);
+    answered += status == 200 || status == 503;
+    if (status == 503) {
+      refused++;
+      EXPECT_NE(raw.find("Retry-After: 1"), std::string::npos) << raw.substr(0, 400);
+    }
+    ::close(fd);
+  }
+  EXPECT_EQ(answered, 4);  // nobody is left without an answer
+  EXPECT_EQ(server.wait_exit(), 0);
+  std::printf("%d of 4 screenings refused with 503 after the drain time\n", refused);
+}
+
+TEST(ServerHardening, ScreeningMemoryStaysBoundedAndIsGivenBack) {
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/fields/iml");
+  ServerProcess server({});
+  // 17,000 stained discs: a field the quality verdict fails before classifying anything ...
+  cv::Mat discs(4096, 4096, CV_8UC3, cv::Scalar::all(230));
+  for (int y = 16; y < 4096; y += 31)
+    for (int x = 16; x < 4096; x += 31) cv::circle(discs, {x, y}, 14, {150, 120, 200}, cv::FILLED);
+  std::vector<uint8_t> png;
+  cv::imencode(".png", discs, png);
+  // ... and a real one with ~1,500 cells, classified in fixed batches.
+  const std::vector<std::string> bodies = {std::string(png.begin(), png.end()), tiled_real_field()};
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i)
+    clients.emplace_back([&, i] {
+      auto c = server.client();
+      c.set_read_timeout(300);
+      auto r = c.Post("/api/v1/screen", bodies[i % 2], i % 2 ? "image/jpeg" : "image/png");
+      if (!r) return;
+      if (r->status == 503) {
+        ok++;  // a deliberate refusal, with Retry-After
+        EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+        return;
+      }
+      const auto body = json::parse(r->body);
+      const auto& field = body["fields"][0];
+      if (i % 2 == 0) {
+        EXPECT_EQ(field["quality"]["verdict"], "fail");
+        EXPECT_TRUE(field["summary"]["parasitemia_percent"].is_null());
+      } else {
+        EXPECT_NE(field["quality"]["verdict"], "fail") << field["quality"];
+        EXPECT_GT(field["cells"].size(), 1000u);
+      }
+      ok += r->status == 200;
+    });
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(ok, 4);
+  EXPECT_LT(resident_kib(server.pid()), 2 * 1024 * 1024) << "resident memory over 2 GB";
 }

@@ -1,6 +1,8 @@
 // Integration: short training runs on real NIH images from ../shared/data.
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <csignal>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -174,16 +176,23 @@ TEST(Training, AnInterruptedAndResumedRunEqualsAnUninterruptedOne) {
   o.out_dir = dir / "straight";
   run_training(o);
 
-  // Interrupt the second run early in its second epoch, as Ctrl-C would.
+  // Interrupt the second run once its first epoch is written, as Ctrl-C would. Should the run
+  // end first, the late signal meets this no-op handler instead of ending the test binary.
   o.out_dir = dir / "resumed";
+  struct sigaction ignore {}, previous {};
+  ignore.sa_handler = [](int) {};
+  sigemptyset(&ignore.sa_mask);
+  ::sigaction(SIGINT, &ignore, &previous);
+  std::atomic<bool> finished{false};
   std::thread interrupter([&] {
-    while (!std::filesystem::exists(dir / "resumed/history.json"))
+    while (!finished && !std::filesystem::exists(dir / "resumed/history.json"))
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::raise(SIGINT);
+    if (!finished) std::raise(SIGINT);
   });
   const TrainOutcome first = run_training(o);
+  finished = true;
   interrupter.join();
+  ::sigaction(SIGINT, &previous, nullptr);
   ASSERT_TRUE(first.interrupted) << "the run ended before the interrupt";
   resume_training(dir / "resumed", 1);
 
