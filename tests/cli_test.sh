@@ -127,7 +127,7 @@ code=$?
 set -e
 [ "$code" -eq 2 ] || fail "screen with a corrupt field exited $code: $(tail -3 "$work/screen.log")"
 grep -q "cut.JPG" "$work/screen.log" || fail "no error for the corrupt field"
-grep -q "slide S-7: 2 fields" "$work/screen.log" || fail "no slide line: $(tail -3 "$work/screen.log")"
+grep -q "slide S-7: 2 of 2 fields usable" "$work/screen.log" || fail "no slide line: $(tail -3 "$work/screen.log")"
 [ "$(tail -n +2 "$work/screen/fields.csv" | wc -l)" -eq 2 ] || fail "fields.csv rows"
 python3 - "$work/screen.json" "$work/screen/PA171690_screen.png" <<'PY' || fail "screen JSON or overlay"
 import json, struct, sys
@@ -176,5 +176,50 @@ python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['fields'] 
 ls "$work/field-run/field-cells/Parasitized" | grep -q "^fields-[0-9]_IMG_" || fail "no field cells"
 grep -q '"infected_boxes"' "$work/field-run/data_summary.json" || fail "no field summary"
 grep -q ',fields-[0-9],' "$work/field-run/split.csv" || fail "field groups are not in the split"
+
+# A FIFO given as a model file is refused at once by every command, never waited on.
+mkfifo "$work/fifo.pt"
+for args in "info $work/fifo.pt" "predict --model $work/fifo.pt $work/PA171690.JPG" \
+  "screen --model $work/fifo.pt $work/PA171690.JPG" "explain --model $work/fifo.pt --out $work/x $work/PA171690.JPG" \
+  "evaluate-fields --model $work/fifo.pt --fields $work/fields" "serve --model $work/fifo.pt --port 0"; do
+  set +e
+  # shellcheck disable=SC2086
+  timeout 120 "$bin" $args >"$work/out" 2>&1
+  code=$?
+  set -e
+  [ "$code" -ne 124 ] || fail "'$args' hung on a FIFO"
+  [ "$code" -ne 0 ] || fail "'$args' accepted a FIFO"
+  grep -q "not a regular file" "$work/out" || fail "'$args': unclear error: $(tail -2 "$work/out")"
+done
+
+# A symbolic-link loop is an error for that path alone, named or inside a slide folder.
+mkdir -p "$work/loop" "$work/slide"
+ln -s b "$work/loop/a"; ln -s a "$work/loop/b"
+cp "$work/PA171690.JPG" "$work/slide/"; ln -s y.jpg "$work/slide/x.jpg"; ln -s x.jpg "$work/slide/y.jpg"
+for inputs in "$work/PA171690.JPG $work/loop/a" "$work/slide"; do
+  set +e
+  # shellcheck disable=SC2086
+  "$bin" screen --model "$field_model" $inputs >"$work/out" 2>&1
+  code=$?
+  set -e
+  [ "$code" -eq 2 ] || fail "screen $inputs exited $code: $(tail -3 "$work/out")"
+  grep -q "symbolic link loop" "$work/out" || fail "no link-loop error: $(cat "$work/out")"
+  grep -q "PA171690.JPG .* cells" "$work/out" || fail "the good field was not screened: $(cat "$work/out")"
+done
+
+# A photo that is no smear field fails its quality verdict and gets no parasitemia.
+python3 - "$work/noise.png" <<'PY'
+import random, struct, sys, zlib
+w, h = 640, 480
+raw = b"".join(b"\0" + bytes(random.getrandbits(8) for _ in range(3 * w)) for _ in range(h))
+chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+open(sys.argv[1], "wb").write(png + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+"$bin" screen --model "$field_model" "$work/noise.png" --out "$work/noise" >"$work/out" 2>&1 ||
+  fail "screen of a noise image: $(tail -3 "$work/out")"
+grep -q "not counted (quality: fail)" "$work/out" || fail "noise passed the quality verdict: $(cat "$work/out")"
+grep -q "none usable: no parasitemia" "$work/out" || fail "noise got a parasitemia: $(cat "$work/out")"
+grep -q ",fail," "$work/noise/fields.csv" || fail "fields.csv has no failed verdict"
 
 echo "cli_test: all checks passed"
