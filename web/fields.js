@@ -57,22 +57,29 @@ function renderField(field, file) {
     stage.append(box);
   }
   const s = field.summary;
-  const caption = element("figcaption", {
-    textContent: `${field.file}: ${s.cells} cells, ${s.parasitized} parasitized ` +
-      `(${s.parasitemia_percent.toFixed(2)}%), ${s.inconclusive} inconclusive, ${s.excluded} cut by the edge`,
-  });
+  const quality = field.quality || { verdict: "ok", reasons: [] };
+  // A field that failed its quality verdict has no count: say why instead.
+  const text = quality.verdict === "fail"
+    ? `${field.file}: not counted (${quality.reasons.join("; ")})`
+    : `${field.file}: ${s.cells} cells, ${s.parasitized} parasitized ` +
+      `(${s.parasitemia_percent.toFixed(2)}%), ${s.inconclusive} inconclusive, ${s.excluded} cut by the edge` +
+      (quality.verdict === "warn" ? ` (warning: ${quality.reasons.join("; ")})` : "");
+  const caption = element("figcaption", { className: "quality-" + quality.verdict, textContent: text });
   return element("figure", { className: "field" }, [caption, stage]);
 }
 
 function renderSlide(files, payload) {
   const s = payload.slide;
+  const figure = s.parasitemia_percent === null
+    ? element("span", { className: "error" }, [element("b", { textContent: "No usable field" }), ": no parasitemia"])
+    : element("span", {}, [element("b", { textContent: s.parasitemia_percent.toFixed(2) + "%" }),
+      ` parasitemia (95% CI ${s.ci_low.toFixed(2)}-${s.ci_high.toFixed(2)}%)`]);
   document.getElementById("slide-summary").replaceChildren(
-    element("span", {}, [element("b", { textContent: s.parasitemia_percent.toFixed(2) + "%" }),
-      ` parasitemia (95% CI ${s.ci_low.toFixed(2)}-${s.ci_high.toFixed(2)}%)`]),
+    figure,
     element("span", {}, [element("b", { textContent: s.parasitized }), " parasitized"]),
     element("span", {}, [element("b", { textContent: s.cells }), " cells"]),
     element("span", {}, [element("b", { textContent: s.inconclusive }), " inconclusive"]),
-    element("span", {}, [element("b", { textContent: s.fields }), " fields"]));
+    element("span", {}, [element("b", { textContent: `${s.fields_used} of ${s.fields}` }), " fields usable"]));
   const byName = new Map(files.map((f) => [f.name, f]));
   fieldList.replaceChildren(...payload.fields.map((f) => renderField(f, byName.get(f.file))));
   for (const e of payload.errors)
@@ -93,9 +100,7 @@ async function screenFields(files) {
     const payload = await response.json();
     if (!payload.fields) throw new Error(payload.error || response.statusText);
     renderSlide(files, payload);
-    fieldStatus.textContent = response.ok ? "Done." : payload.error;
-    if (payload.slide.cells < 1000)
-      fieldStatus.textContent += " Fewer than 1,000 cells: the interval is wide; add fields.";
+    fieldStatus.textContent = [response.ok ? "Done." : payload.error, ...(payload.slide.warnings || [])].join(" ");
   } catch (err) {
     fieldStatus.textContent = "Error: " + err.message;
     fieldStatus.className = "error";

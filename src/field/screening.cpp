@@ -179,9 +179,9 @@ nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const st
   nlohmann::json warnings = nlohmann::json::array();
   if (total.cells == 0) {
     for (const char* key : {"parasitemia_percent", "ci_low", "ci_high"}) summary[key] = nullptr;
-    warnings.push_back("no usable field: no parasitemia can be given");
+    warnings.push_back("No usable field: no parasitemia can be given.");
   } else if (total.cells < kSlideMinimumCells) {
-    warnings.push_back("only " + std::to_string(total.cells) +
+    warnings.push_back("Only " + std::to_string(total.cells) +
                        " cells in usable fields: the interval is wide; screen more fields (about "
                        "1,000 cells)");
   }

@@ -126,6 +126,23 @@ await check("a smear field shows its cells, the slide's parasitemia and an enlar
   await page.screenshot({ path: `${screenshotDir}/field-cell-enlarged.png` });
   await page.locator("#cell-view button").click();
   await page.locator(".fields").screenshot({ path: `${screenshotDir}/smear-field.png` });
+
+  // A blank photo fails its quality verdict: the page says why and shows no parasitemia.
+  const blank = await page.evaluate(() => {
+    const canvas = document.createElement("canvas");
+    canvas.width = 640;
+    canvas.height = 480;
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#e6e6e6";
+    ctx.fillRect(0, 0, 640, 480);
+    return canvas.toDataURL("image/png").split(",")[1];
+  });
+  await page.setInputFiles("#field-input", { name: "blank.png", mimeType: "image/png", buffer: Buffer.from(blank, "base64") });
+  await page.click("#field-submit");
+  await page.locator("#field-list figcaption.quality-fail").waitFor();
+  assert.match(await page.locator("#field-list figcaption").first().innerText(), /not counted \(.*no red cells found/);
+  assert.match(await page.locator("#slide-summary").innerText(), /No usable field: no parasitemia/);
+  await page.locator(".fields").screenshot({ path: `${screenshotDir}/smear-field-failed-quality.png` });
   assert.deepEqual(consoleErrors, [], "no console errors");
   await context.close();
 });
