@@ -27,7 +27,7 @@ sanitize: deps
 
 # libFuzzer targets (clang): FUZZ_RUNS executions or FUZZ_SECONDS each, whichever comes first;
 # crashers land in fuzz/regressions/.
-FUZZ_SECONDS ?= 300
+FUZZ_SECONDS ?= 120
 FUZZ_RUNS ?= 100000
 fuzz: deps
 	bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_RUNS)
