@@ -80,17 +80,24 @@ void add_augment_options(CLI::App* sub, TrainCommandOptions& o) {
   sub->add_flag("--no-augment", o.no_augment, "no augmentation at all");
 }
 
-Command add_train(CLI::App& app, const GlobalOptions& global) {
-  auto o = std::make_shared<TrainCommandOptions>();
-  o->train.data_dir = default_data_dir();
-  auto* sub = app.add_subcommand("train", "Train a model and evaluate it on a held-out split");
-  sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
+// Where the images come from and how they are loaded: the same for train and cv.
+void add_data_options(CLI::App* sub, TrainOptions& t) {
+  t.data_dir = default_data_dir();
+  sub->add_option("--data", t.data_dir, "folder with Parasitized/ and Uninfected/")
       ->capture_default_str();
-  sub->add_option("--fields", o->train.fields_dir,
+  sub->add_option("--fields", t.fields_dir,
                   "annotated smear fields (annotations.json or .csv): their cells join the data "
                   "(--data none: train on them alone)");
-  add_number(sub, "--field-positive-repeat", o->train.field_positive_repeat, 1, 1000,
+  add_number(sub, "--field-positive-repeat", t.field_positive_repeat, 1, 1000,
              "times each infected field cell is shown per epoch");
+  add_number(sub, "--workers", t.workers, 0, 64, "data-loading threads");
+  sub->add_flag("--cache", t.cache, "keep decoded, resized images in RAM");
+}
+
+Command add_train(CLI::App& app, const GlobalOptions& global) {
+  auto o = std::make_shared<TrainCommandOptions>();
+  auto* sub = app.add_subcommand("train", "Train a model and evaluate it on a held-out split");
+  add_data_options(sub, o->train);
   sub->add_option("--out", o->train.out_dir,
                   "run folder for the model, history, split and reports");
   sub->add_option("--resume", o->resume_dir, "continue the interrupted run in this folder");
@@ -101,8 +108,6 @@ Command add_train(CLI::App& app, const GlobalOptions& global) {
       ->expected(3)
       ->check(number_in(0, 1))
       ->capture_default_str();
-  add_number(sub, "--workers", o->train.workers, 0, 64, "data-loading threads");
-  sub->add_flag("--cache", o->train.cache, "keep decoded, resized images in RAM");
   sub->add_flag("--strict", o->train.strict, "stop on an unreadable image instead of skipping it");
   add_schedule_options(sub, o->train);
   add_augment_options(sub, *o);
@@ -114,16 +119,9 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
   auto folds = std::make_shared<int>(5);
   auto val_share = std::make_shared<double>(0.25);
   auto final_model = std::make_shared<bool>(false);
-  o->train.data_dir = default_data_dir();
   auto* sub = app.add_subcommand(
       "cv", "Patient-level cross-validation: train and test once per fold, report mean ± sd");
-  sub->add_option("--data", o->train.data_dir, "folder with Parasitized/ and Uninfected/")
-      ->capture_default_str();
-  sub->add_option("--fields", o->train.fields_dir,
-                  "annotated smear fields (annotations.json or .csv): their cells join the data "
-                  "(--data none: train on them alone)");
-  add_number(sub, "--field-positive-repeat", o->train.field_positive_repeat, 1, 1000,
-             "times each infected field cell is shown per epoch");
+  add_data_options(sub, o->train);
   sub->add_option("--out", o->train.out_dir,
                   "folder for the folds (fold-1 ...) and the summary; run the same command "
                   "again to continue an interrupted cross-validation")
@@ -131,8 +129,6 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
   add_number(sub, "--folds", *folds, 2, 50, "folds of whole patients");
   add_number(sub, "--val-share", *val_share, 0.01, 0.9,
              "share of each fold's training patients kept for validation");
-  add_number(sub, "--workers", o->train.workers, 0, 64, "data-loading threads");
-  sub->add_flag("--cache", o->train.cache, "keep decoded, resized images in RAM");
   sub->add_flag("--final", *final_model,
                 "then train OUT/final on every patient with the same recipe, its model file "
                 "carrying the cross-validated figures");
