@@ -29,7 +29,6 @@ struct EvaluateCommandOptions {
   bool strict = false;
 };
 
-
 int run_evaluate(const EvaluateCommandOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
   Classifier model = Classifier::load(o.model);

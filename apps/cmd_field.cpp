@@ -81,8 +81,8 @@ std::string fields_csv(const std::vector<ScreenedField>& fields) {
     else
       std::snprintf(row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%.4f,", f.width,
                     f.height, f.quality.verdict.c_str(), f.summary.cells, f.summary.parasitized,
-                    f.summary.inconclusive, f.summary.excluded, f.summary.percent(),
-                    100 * ci.low, 100 * ci.high, f.segment_seconds + f.classify_seconds);
+                    f.summary.inconclusive, f.summary.excluded, f.summary.percent(), 100 * ci.low,
+                    100 * ci.high, f.segment_seconds + f.classify_seconds);
     csv << csv_field(f.file) << row << csv_field(join(f.quality.reasons, "; ")) << '\n';
   }
   return csv.str();

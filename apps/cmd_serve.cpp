@@ -10,8 +10,7 @@ namespace {
 
 void add_limit_options(CLI::App* sub, ServerOptions& o, double& max_upload_mb) {
   add_number(sub, "--max-batch", o.work.max_batch, 1, 1024, "images per forward pass");
-  add_number(sub, "--batch-wait-ms", o.work.batch_wait_ms, 0, 600000,
-             "extra wait to fill a batch");
+  add_number(sub, "--batch-wait-ms", o.work.batch_wait_ms, 0, 600000, "extra wait to fill a batch");
   add_number(sub, "--queue", o.work.capacity[size_t(WorkKind::classify)], 1, 1e6,
              "cell images admitted for classification at once; more is 503");
   add_number(sub, "--explain-queue", o.work.capacity[size_t(WorkKind::explain)], 1, 1e6,

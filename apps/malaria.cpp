@@ -44,10 +44,10 @@ CLI::Validator number_in(double lo, double hi) {
 CLI::Option* add_operating_point_option(CLI::App* app, std::string& point,
                                         const std::string& fallback) {
   return app->add_option("--operating-point", point,
-                          "decision threshold and Inconclusive band from the model file: "
-                          "'balanced', 'screening' (97% sensitivity on validation), "
-                          "'parasitemia' (field models) or another it holds (default: " +
-                              fallback + ")");
+                         "decision threshold and Inconclusive band from the model file: "
+                         "'balanced', 'screening' (97% sensitivity on validation), "
+                         "'parasitemia' (field models) or another it holds (default: " +
+                             fallback + ")");
 }
 
 }  // namespace malaria::cli

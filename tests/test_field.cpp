@@ -221,8 +221,8 @@ TEST(FieldAnnotations, NumbersAreReadInFullWithTheFileAndLineInEveryError) {
     EXPECT_NE(error.find("pixel coordinate"), std::string::npos) << x << ": " << error;
   }
   // Boxes far outside the image, with or without overflow.
-  for (const std::string row : {"a.png,100000,2,3,4,ring", "a.png,2147483647,0,1,1,ring",
-                                "a.png,90,90,40,40,ring"}) {
+  for (const std::string row :
+       {"a.png,100000,2,3,4,ring", "a.png,2147483647,0,1,1,ring", "a.png,90,90,40,40,ring"}) {
     std::ofstream(csv) << "image,x,y,w,h,label\n" << row << "\n";
     EXPECT_NE(annotation_error(dir.str()), "") << row;
   }
@@ -239,9 +239,10 @@ TEST(FieldAnnotations, NumbersAreReadInFullWithTheFileAndLineInEveryError) {
 TEST(FieldAnnotations, ImageNamesStayInsideTheAnnotationFolder) {
   TempDir dir;
   cv::imwrite(dir.str() + "/a.png", cv::Mat(100, 100, CV_8UC3, cv::Scalar::all(200)));
-  for (const std::string& name : std::vector<std::string>{"/etc/passwd", dir.str() + "/a.png", "../a.png", "images/../a.png"}) {
-    std::ofstream(dir.str() + "/annotations.csv")
-        << "image,x,y,w,h,label\n" << name << ",1,2,3,4,ring\n";
+  for (const std::string& name : std::vector<std::string>{"/etc/passwd", dir.str() + "/a.png",
+                                                          "../a.png", "images/../a.png"}) {
+    std::ofstream(dir.str() + "/annotations.csv") << "image,x,y,w,h,label\n"
+                                                  << name << ",1,2,3,4,ring\n";
     EXPECT_NE(annotation_error(dir.str()).find("bad image name"), std::string::npos) << name;
   }
 }
@@ -319,13 +320,13 @@ TEST(FieldQuality, RealFieldsPassAndDamagedOrForeignImagesFail) {
         text(field.size(), CV_8UC3, cv::Scalar::all(255)), grey;
     cv::randu(noise, 0, 256);
     for (int line = 0; line < 30; ++line)
-      cv::putText(text, "Lorem ipsum dolor sit amet, consectetur adipiscing elit", {10, 30 + 30 * line},
-                  cv::FONT_HERSHEY_SIMPLEX, 0.8, cv::Scalar::all(0), 2);
+      cv::putText(text, "Lorem ipsum dolor sit amet, consectetur adipiscing elit",
+                  {10, 30 + 30 * line}, cv::FONT_HERSHEY_SIMPLEX, 0.8, cv::Scalar::all(0), 2);
     cv::cvtColor(field, grey, cv::COLOR_BGR2GRAY);
     cv::cvtColor(grey, grey, cv::COLOR_GRAY2BGR);
     const std::map<std::string, cv::Mat> damaged = {
-        {"blank", blank}, {"noise", noise}, {"text", text}, {"grey (unstained)", grey},
-        {"overexposed", field * 4}, {"underexposed", field * 0.08}};
+        {"blank", blank},           {"noise", noise},           {"text", text},
+        {"grey (unstained)", grey}, {"overexposed", field * 4}, {"underexposed", field * 0.08}};
     for (const auto& [name, image] : damaged) {
       ++tried[name];
       caught[name] += assess_field_quality(image, segment_cells(image)).failed();

@@ -1,6 +1,5 @@
 // Exercises every route and every bad input of the real server binary over HTTP.
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
 
 #include <atomic>
@@ -317,7 +316,8 @@ TEST_F(ServerTest, ScreenFindsAndClassifiesTheCellsOfRealFields) {
     EXPECT_EQ(overlay.cols, 1024);
     EXPECT_EQ(overlay.rows, 768);
   }
-  for (const auto& field : body["fields"]) EXPECT_EQ(field["quality"]["verdict"], "ok") << field["quality"];
+  for (const auto& field : body["fields"])
+    EXPECT_EQ(field["quality"]["verdict"], "ok") << field["quality"];
   EXPECT_EQ(body["slide"]["name"], "S-1");
   EXPECT_EQ(body["slide"]["fields"], 2);
   EXPECT_EQ(body["slide"]["fields_used"], 2);
@@ -513,10 +513,12 @@ TEST(ServerOptions, FullQueueAnswers503WithRetryAfter) {
   const std::string png = read_bytes(real_images(1)[0]);
   int first_status = 0;
   std::thread first([&] {
-    if (auto r = server.client().Post("/api/v1/predict", png, "image/png")) first_status = r->status;
+    if (auto r = server.client().Post("/api/v1/predict", png, "image/png"))
+      first_status = r->status;
   });
-  ASSERT_TRUE(testing_support::wait_for_metric(
-      server.port(), "malaria_work_waiting_images{kind=\"classify\"}", [](double v) { return v == 1; }));
+  ASSERT_TRUE(testing_support::wait_for_metric(server.port(),
+                                               "malaria_work_waiting_images{kind=\"classify\"}",
+                                               [](double v) { return v == 1; }));
   auto res = server.client().Post("/api/v1/predict", png, "image/png");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 503);
@@ -545,9 +547,9 @@ TEST(ServerOptions, RequestsWaitingTogetherShareOneForwardPass) {
   EXPECT_EQ(testing_support::metric(server.port(),
                                     "malaria_inference_batch_size_count{kind=\"classify\"}"),
             1);
-  EXPECT_EQ(testing_support::metric(server.port(),
-                                    "malaria_inference_batch_size_sum{kind=\"classify\"}"),
-            8);
+  EXPECT_EQ(
+      testing_support::metric(server.port(), "malaria_inference_batch_size_sum{kind=\"classify\"}"),
+      8);
 }
 
 TEST(ServerOptions, SigtermFinishesTheRequestInFlight) {
@@ -558,8 +560,9 @@ TEST(ServerOptions, SigtermFinishesTheRequestInFlight) {
   std::thread request([&] {
     if (auto r = server.client().Post("/api/v1/predict", png, "image/png")) status = r->status;
   });
-  ASSERT_TRUE(testing_support::wait_for_metric(
-      server.port(), "malaria_work_waiting_images{kind=\"classify\"}", [](double v) { return v == 1; }));
+  ASSERT_TRUE(testing_support::wait_for_metric(server.port(),
+                                               "malaria_work_waiting_images{kind=\"classify\"}",
+                                               [](double v) { return v == 1; }));
   ::kill(server.pid(), SIGTERM);
   request.join();
   EXPECT_EQ(status, 200);

@@ -206,12 +206,13 @@ TEST_F(HostileClient, AMissingHostIsOne400AndCounted) {
   const std::string raw = raw_request(port(), "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(status_of(raw), 400);
   size_t heads = 0;
-  for (size_t at = raw.find("HTTP/1.1 "); at != std::string::npos; at = raw.find("HTTP/1.1 ", at + 1))
+  for (size_t at = raw.find("HTTP/1.1 "); at != std::string::npos;
+       at = raw.find("HTTP/1.1 ", at + 1))
     heads++;
   EXPECT_EQ(heads, 1u) << raw;  // one header block, not two
   EXPECT_NE(body_of(raw).find("Host"), std::string::npos) << raw;
-  EXPECT_TRUE(testing_support::wait_for_metric(port(), sample,
-                                               [&](double v) { return v == before + 1; }));
+  EXPECT_TRUE(
+      testing_support::wait_for_metric(port(), sample, [&](double v) { return v == before + 1; }));
   // HTTP/1.0 needs no Host.
   EXPECT_EQ(status_of(raw_request(port(), "GET /health HTTP/1.0\r\n\r\n")), 200);
 }
@@ -296,8 +297,9 @@ TEST(ServerHardening, SigtermAnswersEveryConnectionItAccepted) {
     send_all(fd, request);
     fds.push_back(fd);
   }
-  ASSERT_TRUE(testing_support::wait_for_metric(
-      server.port(), "malaria_work_waiting_images{kind=\"classify\"}", [](double v) { return v == 24; }));
+  ASSERT_TRUE(testing_support::wait_for_metric(server.port(),
+                                               "malaria_work_waiting_images{kind=\"classify\"}",
+                                               [](double v) { return v == 24; }));
   ::kill(server.pid(), SIGTERM);
   int ok = 0;
   for (int fd : fds) {

@@ -2,7 +2,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-
 #include <csignal>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -179,7 +178,8 @@ TEST(Training, AnInterruptedAndResumedRunEqualsAnUninterruptedOne) {
   // Interrupt the second run once its first epoch is written, as Ctrl-C would. Should the run
   // end first, the late signal meets this no-op handler instead of ending the test binary.
   o.out_dir = dir / "resumed";
-  struct sigaction ignore {}, previous {};
+  struct sigaction ignore {
+  }, previous{};
   ignore.sa_handler = [](int) {};
   sigemptyset(&ignore.sa_mask);
   ::sigaction(SIGINT, &ignore, &previous);

@@ -163,12 +163,11 @@ std::vector<AnnotatedField> read_field_annotations(const std::string& dir) {
       const cv::Rect& b = cell.box;
       if (b.width <= 0 || b.height <= 0 || b.x + b.width > size.width + kBoxSlack ||
           b.y + b.height > size.height + kBoxSlack)
-        throw std::runtime_error(field.name + ": the box x=" + std::to_string(b.x) +
-                                 " y=" + std::to_string(b.y) + " w=" + std::to_string(b.width) +
-                                 " h=" + std::to_string(b.height) +
-                                 " has no area or lies outside the image (" +
-                                 std::to_string(size.width) + "x" + std::to_string(size.height) +
-                                 ")");
+        throw std::runtime_error(
+            field.name + ": the box x=" + std::to_string(b.x) + " y=" + std::to_string(b.y) +
+            " w=" + std::to_string(b.width) + " h=" + std::to_string(b.height) +
+            " has no area or lies outside the image (" + std::to_string(size.width) + "x" +
+            std::to_string(size.height) + ")");
     }
   }
   std::sort(fields.begin(), fields.end(),

@@ -71,16 +71,14 @@ double pearson(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 FieldOutcome evaluate_one(const Classifier& classifier, const OperatingPoint& point,
-                          const AnnotatedField& field,
-                          cv::Mat* overlay) {
+                          const AnnotatedField& field, cv::Mat* overlay) {
   FieldOutcome out;
   out.name = field.name;
   out.group = field.group;
   const cv::Mat bgr = read_image(field.path, kFieldImageLimits);
   const auto start = std::chrono::steady_clock::now();
   const FieldSegmentation seg = segment_cells(bgr);
-  const ScreenedField screened =
-      classify_regions(classifier, point, bgr, field.name, seg);
+  const ScreenedField screened = classify_regions(classifier, point, bgr, field.name, seg);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.detections = seg.cells.size();
   out.measured = screened.summary;
@@ -292,9 +290,8 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string&
                  fields.end());
   }
   if (fields.empty()) throw std::runtime_error("no annotated fields to evaluate in " + fields_dir);
-  const std::string point_name = options.operating_point.empty()
-                                     ? field_operating_point(classifier)
-                                     : options.operating_point;
+  const std::string point_name =
+      options.operating_point.empty() ? field_operating_point(classifier) : options.operating_point;
   const OperatingPoint& point = classifier.operating_point(point_name);
   std::vector<FieldOutcome> outcomes;
   std::optional<ProgressBar> bar;
@@ -306,15 +303,16 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string&
   if (bar) bar->finish();
 
   std::vector<double> group_annotated, group_measured;
-  FieldEvaluation ev{summarize_outcomes(point_name, point, outcomes, group_annotated, group_measured)};
+  FieldEvaluation ev{
+      summarize_outcomes(point_name, point, outcomes, group_annotated, group_measured)};
   ev.result["fields_dir"] = fields_dir;
   ev.result["text"] = ev.to_text();
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir + "/figures");
     plot_parasitemia(group_annotated, group_measured, 0.3,
                      options.out_dir + "/figures/parasitemia.png");
-    ev.result["worst_fields"] =
-        write_worst_overlays(classifier, point, fields, outcomes, options.worst_fields, options.out_dir);
+    ev.result["worst_fields"] = write_worst_overlays(classifier, point, fields, outcomes,
+                                                     options.worst_fields, options.out_dir);
     write_text_atomic(options.out_dir + "/evaluation.json", ev.result.dump(2));
     write_text_atomic(options.out_dir + "/evaluation.txt", ev.to_text());
     write_report(ev.result, options.out_dir);

@@ -14,7 +14,7 @@ constexpr double kMinStainContrast = 5;  // grey levels more of green absorbed t
 constexpr double kMaxNoise = 10;         // grey levels of pixel-to-pixel noise
 constexpr double kMinSolidity = 0.75;    // red cells are round, noise blobs are not
 constexpr double kMinCellDiameter = 10;  // pixels: smaller "cells" cannot be classified
-constexpr double kMaxClipped = 0.2;       // share of pixels saturated in some channel
+constexpr double kMaxClipped = 0.2;      // share of pixels saturated in some channel
 constexpr double kMinBrightness = 60;    // mean level of the brightest channel
 constexpr size_t kFewCells = 20;         // fewer counted cells: a sparse area, warn
 constexpr size_t kSampledRegions = 400;  // signals per region come from at most this many
@@ -66,11 +66,14 @@ double pixel_noise(const cv::Mat& green) {
 
 nlohmann::json QualitySignals::to_json() const {
   auto round2 = [](double v) { return std::round(v * 100) / 100; };
-  return {{"candidates", candidates},        {"contrast", round2(contrast)},
-          {"stain_contrast", round2(stain_contrast)}, {"noise", round2(noise)},
+  return {{"candidates", candidates},
+          {"contrast", round2(contrast)},
+          {"stain_contrast", round2(stain_contrast)},
+          {"noise", round2(noise)},
           {"solidity", round2(solidity)},
           {"brightness", round2(brightness)},
-          {"clipped_fraction", std::round(clipped * 1e4) / 1e4},    {"cell_diameter_px", round2(cell_diameter)}};
+          {"clipped_fraction", std::round(clipped * 1e4) / 1e4},
+          {"cell_diameter_px", round2(cell_diameter)}};
 }
 
 nlohmann::json FieldQuality::to_json() const {
@@ -129,8 +132,9 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
          "% of the pixels are saturated");
   if (s.brightness < kMinBrightness) fail("underexposed: the image is too dark");
   if (s.contrast < kMinContrast)
-    fail("no contrast between cells and background: blank, over- or under-exposed, or out of "
-         "focus");
+    fail(
+        "no contrast between cells and background: blank, over- or under-exposed, or out of "
+        "focus");
   if (s.noise > kMaxNoise) fail("the image is dominated by pixel noise, not a micrograph");
   if (counted == 0) {
     fail("no red cells found");

@@ -147,9 +147,9 @@ cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field) {
   const ParasitemiaSummary& s = field.summary;
   char banner[200];
   if (field.quality.failed())
-    std::snprintf(banner, sizeof banner, "not counted: %s",
-                  field.quality.reasons.empty() ? "failed quality"
-                                                : field.quality.reasons.front().c_str());
+    std::snprintf(
+        banner, sizeof banner, "not counted: %s",
+        field.quality.reasons.empty() ? "failed quality" : field.quality.reasons.front().c_str());
   else
     std::snprintf(banner, sizeof banner, "%zu cells, %zu parasitized (%.2f%%), %zu inconclusive",
                   s.cells, s.parasitized, s.percent(), s.inconclusive);

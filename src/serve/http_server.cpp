@@ -92,8 +92,8 @@ struct HttpServer::Impl {
   int listen_fd = -1;
   int bound_port = 0;
   std::atomic<bool> stopping{false};
-  std::atomic<size_t> buffered{0};    // body bytes held by requests in progress
-  std::atomic<size_t> in_flight{0};   // requests begun and not completed
+  std::atomic<size_t> buffered{0};   // body bytes held by requests in progress
+  std::atomic<size_t> in_flight{0};  // requests begun and not completed
 
   std::mutex mu;
   std::condition_variable wake;
@@ -220,8 +220,8 @@ struct HttpServer::Impl {
     }
     if (url_facts.url_parameters > limits.max_query_parameters) {
       reject(st, 414,
-             "too many query parameters (" + std::to_string(url_facts.url_parameters) +
-                 "; limit " + std::to_string(limits.max_query_parameters) + ")");
+             "too many query parameters (" + std::to_string(url_facts.url_parameters) + "; limit " +
+                 std::to_string(limits.max_query_parameters) + ")");
       st.answer_now = true;
       return;
     }
@@ -466,11 +466,10 @@ struct HttpServer::Impl {
   static void send_raw_error(int fd, int status, const char* reason, const std::string& message) {
     const std::string body =
         R"({"error":")" + message + R"(","status":)" + std::to_string(status) + "}";
-    const std::string reply = "HTTP/1.1 " + std::to_string(status) + " " + reason +
-                              "\r\nContent-Type: application/json\r\n" +
-                              (status == 503 ? "Retry-After: 1\r\n" : "") +
-                              "Connection: close\r\nContent-Length: " +
-                              std::to_string(body.size()) + "\r\n\r\n" + body;
+    const std::string reply =
+        "HTTP/1.1 " + std::to_string(status) + " " + reason +
+        "\r\nContent-Type: application/json\r\n" + (status == 503 ? "Retry-After: 1\r\n" : "") +
+        "Connection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
     [[maybe_unused]] auto n = ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
   }
 
@@ -556,22 +555,20 @@ void HttpServer::start(const std::string& host, int port) {
                          MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
   s.daemon = MHD_start_daemon(
       flags, 0, nullptr, nullptr, &Impl::on_request, &s,  //
-      MHD_OPTION_EXTERNAL_LOGGER, &Impl::on_log, &s,       // first, so that it sees everything
-      MHD_OPTION_LISTEN_SOCKET, s.listen_fd,               //
-      MHD_OPTION_CONNECTION_LIMIT, s.limits.max_connections,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, s.limits.max_connections_per_ip,
+      MHD_OPTION_EXTERNAL_LOGGER, &Impl::on_log, &s,      // first, so that it sees everything
+      MHD_OPTION_LISTEN_SOCKET, s.listen_fd,              //
+      MHD_OPTION_CONNECTION_LIMIT, s.limits.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      s.limits.max_connections_per_ip,
       // Our watchdog answers a stalled body with 408 at idle_timeout_s; MHD closes later.
       MHD_OPTION_CONNECTION_TIMEOUT, s.limits.idle_timeout_s + 5,
       // Headers and query parameters live in this per-connection pool (touched only as used);
       // past it MHD closes without an answer. 256 KB holds about 4,000 parameters, which are
       // then answered 414.
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t{256 * 1024},
-      MHD_OPTION_UNESCAPE_CALLBACK, &Impl::unescape, &s,
-      MHD_OPTION_URI_LOG_CALLBACK, &Impl::log_uri, &s,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t{256 * 1024}, MHD_OPTION_UNESCAPE_CALLBACK,
+      &Impl::unescape, &s, MHD_OPTION_URI_LOG_CALLBACK, &Impl::log_uri, &s,
       // Level 0: MHD's own answer to a missing Host repeats its header block; begin() refuses
       // it instead, logged and counted. Malformed header lines are still refused by MHD.
-      MHD_OPTION_STRICT_FOR_CLIENT, 0,
-      MHD_OPTION_NOTIFY_COMPLETED, &Impl::on_completed, &s,
+      MHD_OPTION_STRICT_FOR_CLIENT, 0, MHD_OPTION_NOTIFY_COMPLETED, &Impl::on_completed, &s,
       MHD_OPTION_NOTIFY_CONNECTION, &Impl::on_connection, &s, MHD_OPTION_END);
   if (!s.daemon) {
     ::close(s.listen_fd);

@@ -10,9 +10,9 @@
 #include <condition_variable>
 #include <csignal>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -138,8 +138,8 @@ DecodedUpload decode_upload(const Upload& upload, ImageLimits limits, size_t max
   if (format.empty())
     throw UploadError{415, upload.filename + ": not a PNG, JPEG, BMP or TIFF image"};
   if (bytes.size() > max_bytes)
-    throw UploadError{413, upload.filename + ": larger than " +
-                               std::to_string(max_bytes >> 20) + " MB"};
+    throw UploadError{413,
+                      upload.filename + ": larger than " + std::to_string(max_bytes >> 20) + " MB"};
   Gate::Slot slot(gate);
   try {
     cv::Mat bgr = decode_image(bytes, upload.filename, limits);
@@ -346,8 +346,8 @@ class App {
     }
     if (good.empty()) return true;
     if (!explain) {
-      const std::vector<float> prob = queue_.predict(*ticket, model_, std::move(pixels),
-                                                     good.size()).get();
+      const std::vector<float> prob =
+          queue_.predict(*ticket, model_, std::move(pixels), good.size()).get();
       for (size_t k = 0; k < good.size(); ++k) out[good[k]].probability = prob[k];
       return true;
     }
@@ -399,8 +399,8 @@ class App {
 
   // The operating point a request asks for with ?operating_point=NAME, or `fallback`; nullptr
   // (and the error answered) for a name the model does not have.
-  const OperatingPoint* point_of(const HttpRequest& req, HttpResponse& res,
-                                 const Classifier& model, const OperatingPoint* fallback) {
+  const OperatingPoint* point_of(const HttpRequest& req, HttpResponse& res, const Classifier& model,
+                                 const OperatingPoint* fallback) {
     const auto it = req.query.find("operating_point");
     if (it == req.query.end()) return fallback;
     try {
@@ -558,7 +558,8 @@ class App {
         metrics_.count("malaria_fields_screened_total",
                        "verdict=\"" + fields.back().quality.verdict + "\"");
       } catch (const UploadError& e) {
-        errors.push_back({{"filename", upload.filename}, {"error", e.message}, {"status", e.status}});
+        errors.push_back(
+            {{"filename", upload.filename}, {"error", e.message}, {"status", e.status}});
         statuses.insert(e.status);
       }
     }

@@ -13,9 +13,9 @@ struct ServerOptions {
   std::string field_model_path;  // for POST /api/v1/screen; empty: that route answers 404
   std::string host = "127.0.0.1";
   int port = 8000;
-  int compute_threads = 0;  // LibTorch threads; 0: all cores
-  HttpLimits http;          // connections, body size, files per request, deadlines, drain time
-  WorkLimits work;          // batching and what each kind of model work may hold at once
+  int compute_threads = 0;      // LibTorch threads; 0: all cores
+  HttpLimits http;              // connections, body size, files per request, deadlines, drain time
+  WorkLimits work;              // batching and what each kind of model work may hold at once
   std::string api_key;          // when set, /api/ routes need "Authorization: Bearer KEY"
   std::string cors_origin;      // when set, allowed cross-origin caller of the API
   std::string operating_point;  // empty: the model file's default

@@ -154,10 +154,9 @@ std::vector<WorkQueue::Job> WorkQueue::take_batch(std::unique_lock<std::mutex>& 
     next_kind_ = (next_kind_ + 1) % kWorkKinds;
     auto& queue = jobs_[k];
     size_t images = 0;
-    while (!queue.empty() &&
-           (batch.empty() || (k != index_of(WorkKind::explain) &&
-                              queue.front().model == batch.front().model &&
-                              images + queue.front().n <= limits_.max_batch))) {
+    while (!queue.empty() && (batch.empty() || (k != index_of(WorkKind::explain) &&
+                                                queue.front().model == batch.front().model &&
+                                                images + queue.front().n <= limits_.max_batch))) {
       images += queue.front().n;
       batch.push_back(std::move(queue.front()));
       queue.pop_front();
@@ -182,7 +181,8 @@ void WorkQueue::run(std::vector<Job>& batch) {
     const float* input = batch.front().pixels.data();
     if (batch.size() > 1) {
       joined.reserve(images * (batch.front().pixels.size() / std::max<size_t>(1, batch.front().n)));
-      for (const auto& job : batch) joined.insert(joined.end(), job.pixels.begin(), job.pixels.end());
+      for (const auto& job : batch)
+        joined.insert(joined.end(), job.pixels.begin(), job.pixels.end());
       input = joined.data();
     }
     const std::vector<float> prob = model.predict(input, images);

@@ -55,7 +55,8 @@ class WorkQueue {
 
    private:
     friend class WorkQueue;
-    Ticket(WorkQueue* queue, WorkKind kind, size_t cost) : queue_(queue), kind_(kind), cost_(cost) {}
+    Ticket(WorkQueue* queue, WorkKind kind, size_t cost)
+        : queue_(queue), kind_(kind), cost_(cost) {}
     WorkQueue* queue_;
     WorkKind kind_;
     size_t cost_;
@@ -97,7 +98,7 @@ class WorkQueue {
     const Classifier* model;
     std::vector<float> pixels;
     size_t n;
-    std::promise<std::vector<float>> probabilities;                    // classify, screen
+    std::promise<std::vector<float>> probabilities;                   // classify, screen
     std::promise<std::vector<Classifier::Explanation>> explanations;  // explain
   };
   void enqueue(Job job);
