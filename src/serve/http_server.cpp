@@ -476,14 +476,23 @@ struct HttpServer::Impl {
   // Connections that finished the TCP handshake but were never taken from the backlog.
   static void answer_backlog_with_503(int fd) {
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    const auto give_up = Clock::now() + std::chrono::seconds(10);
     for (int client; (client = ::accept(fd, nullptr, nullptr)) >= 0;) {
-      pollfd p{client, POLLIN, 0};
-      ::poll(&p, 1, 200);  // let the request arrive, so closing does not reset the connection
-      char sink[4096];
-      while (::recv(client, sink, sizeof sink, MSG_DONTWAIT) > 0) {
-      }
       send_raw_error(client, 503, "Service Unavailable", "server is shutting down");
       ::shutdown(client, SHUT_WR);
+      // A lingering close: read what the client still sends (a body already on its way) until
+      // it closes, so that closing with unread data does not reset the connection before the
+      // client has read the answer. Bounded in bytes and time.
+      size_t drained = 0;
+      const auto linger_until = std::min(give_up, Clock::now() + std::chrono::seconds(3));
+      char sink[65536];
+      while (drained < kDiscardAllowance && Clock::now() < linger_until) {
+        pollfd p{client, POLLIN, 0};
+        if (::poll(&p, 1, 100) <= 0) continue;
+        const ssize_t n = ::recv(client, sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
+        if (n > 0) drained += static_cast<size_t>(n);
+      }
       ::close(client);
     }
   }
