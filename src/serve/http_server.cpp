@@ -454,12 +454,19 @@ struct HttpServer::Impl {
         }
         if (w.in_request) continue;
         const bool overdue = now - w.phase_start > std::chrono::seconds(limits.header_deadline_s);
-        if (overdue || stopping) {
+        // On stop, an idle connection is closed, but not one whose request has arrived and is
+        // not parsed yet (its thread is late on a busy machine): that request gets its answer.
+        if (overdue || (stopping && !input_waiting(w.fd))) {
           ::shutdown(w.fd, SHUT_RDWR);  // the connection's thread sees EOF and closes it
           w.closing = true;
         }
       }
     }
+  }
+
+  static bool input_waiting(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
   }
 
   // A whole response written on a socket MHD is not writing to (see the callers).
