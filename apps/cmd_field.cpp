@@ -46,8 +46,11 @@ int field_files(const std::vector<std::string>& inputs, std::vector<std::string>
     }
     std::vector<std::string> found;
     fs::directory_iterator it(input, ec), end;
-    for (; !ec && it != end; it.increment(ec))
-      if (is_image_file(it->path()) && !it->is_directory(ec)) found.push_back(it->path().string());
+    for (; !ec && it != end; it.increment(ec)) {
+      std::error_code entry_error;  // a link loop here is that file's error, reported when read
+      if (is_image_file(it->path()) && !it->is_directory(entry_error))
+        found.push_back(it->path().string());
+    }
     if (ec || found.empty()) {
       std::fprintf(stderr, "error: %s: %s\n", input.c_str(),
                    ec ? ("cannot list folder (" + ec.message() + ")").c_str()

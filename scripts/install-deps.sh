@@ -9,7 +9,7 @@ packages=(
   libcpp-httplib-dev libmicrohttpd-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev
-  gnuplot-nox python3
+  gnuplot-nox python3 python3-prometheus-client
   nodejs chromium wrk graphviz fonts-dejavu-core
   libcurl4-openssl-dev libarchive-dev libssl-dev
 )

@@ -307,33 +307,73 @@ TEST(Segmentation, FindsRedCellsOfAnotherLab) {
 }
 
 // Damage a microscope or a user can do to a real field, and images that are no field at all.
-TEST(FieldQuality, RealFieldsPassAndDamagedOrForeignImagesFail) {
+// Prints how often each is caught (fail, or at least warn for the milder kinds).
+TEST(FieldQuality, RealFieldsPassAndDamagedOrForeignImagesAreCaught) {
   MALARIA_REQUIRE_DIR(iml_fields());
   const auto fields = read_field_annotations(iml_fields());
-  int real_failed = 0, checked = 0;
-  std::map<std::string, int> caught, tried;
+  int real_failed = 0, real_ok = 0, checked = 0;
+  std::map<std::string, int> failed, flagged, tried;
   for (size_t i = 0; i < fields.size(); i += 15) {  // 15 fields across the whole set
     const cv::Mat field = read_image(fields[i].path, kFieldImageLimits);
     ++checked;
-    real_failed += assess_field_quality(field, segment_cells(field)).failed();
+    const FieldQuality real = assess_field_quality(field, segment_cells(field));
+    real_failed += real.failed();
+    real_ok += real.verdict == "ok";
     cv::Mat blank(field.size(), CV_8UC3, cv::mean(field)), noise(field.size(), CV_8UC3),
-        text(field.size(), CV_8UC3, cv::Scalar::all(255)), grey;
+        text(field.size(), CV_8UC3, cv::Scalar::all(255)), grey, blurred, soft, cast, haze;
     cv::randu(noise, 0, 256);
     for (int line = 0; line < 30; ++line)
       cv::putText(text, "Lorem ipsum dolor sit amet, consectetur adipiscing elit",
                   {10, 30 + 30 * line}, cv::FONT_HERSHEY_SIMPLEX, 0.8, cv::Scalar::all(0), 2);
     cv::cvtColor(field, grey, cv::COLOR_BGR2GRAY);
     cv::cvtColor(grey, grey, cv::COLOR_GRAY2BGR);
-    const std::map<std::string, cv::Mat> damaged = {
-        {"blank", blank},           {"noise", noise},           {"text", text},
-        {"grey (unstained)", grey}, {"overexposed", field * 4}, {"underexposed", field * 0.08}};
+    cv::GaussianBlur(field, blurred, {0, 0}, 8);
+    cv::GaussianBlur(field, soft, {0, 0}, 5);
+    cv::Mat slightly_soft;
+    cv::GaussianBlur(field, slightly_soft, {0, 0}, 3);
+    cv::multiply(field, cv::Scalar(0.55, 1.0, 1.25), cast);  // a strong blue-to-red cast
+    // A pinkish haze that rises across the field, as on the slides the issue describes.
+    field.convertTo(haze, CV_32FC3);
+    for (int r = 0; r < haze.rows; ++r) {
+      const float a = 0.65f * r / haze.rows;
+      for (int c = 0; c < haze.cols; ++c) {
+        auto& px = haze.at<cv::Vec3f>(r, c);
+        px = px * (1 - a) + cv::Vec3f(190, 160, 215) * a;
+      }
+    }
+    haze.convertTo(haze, CV_8UC3);
+    const std::map<std::string, cv::Mat> damaged = {{"blank", blank},
+                                                    {"noise", noise},
+                                                    {"text", text},
+                                                    {"grey (unstained)", grey},
+                                                    {"overexposed", field * 4},
+                                                    {"underexposed", field * 0.08},
+                                                    {"defocused (sigma 8)", blurred},
+                                                    {"soft focus (sigma 5)", soft},
+                                                    {"soft focus (sigma 3)", slightly_soft},
+                                                    {"colour cast", cast},
+                                                    {"gradient haze", haze}};
     for (const auto& [name, image] : damaged) {
+      const FieldQuality q = assess_field_quality(image, segment_cells(image));
       ++tried[name];
-      caught[name] += assess_field_quality(image, segment_cells(image)).failed();
+      failed[name] += q.failed();
+      flagged[name] += q.verdict != "ok";
     }
   }
+  std::printf("real fields: %d of %d ok, %d failed\n", real_ok, checked, real_failed);
+  for (const auto& [name, n] : tried)
+    std::printf("%-22s failed %2d of %d, flagged (warn or fail) %2d of %d\n", name.c_str(),
+                failed[name], n, flagged[name], n);
   EXPECT_EQ(real_failed, 0) << "of " << checked << " real fields";
-  for (const auto& [name, n] : tried) EXPECT_EQ(caught[name], n) << name;
+  for (const char* name : {"blank", "noise", "text", "grey (unstained)", "overexposed",
+                           "underexposed", "defocused (sigma 8)"})
+    EXPECT_EQ(failed[name], tried[name]) << name;
+  for (const char* name : {"soft focus (sigma 5)", "colour cast"})
+    EXPECT_EQ(flagged[name], tried[name]) << name;
+  // A hazy field is still usable (the detector of issue 18 is what must cope with it): it may be
+  // warned about, never failed. Mild blur (sigma 3) is reported, not required.
+  EXPECT_EQ(failed["gradient haze"], 0);
+  EXPECT_EQ(failed["soft focus (sigma 3)"], 0);
 }
 
 TEST(FieldQuality, AFieldTooCrowdedForAThinFilmFails) {

@@ -192,6 +192,13 @@ TEST_F(HostileClient, ControlBytesInTheUrlAre400) {
   }
 }
 
+TEST_F(HostileClient, SpacesAndTabsInTheRequestTargetAre400) {
+  for (const std::string line : {"GET /health x HTTP/1.1", "GET /he\talth HTTP/1.1"}) {
+    const std::string raw = raw_request(port(), line + "\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(status_of(raw), 400) << line << "\n" << raw.substr(0, 300);
+  }
+}
+
 TEST_F(HostileClient, TwoThousandQueryParametersAre414) {
   std::string query;
   for (int i = 0; i < 2000; ++i) query += (i ? "&a=" : "a=") + std::to_string(i % 10);
@@ -229,7 +236,12 @@ TEST_F(HostileClient, ExpectContinueWithoutABodyIsAnswered408) {
   EXPECT_NE(raw.find("HTTP/1.1 408"), std::string::npos) << raw;
 }
 
-TEST_F(HostileClient, SlowAndIdleClientsDoNotStopHealthChecks) {
+TEST(ServerHardening, SlowAndIdleClientsDoNotStopHealthChecks) {
+  MALARIA_REQUIRE_DIR(testing_support::data_root() + "/cell_images_128");
+  // A header deadline far beyond the test, so that the check below does not race it on a slow
+  // machine.
+  ServerProcess server({"--header-timeout", "600"});
+  auto port = [&] { return server.port(); };
   std::vector<int> idle, slow;
   for (int i = 0; i < 500; ++i)
     if (int fd = connect_to(port()); fd >= 0) idle.push_back(fd);
@@ -373,12 +385,8 @@ TEST(ServerHardening, ScreeningMemoryStaysBoundedAndIsGivenBack) {
       auto c = server.client();
       c.set_read_timeout(300);
       auto r = c.Post("/api/v1/screen", bodies[i % 2], i % 2 ? "image/jpeg" : "image/png");
-      if (!r) return;
-      if (r->status == 503) {
-        ok++;  // a deliberate refusal, with Retry-After
-        EXPECT_EQ(r->get_header_value("Retry-After"), "1");
-        return;
-      }
+      // Four fields of 17 MP fit the default screening budget of 128 MP: all are screened.
+      if (!r || r->status != 200) return;
       const auto body = json::parse(r->body);
       const auto& field = body["fields"][0];
       if (i % 2 == 0) {
@@ -392,5 +400,10 @@ TEST(ServerHardening, ScreeningMemoryStaysBoundedAndIsGivenBack) {
     });
   for (auto& c : clients) c.join();
   EXPECT_EQ(ok, 4);
-  EXPECT_LT(resident_kib(server.pid()), 2 * 1024 * 1024) << "resident memory over 2 GB";
+#if defined(__SANITIZE_ADDRESS__)
+  const long limit_kib = 4l << 20;  // AddressSanitizer's shadow memory and quarantine
+#else
+  const long limit_kib = 2l << 20;
+#endif
+  EXPECT_LT(resident_kib(server.pid()), limit_kib) << "resident memory over the limit";
 }

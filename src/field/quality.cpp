@@ -16,6 +16,10 @@ constexpr double kMinSolidity = 0.75;    // red cells are round, noise blobs are
 constexpr double kMinCellDiameter = 10;  // pixels: smaller "cells" cannot be classified
 constexpr double kMaxClipped = 0.2;      // share of pixels saturated in some channel
 constexpr double kMinBrightness = 60;    // mean level of the brightest channel
+constexpr double kMinSharpness = 6;      // cell diameters per edge width: defocused (IML >= 8.5)
+constexpr double kWarnSharpness = 10;    // soft (IML: 1 of 225 fields below)
+constexpr double kWarnUnevenness = 30;   // grey levels of background spread (IML <= 27.4)
+constexpr double kWarnColourCast = 70;   // grey levels between the background's channels (<= 31)
 constexpr size_t kFewCells = 20;         // fewer counted cells: a sparse area, warn
 constexpr size_t kSampledRegions = 400;  // signals per region come from at most this many
 
@@ -62,6 +66,46 @@ double pixel_noise(const cv::Mat& green) {
   return 1.4826 * median(std::move(values)) / std::sqrt(20.0);
 }
 
+// How sharp the cell edges are, in cell diameters per edge width: the strongest gradients
+// (99th percentile of the green channel's Sobel magnitude, over a central window at full
+// resolution) against the cell-background contrast give the edge width in pixels, and the cell
+// diameter makes it independent of magnification. Defocus widens the edges.
+double edge_sharpness(const cv::Mat& green, double contrast, double cell_diameter) {
+  if (contrast <= 0 || cell_diameter <= 0) return 0;
+  const int w = std::min(green.cols, 768), h = std::min(green.rows, 768);
+  const cv::Mat window = green(cv::Rect((green.cols - w) / 2, (green.rows - h) / 2, w, h));
+  cv::Mat gx, gy, magnitude;
+  cv::Sobel(window, gx, CV_32F, 1, 0, 3, 1.0 / 8);  // scaled to grey levels per pixel
+  cv::Sobel(window, gy, CV_32F, 0, 1, 3, 1.0 / 8);
+  cv::magnitude(gx, gy, magnitude);
+  std::vector<float> values(magnitude.begin<float>(), magnitude.end<float>());
+  const auto at = values.begin() + static_cast<long>(0.99 * (values.size() - 1));
+  std::nth_element(values.begin(), at, values.end());
+  return *at / contrast * cell_diameter;
+}
+
+// The spread of the background level across the field (grey levels of green, 10th to 90th
+// percentile over a 6 x 6 grid of tiles): a haze or uneven illumination.
+double background_unevenness(const cv::Mat& bgr) {
+  const double scale = std::min(1.0, 640.0 / std::max(bgr.cols, bgr.rows));
+  cv::Mat small = bgr, green, mask;
+  if (scale < 1) cv::resize(bgr, small, {}, scale, scale, cv::INTER_AREA);
+  cv::extractChannel(small, green, 1);
+  cv::threshold(green, mask, 0, 255, cv::THRESH_BINARY | cv::THRESH_OTSU);  // background
+  std::vector<double> levels;
+  const int tiles = 6;
+  for (int ty = 0; ty < tiles; ++ty)
+    for (int tx = 0; tx < tiles; ++tx) {
+      const cv::Rect tile(tx * green.cols / tiles, ty * green.rows / tiles, green.cols / tiles,
+                          green.rows / tiles);
+      if (tile.area() == 0 || cv::countNonZero(mask(tile)) < tile.area() / 10) continue;
+      levels.push_back(cv::mean(green(tile), mask(tile))[0]);
+    }
+  if (levels.size() < 4) return 0;
+  std::sort(levels.begin(), levels.end());
+  return levels[levels.size() * 9 / 10] - levels[levels.size() / 10];
+}
+
 }  // namespace
 
 nlohmann::json QualitySignals::to_json() const {
@@ -73,7 +117,10 @@ nlohmann::json QualitySignals::to_json() const {
           {"solidity", round2(solidity)},
           {"brightness", round2(brightness)},
           {"clipped_fraction", std::round(clipped * 1e4) / 1e4},
-          {"cell_diameter_px", round2(cell_diameter)}};
+          {"cell_diameter_px", round2(cell_diameter)},
+          {"sharpness", round2(sharpness)},
+          {"background_unevenness", round2(background_unevenness)},
+          {"colour_cast", round2(colour_cast)}};
 }
 
 nlohmann::json FieldQuality::to_json() const {
@@ -90,6 +137,7 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
   const cv::Scalar difference = foreground_difference(bgr);
   s.contrast = difference[1];
   s.stain_contrast = difference[1] - (difference[0] + difference[2]) / 2;
+  s.background_unevenness = background_unevenness(bgr);
   s.noise = pixel_noise(green);
   {
     cv::Mat brightest, clipped;
@@ -101,6 +149,15 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
     s.clipped = double(cv::countNonZero(clipped)) / double(clipped.total());
   }
   s.cell_diameter = 2 * std::sqrt(segmentation.cell_area / CV_PI);
+  s.sharpness = edge_sharpness(green, s.contrast, s.cell_diameter);
+  {
+    // The background's colour: far from grey is a white balance or filter the model never saw.
+    cv::Mat mask;
+    cv::threshold(green, mask, 0, 255, cv::THRESH_BINARY | cv::THRESH_OTSU);
+    const cv::Scalar background = cv::mean(bgr, mask);
+    s.colour_cast = std::max({background[0], background[1], background[2]}) -
+                    std::min({background[0], background[1], background[2]});
+  }
   std::vector<double> solidity;
   size_t counted = 0;
   for (const auto& cell : segmentation.cells) counted += !cell.cut_by_edge;
@@ -145,10 +202,18 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
     if (s.cell_diameter < kMinCellDiameter)
       fail("the objects are too small to be red cells at a usable magnification");
   }
-  if (!q.failed() && counted < kFewCells) {
+  if (counted > 0 && s.sharpness < kMinSharpness) fail("out of focus: the cell edges are blurred");
+  if (q.failed()) return q;
+  auto warn = [&](const std::string& reason) {
     q.verdict = "warn";
-    q.reasons.push_back("only " + std::to_string(counted) + " red cells: a sparse area");
-  }
+    q.reasons.push_back(reason);
+  };
+  if (counted < kFewCells) warn("only " + std::to_string(counted) + " red cells: a sparse area");
+  if (s.sharpness < kWarnSharpness) warn("slightly out of focus: check the cells by eye");
+  if (s.background_unevenness > kWarnUnevenness)
+    warn("uneven background (haze or illumination): cells may be missed");
+  if (s.colour_cast > kWarnColourCast)
+    warn("strong colour cast: check the white balance; calls may be less reliable");
   return q;
 }
 

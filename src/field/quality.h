@@ -18,14 +18,17 @@ namespace malaria {
 inline constexpr size_t kMaxCellsPerField = 3000;
 
 struct QualitySignals {
-  size_t candidates = 0;      // segmented regions, cut by the edge included
-  double contrast = 0;        // background minus cell green level (0-255)
-  double stain_contrast = 0;  // how much more green than red and blue the cells absorb
-  double noise = 0;           // robust pixel-noise level of the green channel (0-255)
-  double solidity = 0;        // median region area / convex hull area
-  double cell_diameter = 0;   // typical cell diameter in input pixels
-  double brightness = 0;      // mean level of each pixel's brightest channel (0-255)
-  double clipped = 0;         // share of pixels saturated (254+) in some channel
+  size_t candidates = 0;             // segmented regions, cut by the edge included
+  double contrast = 0;               // background minus cell green level (0-255)
+  double stain_contrast = 0;         // how much more green than red and blue the cells absorb
+  double noise = 0;                  // robust pixel-noise level of the green channel (0-255)
+  double solidity = 0;               // median region area / convex hull area
+  double cell_diameter = 0;          // typical cell diameter in input pixels
+  double brightness = 0;             // mean level of each pixel's brightest channel (0-255)
+  double clipped = 0;                // share of pixels saturated (254+) in some channel
+  double sharpness = 0;              // cell diameters per edge width (defocus lowers it)
+  double background_unevenness = 0;  // spread of the background level across the field
+  double colour_cast = 0;            // largest difference between the background's channels
   nlohmann::json to_json() const;
 };
 

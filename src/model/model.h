@@ -30,8 +30,6 @@ struct LoadedModel {
   CellClassifier model{nullptr};
   nlohmann::json metadata;
 };
-// Model files are a few MB; the cap only stops a wrong path from filling memory.
-inline constexpr size_t kMaxModelFileBytes = 512u << 20;
 // Throws ModelFileError (classifier.h) for a missing, truncated, corrupt or foreign file, and for
 // anything that is not a regular file (a FIFO, a device).
 LoadedModel load_model_file(const std::string& path);

@@ -2,12 +2,16 @@
 // every reader uses. Torch-free: the CLI, evaluator and server read it without LibTorch headers.
 #pragma once
 
+#include <cstddef>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 
 namespace malaria {
+
+// Model files are a few MB; the cap only stops a wrong path from filling memory.
+inline constexpr size_t kMaxModelFileBytes = 512u << 20;
 
 class ModelFileError : public std::runtime_error {
  public:

@@ -19,7 +19,9 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 namespace malaria {
 
@@ -57,8 +59,9 @@ struct ConnectionWatch {
   bool in_request = false;                       // headers received, not yet answered
   bool awaiting_body = false;                    // a body is due and not complete
   bool closing = false;
-  bool bad_url = false;       // the URL decodes to a control byte (NUL included)
-  size_t url_parameters = 0;  // query parameters seen while decoding the URL
+  bool request_started = false;  // MHD has the request line: the request will be answered
+  bool bad_url = false;          // the URL holds a space or decodes to a control byte
+  size_t url_parameters = 0;     // query parameters of the request line
 };
 
 // Bytes of a rejected body that are still read (and dropped) so the client sees the answer.
@@ -157,6 +160,7 @@ struct HttpServer::Impl {
     it->second.in_request = in_request;
     it->second.awaiting_body = false;
     it->second.phase_start = it->second.last_byte = Clock::now();
+    it->second.request_started = in_request;
     it->second.bad_url = false;
     it->second.url_parameters = 0;
     return before;
@@ -188,15 +192,26 @@ struct HttpServer::Impl {
     return n;
   }
 
-  // Counts the query parameters of the request line, for begin() to refuse too many with 414.
+  // Sees the request line as soon as MHD has it: from here the request is owed an answer (stop()
+  // does not close the connection), its query parameters are counted for begin() to refuse too
+  // many with 414, and raw spaces or control bytes (which strict level 0 lets through) flagged.
   static void* log_uri(void* cls, const char* uri, MHD_Connection* c) {
     auto& self = *static_cast<Impl*>(cls);
-    const char* query = uri ? std::strchr(uri, '?') : nullptr;
-    if (!query) return nullptr;
-    const size_t parameters = 1 + std::count(query, query + std::strlen(query), '&');
+    const std::string_view raw = uri ? uri : "";
+    const size_t query = raw.find('?');
+    const size_t parameters =
+        query == std::string_view::npos ? 0 : 1 + std::count(raw.begin() + query, raw.end(), '&');
+    const bool bad = std::any_of(raw.begin(), raw.end(), [](char ch) {
+      const auto byte = static_cast<unsigned char>(ch);
+      return byte <= 0x20 || byte == 0x7f;
+    });
     std::lock_guard lock(self.mu);
     const auto it = self.connections.find(c);
-    if (it != self.connections.end()) it->second.url_parameters = parameters;
+    if (it != self.connections.end()) {
+      it->second.request_started = true;
+      it->second.url_parameters = parameters;
+      it->second.bad_url |= bad;
+    }
     return nullptr;
   }
 
@@ -214,7 +229,7 @@ struct HttpServer::Impl {
     // A decoded NUL would cut the path short ("/metrics%00.png" read as "/metrics"), and a
     // filter in front of us may have judged the whole: refuse rather than guess.
     if (url_facts.bad_url) {
-      reject(st, 400, "the URL holds a control character (such as %00)");
+      reject(st, 400, "the URL holds a space or a control character (such as %00)");
       st.answer_now = true;
       return;
     }
@@ -448,6 +463,8 @@ struct HttpServer::Impl {
         if (w.in_request && w.awaiting_body &&
             now - w.last_byte > std::chrono::seconds(limits.idle_timeout_s)) {
           send_raw_error(w.fd, 408, "Request Timeout", "the request body did not arrive in time");
+          spdlog::info("request body stalled for {} s: answered 408 and closed",
+                       limits.idle_timeout_s);
           ::shutdown(w.fd, SHUT_RDWR);
           w.closing = true;
           continue;
@@ -456,7 +473,7 @@ struct HttpServer::Impl {
         const bool overdue = now - w.phase_start > std::chrono::seconds(limits.header_deadline_s);
         // On stop, an idle connection is closed, but not one whose request has arrived and is
         // not parsed yet (its thread is late on a busy machine): that request gets its answer.
-        if (overdue || (stopping && !input_waiting(w.fd))) {
+        if (overdue || (stopping && !w.request_started && !input_waiting(w.fd))) {
           ::shutdown(w.fd, SHUT_RDWR);  // the connection's thread sees EOF and closes it
           w.closing = true;
         }
@@ -480,28 +497,37 @@ struct HttpServer::Impl {
     [[maybe_unused]] auto n = ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
   }
 
-  // Connections that finished the TCP handshake but were never taken from the backlog.
+  // Connections that finished the TCP handshake but were never taken from the backlog: each gets
+  // 503, then a lingering close (what the client still sends is read until it closes, so that
+  // closing with unread data does not reset the connection before the answer is read). Bounded:
+  // accepting stops after 5 s, lingering after 3 s more, for all of them at once.
   static void answer_backlog_with_503(int fd) {
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    const auto give_up = Clock::now() + std::chrono::seconds(10);
-    for (int client; (client = ::accept(fd, nullptr, nullptr)) >= 0;) {
+    const auto accept_until = Clock::now() + std::chrono::seconds(5);
+    std::vector<pollfd> lingering;
+    for (int client;
+         Clock::now() < accept_until && (client = ::accept(fd, nullptr, nullptr)) >= 0;) {
       send_raw_error(client, 503, "Service Unavailable", "server is shutting down");
       ::shutdown(client, SHUT_WR);
-      // A lingering close: read what the client still sends (a body already on its way) until
-      // it closes, so that closing with unread data does not reset the connection before the
-      // client has read the answer. Bounded in bytes and time.
-      size_t drained = 0;
-      const auto linger_until = std::min(give_up, Clock::now() + std::chrono::seconds(3));
-      char sink[65536];
-      while (drained < kDiscardAllowance && Clock::now() < linger_until) {
-        pollfd p{client, POLLIN, 0};
-        if (::poll(&p, 1, 100) <= 0) continue;
-        const ssize_t n = ::recv(client, sink, sizeof sink, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
-        if (n > 0) drained += static_cast<size_t>(n);
-      }
-      ::close(client);
+      lingering.push_back({client, POLLIN, 0});
     }
+    const auto linger_until = Clock::now() + std::chrono::seconds(3);
+    char sink[65536];
+    while (!lingering.empty() && Clock::now() < linger_until) {
+      if (::poll(lingering.data(), lingering.size(), 100) <= 0) continue;
+      for (auto& p : lingering) {
+        if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        const ssize_t n = ::recv(p.fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+          ::close(p.fd);
+          p.fd = -1;
+        }
+      }
+      lingering.erase(std::remove_if(lingering.begin(), lingering.end(),
+                                     [](const pollfd& p) { return p.fd < 0; }),
+                      lingering.end());
+    }
+    for (const auto& p : lingering) ::close(p.fd);
   }
 };
 

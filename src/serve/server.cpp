@@ -149,11 +149,15 @@ DecodedUpload decode_upload(const Upload& upload, ImageLimits limits, size_t max
   }
 }
 
-// Megapixels a field upload will decode to, from its header (at least 1): its screening cost.
+// Megapixels a field upload will decode to, from its header (1 to the largest field we decode):
+// its screening cost. A header claiming more is refused when decoded; it must not cost more.
 size_t field_megapixels(const Upload& upload) {
+  constexpr size_t kLargest =
+      (size_t(kFieldImageLimits.max_width) * kFieldImageLimits.max_height + 999'999) / 1'000'000;
   try {
     const ImageSize size = read_image_size(*upload.bytes, upload.filename);
-    return std::max<size_t>(1, (size_t(size.width) * size_t(size.height) + 999'999) / 1'000'000);
+    return std::clamp<size_t>((size_t(size.width) * size_t(size.height) + 999'999) / 1'000'000, 1,
+                              kLargest);
   } catch (const ImageError&) {
     return 1;  // refused when decoded
   }
@@ -171,6 +175,11 @@ class App {
   explicit App(const ServerOptions& options)
       : opt_(options),
         model_(Classifier::load(options.model_path)),
+        queue_(options.work,
+               [this](WorkKind kind, size_t n) {
+                 metrics_.observe("malaria_inference_batch_size",
+                                  std::string("kind=\"") + work_kind_name(kind) + "\"", double(n));
+               }),
         http_(options.http, {[this](const auto& req, auto& res) { handle(req, res); },
                              [this](const auto& req, auto& res, int status, const auto& msg) {
                                on_error(req, res, status, msg);
@@ -178,17 +187,15 @@ class App {
                              [this](const auto& req, auto& res) { return early(req, res); },
                              [this](const auto& req, const auto& res, double s, size_t in) {
                                observe(req, res, s, in);
-                             }}),
-        queue_(options.work, [this](WorkKind kind, size_t n) {
-          metrics_.observe("malaria_inference_batch_size",
-                           std::string("kind=\"") + work_kind_name(kind) + "\"", double(n));
-        }) {
-    model_id_ = model_.arch() + "-" + fnv1a_hex(read_text(options.model_path)).substr(0, 12);
+                             }}) {
+    model_id_ = model_.arch() + "-" +
+                fnv1a_hex(read_regular_file(options.model_path, kMaxModelFileBytes)).substr(0, 12);
     default_point_ = &model_.operating_point(opt_.operating_point);
     if (!options.field_model_path.empty()) {
       field_model_ = std::make_unique<Classifier>(Classifier::load(options.field_model_path));
       field_model_id_ =
-          field_model_->arch() + "-" + fnv1a_hex(read_text(options.field_model_path)).substr(0, 12);
+          field_model_->arch() + "-" +
+          fnv1a_hex(read_regular_file(options.field_model_path, kMaxModelFileBytes)).substr(0, 12);
       default_field_point_ = &field_model_->operating_point(field_operating_point(*field_model_));
     }
     describe_metrics();
@@ -549,8 +556,11 @@ class App {
     std::set<int> statuses;
     for (const Upload& upload : uploads) {
       try {
+        // Past the drain time, fields not yet begun are not decoded and segmented for nothing.
+        if (queue_.cancelled()) throw WorkCancelled("server is shutting down");
         const DecodedUpload image =
             decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+        if (queue_.cancelled()) throw WorkCancelled("server is shutting down");
         fields.push_back(screen_field(*field_model_, *point, image.bgr, upload.filename, scorer));
         if (overlays)
           overlay_images.push_back(base64_encode(
@@ -647,14 +657,15 @@ class App {
   std::unique_ptr<Classifier> field_model_;
   const OperatingPoint* default_field_point_ = nullptr;
   std::string field_model_id_;
-  HttpServer http_;
   Router router_;
   std::string model_id_;
   MetricsRegistry metrics_;
-  WorkQueue queue_;
   // Decoded images held at once, per kind of upload, so that one kind cannot starve another.
   Gate cell_gate_{4}, explain_gate_{2}, field_gate_{2};
   std::atomic<bool> ready_{false};
+  WorkQueue queue_;
+  // Last: destroyed first, so its threads stop before anything their handlers use is gone.
+  HttpServer http_;
 };
 
 // Libraries start threads before main (OpenBLAS, OpenMP), so the stop signals cannot be kept for

@@ -88,11 +88,16 @@ std::future<std::vector<Classifier::Explanation>> WorkQueue::explain(const Ticke
 void WorkQueue::enqueue(Job job) {
   {
     std::lock_guard lock(mutex_);
-    if (cancelled_) throw kShuttingDown;
+    if (cancelled_ || stop_) throw kShuttingDown;
     stats_.waiting_images[index_of(job.kind)] += job.n;
     jobs_[index_of(job.kind)].push_back(std::move(job));
   }
   cv_.notify_all();
+}
+
+bool WorkQueue::cancelled() const {
+  std::lock_guard lock(mutex_);
+  return cancelled_;
 }
 
 void WorkQueue::flush() {
@@ -187,12 +192,17 @@ void WorkQueue::run(std::vector<Job>& batch) {
     }
     const std::vector<float> prob = model.predict(input, images);
     if (on_batch_) on_batch_(batch.front().kind, images);
+    // Every result is built before any promise is set, so a failure (bad_alloc) can still go
+    // to all of them.
+    std::vector<std::vector<float>> results;
     size_t offset = 0;
-    for (auto& job : batch) {
-      job.probabilities.set_value(
-          std::vector<float>(prob.begin() + offset, prob.begin() + offset + job.n));
+    for (const auto& job : batch) {
+      results.emplace_back(prob.begin() + offset, prob.begin() + offset + job.n);
       offset += job.n;
     }
+    for (size_t j = 0; j < batch.size(); ++j)
+      batch[j].probabilities.set_value(std::move(results[j]));
+    return;
   } catch (...) {
     for (auto& job : batch) {
       if (job.kind == WorkKind::explain)

@@ -84,6 +84,7 @@ class WorkQueue {
   void flush();
   // Fail all waiting work and every later admission or submission with WorkCancelled.
   void cancel();
+  bool cancelled() const;  // handlers check it between steps that do not go through the queue
 
   struct Stats {
     std::array<size_t, kWorkKinds> admitted{};        // cost units held by tickets
