@@ -326,6 +326,13 @@ TEST_F(ServerTest, ScreenFindsAndClassifiesTheCellsOfRealFields) {
   // Both fields hold annotated infected cells; a field model finds at least one and calls few.
   EXPECT_GE(parasitized, 1u);
   EXPECT_LT(parasitized, cells / 10);
+  // The cells went through the work queue in passes of at most --max-batch (32 by default).
+  const double passes = testing_support::metric(
+      server_->port(), "malaria_inference_batch_size_count{kind=\"screen\"}");
+  EXPECT_GE(passes, double(cells) / 32);
+  EXPECT_EQ(testing_support::metric(
+                server_->port(), "malaria_inference_batch_size_bucket{kind=\"screen\",le=\"32\"}"),
+            passes);
 }
 
 TEST_F(ServerTest, ScreenRefusesBadUploadsOneByOne) {

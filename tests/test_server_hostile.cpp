@@ -234,6 +234,7 @@ TEST_F(HostileClient, ExpectContinueWithoutABodyIsAnswered408) {
   ::close(fd);
   EXPECT_NE(raw.find("100 Continue"), std::string::npos) << raw;
   EXPECT_NE(raw.find("HTTP/1.1 408"), std::string::npos) << raw;
+  EXPECT_GE(testing_support::metric(port(), "malaria_http_request_timeouts_total"), 1);
 }
 
 TEST(ServerHardening, SlowAndIdleClientsDoNotStopHealthChecks) {

@@ -97,6 +97,7 @@ struct HttpServer::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<size_t> buffered{0};   // body bytes held by requests in progress
   std::atomic<size_t> in_flight{0};  // requests begun and not completed
+  std::atomic<size_t> timed_out{0};  // answered 408 by the watchdog
 
   std::mutex mu;
   std::condition_variable wake;
@@ -463,6 +464,7 @@ struct HttpServer::Impl {
         if (w.in_request && w.awaiting_body &&
             now - w.last_byte > std::chrono::seconds(limits.idle_timeout_s)) {
           send_raw_error(w.fd, 408, "Request Timeout", "the request body did not arrive in time");
+          timed_out++;
           spdlog::info("request body stalled for {} s: answered 408 and closed",
                        limits.idle_timeout_s);
           ::shutdown(w.fd, SHUT_RDWR);
@@ -629,6 +631,7 @@ HttpServer::Stats HttpServer::stats() const {
     stats.connections_open = s.connections.size();
   }
   stats.requests_in_flight = s.in_flight;
+  stats.requests_timed_out = s.timed_out;
   stats.body_bytes_held = s.buffered;
   return stats;
 }

@@ -101,6 +101,7 @@ class HttpServer {
   struct Stats {
     size_t connections_open = 0;
     size_t requests_in_flight = 0;  // headers received, not yet answered
+    size_t requests_timed_out = 0;  // answered 408: the body stopped arriving
     size_t body_bytes_held = 0;     // request bodies being received or handled
   };
   Stats stats() const;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <csignal>
+#include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
@@ -237,6 +238,8 @@ class App {
     metrics_.describe("malaria_work_batches_total", "Forward passes run by the model worker.",
                       "counter");
     metrics_.describe("malaria_http_connections_open", "Open client connections.", "gauge");
+    metrics_.describe("malaria_http_request_timeouts_total",
+                      "Requests answered 408 because their body stopped arriving.", "counter");
     metrics_.describe("malaria_http_requests_in_flight",
                       "Requests whose headers arrived and that are not answered yet (this one "
                       "included).",
@@ -261,6 +264,7 @@ class App {
     metrics_.set("malaria_work_batches_total", "", double(work.batches));
     const HttpServer::Stats net = http_.stats();
     metrics_.set("malaria_http_connections_open", "", double(net.connections_open));
+    metrics_.set("malaria_http_request_timeouts_total", "", double(net.requests_timed_out));
     metrics_.set("malaria_http_requests_in_flight", "", double(net.requests_in_flight));
     metrics_.set("malaria_http_body_bytes_held", "", double(net.body_bytes_held));
   }
@@ -547,8 +551,25 @@ class App {
       on_error(req, res, 503, "server busy: too many fields are being screened, retry shortly");
       return;
     }
+    // The crops go to the queue in forward passes of at most --max-batch, all submitted at once,
+    // so the worker can interleave other kinds of work between them.
     const CellScorer scorer = [&](std::vector<float> pixels, size_t n) {
-      return queue_.predict(*ticket, *field_model_, std::move(pixels), n).get();
+      const size_t batch = std::max<size_t>(1, opt_.work.max_batch);
+      const size_t plane = n ? pixels.size() / n : 0;
+      std::vector<std::future<std::vector<float>>> parts;
+      for (size_t first = 0; first < n; first += batch) {
+        const size_t count = std::min(batch, n - first);
+        parts.push_back(queue_.predict(*ticket, *field_model_,
+                                       std::vector<float>(pixels.begin() + first * plane,
+                                                          pixels.begin() + (first + count) * plane),
+                                       count));
+      }
+      std::vector<float> probabilities;
+      for (auto& part : parts) {
+        const std::vector<float> p = part.get();
+        probabilities.insert(probabilities.end(), p.begin(), p.end());
+      }
+      return probabilities;
     };
     const bool overlays = query_flag(req, "overlay");
     std::vector<ScreenedField> fields;
