@@ -74,6 +74,19 @@ std::string post(const std::string& path, const std::string& body, const std::st
          body;
 }
 
+// Sends `request` on `count` new connections, left open for the answers; fewer when a
+// connection fails.
+std::vector<int> send_on_new_connections(int port, const std::string& request, int count) {
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) {
+    const int fd = connect_to(port);
+    if (fd < 0) break;
+    send_all(fd, request);
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
 struct HostileClientOptions {
   static std::vector<std::string> args() { return {"--max-upload-mb", "2", "--api-key", "k3y"}; }
 };
@@ -302,14 +315,9 @@ TEST(ServerHardening, SigtermAnswersEveryConnectionItAccepted) {
   // The worker would wait 10 minutes to fill a batch of 64: the 24 requests stay queued until
   // the signal.
   ServerProcess server({"--batch-wait-ms", "600000", "--max-batch", "64"});
-  const std::string request = post("/api/v1/predict", real_cell(), "image/png");
-  std::vector<int> fds;
-  for (int i = 0; i < 24; ++i) {
-    const int fd = connect_to(server.port());
-    ASSERT_GE(fd, 0);
-    send_all(fd, request);
-    fds.push_back(fd);
-  }
+  const std::vector<int> fds =
+      send_on_new_connections(server.port(), post("/api/v1/predict", real_cell(), "image/png"), 24);
+  ASSERT_EQ(fds.size(), 24u);
   ASSERT_TRUE(testing_support::wait_for_metric(server.port(),
                                                "malaria_work_waiting_images{kind=\"classify\"}",
                                                [](double v) { return v == 24; }));
@@ -341,14 +349,9 @@ std::string tiled_real_field() {
 TEST(ServerHardening, SigtermPastTheDrainTimeAnswersEveryScreeningWith503OrItsResult) {
   MALARIA_REQUIRE_DIR(testing_support::data_root() + "/fields/iml");
   ServerProcess server({"--drain-seconds", "1"});
-  const std::string request = post("/api/v1/screen", tiled_real_field(), "image/jpeg");
-  std::vector<int> fds;
-  for (int i = 0; i < 4; ++i) {
-    const int fd = connect_to(server.port());
-    ASSERT_GE(fd, 0);
-    send_all(fd, request);
-    fds.push_back(fd);
-  }
+  const std::vector<int> fds = send_on_new_connections(
+      server.port(), post("/api/v1/screen", tiled_real_field(), "image/jpeg"), 4);
+  ASSERT_EQ(fds.size(), 4u);
   ASSERT_TRUE(testing_support::wait_for_metric(
       server.port(), "malaria_work_admitted{kind=\"screen\"}", [](double v) { return v > 0; }));
   ::kill(server.pid(), SIGTERM);

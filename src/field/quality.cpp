@@ -7,8 +7,8 @@
 namespace malaria {
 namespace {
 
-// The thresholds sit far from every one of the 225 annotated IML fields (docs/ARCHITECTURE.md,
-// "Field quality", gives the measured ranges) and far from the damage they catch.
+// The thresholds sit far from every one of the 225 annotated IML fields (the README's "Smear
+// fields" gives the measured ranges) and far from the damage they catch.
 constexpr double kMinContrast = 12;      // grey levels between background and cells
 constexpr double kMinStainContrast = 5;  // grey levels more of green absorbed than red, blue
 constexpr double kMaxNoise = 10;         // grey levels of pixel-to-pixel noise
@@ -36,17 +36,27 @@ cv::Mat green_of(const cv::Mat& bgr) {
   return green;
 }
 
-// Background minus foreground colour, split by Otsu on the green channel of a small copy.
-cv::Scalar foreground_difference(const cv::Mat& bgr) {
+// The field split once into background and stained objects: Otsu on the green channel of a copy
+// at most 640 px a side. Every colour and background signal comes from this one split.
+struct BackgroundSplit {
+  cv::Mat green;                                // of the small copy
+  cv::Mat background;                           // 255 where the small copy is background
+  cv::Scalar background_mean, foreground_mean;  // BGR; both zero when the split is degenerate
+};
+
+BackgroundSplit split_background(const cv::Mat& bgr) {
   const double scale = std::min(1.0, 640.0 / std::max(bgr.cols, bgr.rows));
-  cv::Mat small = bgr, green, mask, inverse;
+  cv::Mat small = bgr, foreground;
   if (scale < 1) cv::resize(bgr, small, {}, scale, scale, cv::INTER_AREA);
-  cv::extractChannel(small, green, 1);
-  cv::threshold(green, mask, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
-  const size_t foreground = cv::countNonZero(mask);
-  if (foreground == 0 || foreground == mask.total()) return {0, 0, 0};
-  cv::bitwise_not(mask, inverse);
-  return cv::mean(small, inverse) - cv::mean(small, mask);
+  BackgroundSplit split;
+  split.green = green_of(small);
+  cv::threshold(split.green, split.background, 0, 255, cv::THRESH_BINARY | cv::THRESH_OTSU);
+  const size_t background = cv::countNonZero(split.background);
+  if (background == 0 || background == split.background.total()) return split;
+  cv::bitwise_not(split.background, foreground);
+  split.background_mean = cv::mean(small, split.background);
+  split.foreground_mean = cv::mean(small, foreground);
+  return split;
 }
 
 // Noise as 1.4826 x the median absolute Laplacian over a central window at full resolution:
@@ -86,12 +96,9 @@ double edge_sharpness(const cv::Mat& green, double contrast, double cell_diamete
 
 // The spread of the background level across the field (grey levels of green, 10th to 90th
 // percentile over a 6 x 6 grid of tiles): a haze or uneven illumination.
-double background_unevenness(const cv::Mat& bgr) {
-  const double scale = std::min(1.0, 640.0 / std::max(bgr.cols, bgr.rows));
-  cv::Mat small = bgr, green, mask;
-  if (scale < 1) cv::resize(bgr, small, {}, scale, scale, cv::INTER_AREA);
-  cv::extractChannel(small, green, 1);
-  cv::threshold(green, mask, 0, 255, cv::THRESH_BINARY | cv::THRESH_OTSU);  // background
+double background_unevenness(const BackgroundSplit& split) {
+  const cv::Mat& green = split.green;
+  const cv::Mat& mask = split.background;
   std::vector<double> levels;
   const int tiles = 6;
   for (int ty = 0; ty < tiles; ++ty)
@@ -127,45 +134,16 @@ nlohmann::json FieldQuality::to_json() const {
   return {{"verdict", verdict}, {"reasons", reasons}, {"signals", signals.to_json()}};
 }
 
-FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& segmentation) {
-  FieldQuality q;
-  QualitySignals& s = q.signals;
-  const cv::Mat green = green_of(bgr);
-  s.candidates = segmentation.cells.size();
-  // Giemsa-stained cells absorb green more than red and blue, whatever the camera's colour
-  // balance; black print or grey objects absorb all three alike.
-  const cv::Scalar difference = foreground_difference(bgr);
-  s.contrast = difference[1];
-  s.stain_contrast = difference[1] - (difference[0] + difference[2]) / 2;
-  s.background_unevenness = background_unevenness(bgr);
-  s.noise = pixel_noise(green);
-  {
-    cv::Mat brightest, clipped;
-    cv::Mat channels[3];
-    cv::split(bgr, channels);
-    brightest = cv::max(channels[0], cv::max(channels[1], channels[2]));
-    s.brightness = cv::mean(brightest)[0];
-    cv::compare(brightest, 254, clipped, cv::CMP_GE);
-    s.clipped = double(cv::countNonZero(clipped)) / double(clipped.total());
-  }
-  s.cell_diameter = 2 * std::sqrt(segmentation.cell_area / CV_PI);
-  s.sharpness = edge_sharpness(green, s.contrast, s.cell_diameter);
-  {
-    // The background's colour: far from grey is a white balance or filter the model never saw.
-    cv::Mat mask;
-    cv::threshold(green, mask, 0, 255, cv::THRESH_BINARY | cv::THRESH_OTSU);
-    const cv::Scalar background = cv::mean(bgr, mask);
-    s.colour_cast = std::max({background[0], background[1], background[2]}) -
-                    std::min({background[0], background[1], background[2]});
-  }
+namespace {
+
+// Median solidity (area over convex hull area) of at most kSampledRegions regions.
+double median_solidity(const FieldSegmentation& segmentation) {
   std::vector<double> solidity;
-  size_t counted = 0;
-  for (const auto& cell : segmentation.cells) counted += !cell.cut_by_edge;
   const size_t step = std::max<size_t>(1, segmentation.cells.size() / kSampledRegions);
   for (size_t i = 0; i < segmentation.cells.size(); i += step) {
-    const CellRegion& cell = segmentation.cells[i];
     std::vector<std::vector<cv::Point>> contours;
-    cv::findContours(cell.mask.clone(), contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
+    cv::findContours(segmentation.cells[i].mask.clone(), contours, cv::RETR_EXTERNAL,
+                     cv::CHAIN_APPROX_SIMPLE);
     if (contours.empty()) continue;
     const auto& outline = *std::max_element(
         contours.begin(), contours.end(),
@@ -175,8 +153,40 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
     const double hull_area = cv::contourArea(hull);
     if (hull_area > 0) solidity.push_back(cv::contourArea(outline) / hull_area);
   }
-  s.solidity = median(solidity);
+  return median(std::move(solidity));
+}
 
+QualitySignals measure_signals(const cv::Mat& bgr, const FieldSegmentation& segmentation) {
+  QualitySignals s;
+  const cv::Mat green = green_of(bgr);
+  const BackgroundSplit split = split_background(bgr);
+  // Giemsa-stained cells absorb green more than red and blue, whatever the camera's colour
+  // balance; black print or grey objects absorb all three alike.
+  const cv::Scalar difference = split.background_mean - split.foreground_mean;
+  s.candidates = segmentation.cells.size();
+  s.contrast = difference[1];
+  s.stain_contrast = difference[1] - (difference[0] + difference[2]) / 2;
+  s.background_unevenness = background_unevenness(split);
+  // The background's colour: far from grey is a white balance or filter the model never saw.
+  const cv::Scalar& b = split.background_mean;
+  s.colour_cast = std::max({b[0], b[1], b[2]}) - std::min({b[0], b[1], b[2]});
+  s.noise = pixel_noise(green);
+  cv::Mat channels[3], brightest, clipped;
+  cv::split(bgr, channels);
+  brightest = cv::max(channels[0], cv::max(channels[1], channels[2]));
+  s.brightness = cv::mean(brightest)[0];
+  cv::compare(brightest, 254, clipped, cv::CMP_GE);
+  s.clipped = double(cv::countNonZero(clipped)) / double(clipped.total());
+  s.cell_diameter = 2 * std::sqrt(segmentation.cell_area / CV_PI);
+  s.sharpness = edge_sharpness(green, s.contrast, s.cell_diameter);
+  s.solidity = median_solidity(segmentation);
+  return s;
+}
+
+// The verdict from the signals: any failed rule fails the field; the milder ones only warn.
+FieldQuality judge(const QualitySignals& s, size_t counted) {
+  FieldQuality q;
+  q.signals = s;
   auto fail = [&](const std::string& reason) {
     q.verdict = "fail";
     q.reasons.push_back(reason);
@@ -201,8 +211,8 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
     if (s.solidity < kMinSolidity) fail("the objects are not shaped like red cells");
     if (s.cell_diameter < kMinCellDiameter)
       fail("the objects are too small to be red cells at a usable magnification");
+    if (s.sharpness < kMinSharpness) fail("out of focus: the cell edges are blurred");
   }
-  if (counted > 0 && s.sharpness < kMinSharpness) fail("out of focus: the cell edges are blurred");
   if (q.failed()) return q;
   auto warn = [&](const std::string& reason) {
     q.verdict = "warn";
@@ -215,6 +225,14 @@ FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& s
   if (s.colour_cast > kWarnColourCast)
     warn("strong colour cast: check the white balance; calls may be less reliable");
   return q;
+}
+
+}  // namespace
+
+FieldQuality assess_field_quality(const cv::Mat& bgr, const FieldSegmentation& segmentation) {
+  const size_t counted = std::count_if(segmentation.cells.begin(), segmentation.cells.end(),
+                                       [](const CellRegion& cell) { return !cell.cut_by_edge; });
+  return judge(measure_signals(bgr, segmentation), counted);
 }
 
 }  // namespace malaria

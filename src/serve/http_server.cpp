@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include "serve/http_util.h"
+
 namespace malaria {
 
 bool CaseInsensitiveLess::operator()(const std::string& a, const std::string& b) const {
@@ -490,8 +492,7 @@ struct HttpServer::Impl {
 
   // A whole response written on a socket MHD is not writing to (see the callers).
   static void send_raw_error(int fd, int status, const char* reason, const std::string& message) {
-    const std::string body =
-        R"({"error":")" + message + R"(","status":)" + std::to_string(status) + "}";
+    const std::string body = json_error(message, status).dump();
     const std::string reply =
         "HTTP/1.1 " + std::to_string(status) + " " + reason +
         "\r\nContent-Type: application/json\r\n" + (status == 503 ? "Retry-After: 1\r\n" : "") +

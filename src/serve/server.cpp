@@ -164,6 +164,12 @@ size_t field_megapixels(const Upload& upload) {
   }
 }
 
+// "cellnet-6ced267f98d9": the architecture and a digest of the file's bytes (read once more at
+// start; the file was read with the same rules by Classifier::load).
+std::string model_id_of(const Classifier& model, const std::string& path) {
+  return model.arch() + "-" + fnv1a_hex(read_regular_file(path, kMaxModelFileBytes)).substr(0, 12);
+}
+
 // tcmalloc keeps freed pages for reuse; after a large screening they are handed back so that a
 // burst does not stay resident. Weak: sanitizer builds use another allocator.
 extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
@@ -189,14 +195,11 @@ class App {
                              [this](const auto& req, const auto& res, double s, size_t in) {
                                observe(req, res, s, in);
                              }}) {
-    model_id_ = model_.arch() + "-" +
-                fnv1a_hex(read_regular_file(options.model_path, kMaxModelFileBytes)).substr(0, 12);
+    model_id_ = model_id_of(model_, options.model_path);
     default_point_ = &model_.operating_point(opt_.operating_point);
     if (!options.field_model_path.empty()) {
       field_model_ = std::make_unique<Classifier>(Classifier::load(options.field_model_path));
-      field_model_id_ =
-          field_model_->arch() + "-" +
-          fnv1a_hex(read_regular_file(options.field_model_path, kMaxModelFileBytes)).substr(0, 12);
+      field_model_id_ = model_id_of(*field_model_, options.field_model_path);
       default_field_point_ = &field_model_->operating_point(field_operating_point(*field_model_));
     }
     describe_metrics();
