@@ -10,6 +10,9 @@
 #include "commands.h"
 #include "data/dataset.h"
 #include "data/image.h"
+#include "detect/detector.h"
+#include "detect/detector_targets.h"
+#include "detect/detector_training.h"
 #include "explain/explanation.h"
 #include "field/field_evaluation.h"
 #include "field/screening.h"
@@ -26,6 +29,8 @@ using json = nlohmann::json;
 
 struct ScreenOptions {
   std::string model;
+  double rbc_per_ul = 0;  // 0: not given (the default count is assumed)
+  SegmenterChoice segmenter;
   std::vector<std::string> inputs;
   std::string slide;
   std::string out_dir;
@@ -91,6 +96,19 @@ std::string fields_csv(const std::vector<ScreenedField>& fields) {
   return csv.str();
 }
 
+// The segmenter a command asked for; `detector` keeps the loaded detector alive.
+FieldSegmenter make_segmenter(const SegmenterChoice& choice,
+                              std::unique_ptr<CellDetector>& detector) {
+  if (choice.segmenter == "classic") return classic_segmenter();
+  const std::string file = choice.detector.empty() ? default_detector_model() : choice.detector;
+  if (file.empty())
+    throw std::runtime_error(
+        "no cell detector: pass --detector FILE, or --segmenter classic (this build has no "
+        "bundled detector)");
+  detector = std::make_unique<CellDetector>(CellDetector::load(file));
+  return detector_segmenter(*detector);
+}
+
 // The field model to use: --model, or the bundled one.
 Classifier load_field_model(const std::string& path) {
   const std::string file = path.empty() ? default_field_model() : path;
@@ -104,6 +122,8 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   const Classifier model = load_field_model(o.model);
   const OperatingPoint& point = model.operating_point(
       o.operating_point.empty() ? field_operating_point(model) : o.operating_point);
+  std::unique_ptr<CellDetector> detector;
+  const FieldSegmenter segmenter = make_segmenter(o.segmenter, detector);
   std::vector<std::string> files;
   int status = field_files(o.inputs, files);
   if (!o.out_dir.empty()) fs::create_directories(o.out_dir);
@@ -113,7 +133,7 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   for (const auto& file : files) {
     try {
       const cv::Mat bgr = read_image(file, kFieldImageLimits);
-      fields.push_back(screen_field(model, point, bgr, file));
+      fields.push_back(screen_field(model, point, segmenter, bgr, file));
       if (!fields.back().quality.failed()) running += fields.back().summary;
       if (!o.out_dir.empty())
         write_text_atomic(o.out_dir + "/" + fs::path(file).stem().string() + "_screen.png",
@@ -128,7 +148,10 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
     bar.update(fields.size(), live);
   }
   bar.finish();
-  const json result = screening_json(fields, slide_name(o));
+  SlideOptions slide_options;
+  slide_options.error_rates = FieldErrorRates::from_json(model.metadata());
+  if (o.rbc_per_ul > 0) slide_options.rbc_per_ul = o.rbc_per_ul, slide_options.rbc_assumed = false;
+  const json result = screening_json(fields, slide_name(o), slide_options);
   if (!o.out_dir.empty()) {
     write_text_atomic(o.out_dir + "/fields.csv", fields_csv(fields));
     write_text_atomic(o.out_dir + "/screening.json", result.dump(2));
@@ -160,6 +183,23 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
           fields.size(), running.cells, running.parasitized, running.inconclusive,
           running.percent(), s.value("ci_low", 0.0), s.value("ci_high", 0.0));
     }
+    if (s["corrected"].is_object())
+      std::printf(
+          "corrected for the model's error rates (false calls %.3f%% of uninfected cells, "
+          "sensitivity %.1f%%): %.3f%% (95%% CI %.3f-%.3f%%)\n",
+          100 * s["corrected"].value("false_positive_rate", 0.0),
+          100 * s["corrected"].value("sensitivity", 0.0),
+          s["corrected"].value("parasitemia_percent", 0.0), s["corrected"].value("ci_low", 0.0),
+          s["corrected"].value("ci_high", 0.0));
+    if (s["parasites_per_ul"].is_object()) {
+      const json& u = s["parasites_per_ul"];
+      std::printf("parasites per microlitre: %.0f (95%% CI %.0f-%.0f) at %.0f red cells/uL%s\n",
+                  u.value("value", 0.0), u.value("ci_low", 0.0), u.value("ci_high", 0.0),
+                  u.value("rbc_per_ul", 0.0),
+                  u.value("rbc_per_ul_assumed", true)
+                      ? " (assumed; give the patient's count with --rbc-per-ul)"
+                      : "");
+    }
     for (const auto& warning : s["warnings"])
       std::printf("warning: %s\n", warning.get<std::string>().c_str());
   }
@@ -177,11 +217,18 @@ Command add_screen(CLI::App& app, const GlobalOptions& global) {
                   "folder for FIELD_screen.png overlays, fields.csv and screening.json");
   sub->add_option("--json", o->json_file, "write the result as JSON to this file ('-': stdout)");
   add_operating_point_option(sub, o->operating_point, "parasitemia if the file has it");
+  add_segmenter_options(sub, o->segmenter);
+  add_number(sub, "--rbc-per-ul", o->rbc_per_ul, 1e5, 1e7,
+             "the patient's red cells per microlitre, for parasites/uL (default: 5,000,000 "
+             "assumed, and said so)");
   return {sub, [o, &global] { return run_screen(*o, global); }};
 }
 
 struct EvaluateFieldsOptions {
   std::string model;
+  std::string part = "test";
+  std::string write_model;
+  SegmenterChoice segmenter;
   std::string fields = MALARIA_DEFAULT_FIELDS;
   std::string split;
   std::string out_dir;
@@ -194,8 +241,19 @@ int run_evaluate_fields(const EvaluateFieldsOptions& o, const GlobalOptions& glo
   FieldEvaluationOptions options;
   options.operating_point = o.operating_point;
   options.split_csv = o.split;
+  options.split_part = o.part;
+  if (!o.write_model.empty()) {
+    if (o.split.empty() || o.part != "val")
+      throw CLI::ValidationError("--write-model",
+                                 "error rates are chosen on validation fields only: give --split "
+                                 "and --part val");
+    options.model_path = o.model.empty() ? default_field_model() : o.model;
+    options.write_model = o.write_model;
+  }
   options.out_dir = o.out_dir;
-  const FieldEvaluation ev = evaluate_fields(model, o.fields, options);
+  std::unique_ptr<CellDetector> detector;
+  const FieldSegmenter segmenter = make_segmenter(o.segmenter, detector);
+  const FieldEvaluation ev = evaluate_fields(model, segmenter, o.fields, options);
   std::printf("%s", ev.to_text().c_str());
   return 0;
 }
@@ -209,13 +267,96 @@ Command add_evaluate_fields(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--fields", o->fields, "folder with annotations.json or annotations.csv")
       ->capture_default_str();
   sub->add_option("--split", o->split,
-                  "a run's split.csv: evaluate only the field groups of its test part");
+                  "a run's split.csv: evaluate only the field groups of one part (--part)");
+  sub->add_option("--part", o->part, "the split's part to evaluate")
+      ->check(CLI::IsMember({"test", "val"}))
+      ->capture_default_str();
+  sub->add_option("--write-model", o->write_model,
+                  "with --part val: write a copy of the field model holding the error rates "
+                  "measured here, which screening corrects its counts with");
   sub->add_option("--out", o->out_dir, "folder for evaluation.json, report.html and figures");
   add_operating_point_option(sub, o->operating_point, "parasitemia if the file has it");
+  add_segmenter_options(sub, o->segmenter);
   return {sub, [o, &global] { return run_evaluate_fields(*o, global); }};
 }
 
+Command add_train_detector(CLI::App& app, const GlobalOptions& global) {
+  auto o = std::make_shared<DetectorTrainOptions>();
+  o->fields_dir = MALARIA_DEFAULT_FIELDS;
+  auto* sub = app.add_subcommand(
+      "train-detector",
+      "Train the red-cell detector (cells and parasite stages) on annotated fields");
+  sub->add_option("--fields", o->fields_dir, "folder with annotations.json or annotations.csv")
+      ->capture_default_str();
+  sub->add_option("--out", o->out_dir, "run folder (detector.pt, checkpoint/, figures)")
+      ->required();
+  sub->add_option("--split", o->split_csv,
+                  "a cell run's split.csv: hold out the same field groups (default: dealt by "
+                  "--seed)");
+  sub->add_option("--val-groups", o->val_groups, "validation field groups without --split")
+      ->check(number_in(1, 1000))
+      ->capture_default_str();
+  sub->add_option("--test-groups", o->test_groups, "test field groups without --split")
+      ->check(number_in(0, 1000))
+      ->capture_default_str();
+  sub->add_option("--steps", o->steps, "optimizer steps")
+      ->check(number_in(1, 10000000))
+      ->capture_default_str();
+  sub->add_option("--batch", o->batch, "windows per step")
+      ->check(number_in(1, 256))
+      ->capture_default_str();
+  sub->add_option("--window", o->window, "window side in detector pixels (multiple of 16)")
+      ->check(number_in(64, 1024))
+      ->capture_default_str();
+  sub->add_option("--width", o->width, "network width (channels at stride 4)")
+      ->check(number_in(8, 256))
+      ->capture_default_str();
+  sub->add_option("--input-scale", o->input_scale, "field pixels to detector pixels")
+      ->check(number_in(0.05, 1.0))
+      ->capture_default_str();
+  sub->add_option("--scale-jitter", o->scale_jitter, "random rescaling, +- this share")
+      ->check(number_in(0.0, 0.6))
+      ->capture_default_str();
+  sub->add_option("--augment", o->augment, "photometric damage strength (0: none)")
+      ->check(number_in(0.0, 2.0))
+      ->capture_default_str();
+  sub->add_option("--lr", o->learning_rate, "peak learning rate")
+      ->check(number_in(1e-6, 1.0))
+      ->capture_default_str();
+  sub->add_flag("!--no-ignore", o->ignore_unboxed,
+                "teach unboxed cell-like regions as background (default: leave them out of the "
+                "loss)");
+  sub->add_option("--seed", o->seed, "random seed")->capture_default_str();
+  auto quiet = std::make_shared<bool>(false);
+  sub->add_flag("--quiet", *quiet, "no progress bars");
+  return {sub, [o, quiet, &global] {
+            o->progress = !*quiet;
+            if (o->window % kDetectorAlign)
+              throw CLI::ValidationError("--window", "must be a multiple of 16");
+            o->threads = global.threads;
+
+            const auto meta = train_detector(*o);
+            std::printf("%s\n", meta.dump(2).c_str());
+            return 0;
+          }};
+}
+
 }  // namespace
+
+std::string default_detector_model() {
+  const char* env = std::getenv("MALARIA_DETECTOR_MODEL");
+  if (env && *env) return env;
+  return fs::is_regular_file(MALARIA_DETECTOR_MODEL) ? MALARIA_DETECTOR_MODEL : "";
+}
+
+void add_segmenter_options(CLI::App* app, SegmenterChoice& choice) {
+  app->add_option("--segmenter", choice.segmenter,
+                  "how red cells are found: the learned detector, or the classical "
+                  "segmentation (Otsu and distance-transform split) for comparison")
+      ->check(CLI::IsMember({"detector", "classic"}))
+      ->capture_default_str();
+  app->add_option("--detector", choice.detector, "detector file (default: the bundled one)");
+}
 
 std::string default_field_model() {
   const char* env = std::getenv("MALARIA_FIELD_MODEL");
@@ -224,7 +365,8 @@ std::string default_field_model() {
 }
 
 std::vector<Command> add_field_commands(CLI::App& app, const GlobalOptions& global) {
-  return {add_screen(app, global), add_evaluate_fields(app, global)};
+  return {add_screen(app, global), add_evaluate_fields(app, global),
+          add_train_detector(app, global)};
 }
 
 }  // namespace malaria::cli

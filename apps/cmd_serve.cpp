@@ -37,6 +37,8 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--field-model", o->field_model_path,
                   "model for POST /api/v1/screen (smear fields); default: the bundled one if "
                   "present, 'none' for no field screening");
+  auto segmenter = std::make_shared<SegmenterChoice>();
+  add_segmenter_options(sub, *segmenter);
   sub->add_option("--host", o->host, "address to bind (loopback unless told otherwise)")
       ->capture_default_str();
   add_number(sub, "--port", o->port, 0, 65535);
@@ -48,8 +50,16 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
   add_operating_point_option(sub, o->operating_point,
                              "the file's own; a request may ask for another with "
                              "?operating_point=NAME");
-  return {sub, [o, max_upload_mb, &global] {
+  return {sub, [o, max_upload_mb, segmenter, &global] {
             ServerOptions options = *o;
+            if (segmenter->segmenter == "detector") {
+              options.detector_path =
+                  segmenter->detector.empty() ? default_detector_model() : segmenter->detector;
+              if (options.detector_path.empty())
+                throw std::runtime_error(
+                    "no cell detector: pass --detector FILE, or --segmenter classic (this build "
+                    "has no bundled detector)");
+            }
             options.http.max_body_bytes = static_cast<size_t>(*max_upload_mb * (1 << 20));
             if (options.field_model_path.empty()) options.field_model_path = default_field_model();
             if (options.field_model_path == "none") options.field_model_path.clear();

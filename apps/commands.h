@@ -36,6 +36,14 @@ CLI::Option* add_operating_point_option(CLI::App* app, std::string& point,
 
 // MALARIA_FIELD_MODEL, or the bundled field model when this build's models/ has it ("" if not).
 std::string default_field_model();
+// MALARIA_DETECTOR_MODEL, or the bundled cell detector when this build's models/ has it.
+std::string default_detector_model();
+// --segmenter detector|classic and --detector FILE, for the commands that screen fields.
+struct SegmenterChoice {
+  std::string segmenter = "detector";
+  std::string detector;  // empty: the bundled one
+};
+void add_segmenter_options(CLI::App* app, SegmenterChoice& choice);
 // MALARIA_DATA, or the build's MALARIA_DATA_ROOT/cell_images (../shared/data/cell_images).
 std::string default_data_dir();
 // How to get the NIH images, printed after a dataset error.

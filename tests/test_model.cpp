@@ -109,6 +109,12 @@ TEST(ModelFile, MissingTruncatedAndForeignFilesGiveClearErrors) {
   auto seed = build_model("seed", 32);
   save_model_file(dir / "mismatch.pt", seed, test_metadata("cellnet", 32));
   EXPECT_NE(message(dir / "mismatch.pt").find("do not match"), std::string::npos);
+  // Same names, other shapes: the seed network's dense layer at 64 px read as one at 32 px
+  // (LibTorch alone would load it and fail, or worse, at the first prediction).
+  auto seed64 = build_model("seed", 64);
+  save_model_file(dir / "shape.pt", seed64, test_metadata("seed", 32));
+  EXPECT_NE(message(dir / "shape.pt").find("shape"), std::string::npos)
+      << message(dir / "shape.pt");
 }
 
 TEST(ModelFile, WeightsThatAreNotFiniteAreRefused) {

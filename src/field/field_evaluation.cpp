@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <opencv2/imgproc.hpp>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "explain/explanation.h"
 #include "field/annotations.h"
 #include "field/field_cells.h"
+#include "field/quality.h"
 #include "field/screening.h"
 #include "model/classifier.h"
 #include "report/figures.h"
@@ -38,6 +40,15 @@ struct FieldOutcome {
   double seconds = 0;
   std::vector<float> probabilities;  // matched, counted cells
   std::vector<int> labels;
+  std::string verdict;     // the quality verdict screening would give
+  FieldErrorRates errors;  // this field's share of the error-rate counts
+  // Annotated stage (rows) against the detector's likeliest stage (columns), over matched
+  // annotated infected cells.
+  std::array<std::array<size_t, 4>, 4> stages{};
+  double recall() const {
+    const size_t a = annotated[0] + annotated[1];
+    return a ? double(found[0] + found[1]) / a : 1.0;
+  }
 };
 
 // The highest sensitivity among thresholds whose specificity is at least `specificity`.
@@ -71,14 +82,16 @@ double pearson(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 FieldOutcome evaluate_one(const Classifier& classifier, const OperatingPoint& point,
-                          const AnnotatedField& field, cv::Mat* overlay) {
+                          const FieldSegmenter& segmenter, const AnnotatedField& field,
+                          cv::Mat* overlay) {
   FieldOutcome out;
   out.name = field.name;
   out.group = field.group;
   const cv::Mat bgr = read_image(field.path, kFieldImageLimits);
   const auto start = std::chrono::steady_clock::now();
-  const FieldSegmentation seg = segment_cells(bgr);
-  const ScreenedField screened = classify_regions(classifier, point, bgr, field.name, seg);
+  const FieldSegmentation seg = segmenter.segment(bgr);
+  out.verdict = assess_field_quality(bgr, seg).verdict;
+  ScreenedField screened = classify_regions(classifier, point, bgr, field.name, seg);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.detections = seg.cells.size();
   out.measured = screened.summary;
@@ -102,20 +115,39 @@ FieldOutcome evaluate_one(const Classifier& classifier, const OperatingPoint& po
       const CellRegion& r = seg.cells[d];
       if (r.box.contains(centre) && r.mask.at<uint8_t>(centre - r.box.tl())) ++centres_in[d];
     }
-    if (match[a] < 0) continue;
+    if (match[a] < 0) {
+      out.errors.infected_cells += cell.label == kParasitized;  // missed: never called
+      continue;
+    }
     out.found[cell.label]++;
     if (cell.label == kParasitized) matched_infected[match[a]] = true;
+    const int annotated_stage = detector_class_of(cell.type) - 1;
+    const CellRegion& region = seg.cells[match[a]];
+    if (annotated_stage >= 0 && region.detected) {
+      const auto& p = region.class_probabilities;
+      ++out.stages[annotated_stage][std::max_element(p.begin() + 1, p.end()) - p.begin() - 1];
+    }
     const int k = screened_index[match[a]];
     if (k >= 0) {
       out.probabilities.push_back(screened.cells[k].probability);
       out.labels.push_back(cell.label);
     }
+    if (cell.label == kParasitized && k >= 0) {
+      ++out.errors.infected_cells;
+      out.errors.true_calls += screened.cells[k].number > 0;
+    }
   }
   for (int n : centres_in) out.merged += n >= 2;
   out.annotated_percent = annotated_all ? 100.0 * out.annotated[kParasitized] / annotated_all : 0;
-  for (const ScreenedCell& c : screened.cells)
+  for (const ScreenedCell& c : screened.cells) {
     out.false_positive_calls += c.number > 0 && !matched_infected[c.region];
+    if (!matched_infected[c.region]) {
+      ++out.errors.uninfected_cells;
+      out.errors.false_calls += c.number > 0;
+    }
+  }
   if (overlay) {
+    screened.quality.verdict = out.verdict;
     *overlay = draw_screening_overlay(bgr, screened);
     for (const AnnotatedCell& cell : field.cells)  // the annotation, in blue, for comparison
       if (cell.label == kParasitized)
@@ -124,21 +156,23 @@ FieldOutcome evaluate_one(const Classifier& classifier, const OperatingPoint& po
   return out;
 }
 
-std::set<std::string> test_groups(const std::string& split_csv) {
+std::set<std::string> groups_of_part(const std::string& split_csv, const std::string& part) {
   std::set<std::string> groups;
-  for (const auto& s : read_split_csv(split_csv).test)
+  const Split split = read_split_csv(split_csv);
+  for (const auto& s : part == "val" ? split.val : part == "train" ? split.train : split.test)
     if (is_field_group(s.patient)) groups.insert(s.patient);
   if (groups.empty())
-    throw std::runtime_error(split_csv +
-                             " has no field groups in its test part (was the run "
-                             "trained with --fields?)");
+    throw std::runtime_error(split_csv + " has no field groups in its " + part +
+                             " part (was the run trained with --fields?)");
   return groups;
 }
 
-json group_json(const std::vector<FieldOutcome>& fields, std::vector<double>& annotated,
-                std::vector<double>& measured) {
+json group_json(const std::vector<FieldOutcome>& fields,
+                const std::optional<FieldErrorRates>& rates, std::vector<double>& annotated,
+                std::vector<double>& measured, std::vector<double>& corrected) {
   std::map<std::string, std::array<size_t, 4>> groups;  // annotated all, infected; cells, calls
   for (const auto& f : fields) {
+    if (f.verdict == "fail") continue;  // screening leaves failed fields out of the figure
     auto& g = groups[f.group];
     g[0] += f.annotated[0] + f.annotated[1];
     g[1] += f.annotated[1];
@@ -151,6 +185,12 @@ json group_json(const std::vector<FieldOutcome>& fields, std::vector<double>& an
     annotated.push_back(a);
     measured.push_back(m);
     const Interval ci = wilson_interval(g[3], g[2]);
+    ParasitemiaSummary counted;
+    counted.cells = g[2];
+    counted.parasitized = g[3];
+    if (rates && g[2])
+      corrected.push_back(corrected_parasitemia(counted, *rates, kDefaultRbcPerMicrolitre,
+                                                true)["parasitemia_percent"]);
     list.push_back({{"group", name},
                     {"annotated_cells", g[0]},
                     {"annotated_infected", g[1]},
@@ -160,7 +200,8 @@ json group_json(const std::vector<FieldOutcome>& fields, std::vector<double>& an
                     {"measured_percent", m},
                     {"ci_low", 100 * ci.low},
                     {"ci_high", 100 * ci.high},
-                    {"error", m - a}});
+                    {"error", m - a},
+                    {"corrected_percent", rates && g[2] ? json(corrected.back()) : json()}});
   }
   return list;
 }
@@ -187,11 +228,16 @@ void write_report(const json& r, const std::string& dir) {
   for (const auto& f : r["worst_fields"])
     html << "<h3>" << html_escape(f.value("file", "")) << "</h3><img src='"
          << html_escape(f.value("overlay", "")) << "'>";
+  html << "<h2>Fields with the lowest cell recall</h2>";
+  for (const auto& f : r["lowest_recall_fields"])
+    html << "<h3>" << html_escape(f.value("file", "")) << "</h3><img src='"
+         << html_escape(f.value("overlay", "")) << "'>";
   write_text_atomic(dir + "/report.html", html.str());
 }
 
 // Every figure of the evaluation from the per-field outcomes (see FieldEvaluation).
 json summarize_outcomes(const std::string& point_name, const OperatingPoint& point,
+                        const std::optional<FieldErrorRates>& rates,
                         const std::vector<FieldOutcome>& outcomes,
                         std::vector<double>& group_annotated, std::vector<double>& group_measured) {
   std::vector<float> prob;
@@ -200,7 +246,14 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
          calls = 0;
   double seconds = 0;
   json per_field = json::array();
+  std::array<std::array<size_t, 4>, 4> stages{};
+  std::map<std::string, size_t> verdicts;
+  std::vector<std::pair<double, const FieldOutcome*>> recalls;
   for (const auto& f : outcomes) {
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b) stages[a][b] += f.stages[a][b];
+    ++verdicts[f.verdict];
+    recalls.emplace_back(f.recall(), &f);
     prob.insert(prob.end(), f.probabilities.begin(), f.probabilities.end());
     labels.insert(labels.end(), f.labels.begin(), f.labels.end());
     for (int l : {0, 1}) annotated[l] += f.annotated[l], found[l] += f.found[l];
@@ -215,12 +268,44 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
     j["annotated_percent"] = f.annotated_percent;
     j["error"] = f.measured.percent() - f.annotated_percent;
     j["seconds"] = f.seconds;
+    j["recall"] = f.recall();
+    j["quality"] = f.verdict;
     per_field.push_back(j);
   }
-  json groups = group_json(outcomes, group_annotated, group_measured);
-  double group_mae = 0;
-  for (size_t i = 0; i < group_annotated.size(); ++i)
-    group_mae += std::abs(group_measured[i] - group_annotated[i]) / group_annotated.size();
+  std::sort(recalls.begin(), recalls.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  json worst_recall = json::array();
+  size_t below_90_usable = 0;
+  for (const auto& [r, f] : recalls) {
+    if (r < 0.9 && f->verdict != "fail") ++below_90_usable;
+    if (worst_recall.size() < 5)
+      worst_recall.push_back({{"file", f->name}, {"recall", r}, {"quality", f->verdict}});
+  }
+  // Stage accuracy over ring, trophozoite and gametocyte (schizonts are too few to judge).
+  size_t stage_right = 0, stage_total = 0;
+  for (int a : {0, 1, 3})
+    for (int b = 0; b < 4; ++b)
+      stage_total += stages[a][b], stage_right += a == b ? stages[a][b] : 0;
+  std::vector<double> group_corrected;
+  json groups = group_json(outcomes, rates, group_annotated, group_measured, group_corrected);
+  // Mean absolute error (points) and groups within +-25% of the annotation.
+  auto agreement = [&](const std::vector<double>& measured) {
+    double mae = 0;
+    size_t within = 0;
+    for (size_t i = 0; i < measured.size(); ++i) {
+      mae += std::abs(measured[i] - group_annotated[i]) / measured.size();
+      within += std::abs(measured[i] - group_annotated[i]) <= 0.25 * group_annotated[i];
+    }
+    return std::pair{mae, within};
+  };
+  const auto [group_mae, within_25] = agreement(group_measured);
+  FieldErrorRates measured_rates;
+  for (const auto& f : outcomes) {
+    measured_rates.uninfected_cells += f.errors.uninfected_cells;
+    measured_rates.false_calls += f.errors.false_calls;
+    measured_rates.infected_cells += f.errors.infected_cells;
+    measured_rates.true_calls += f.errors.true_calls;
+  }
 
   json r;
   r["fields"] = outcomes.size();
@@ -232,7 +317,18 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
                     {"recall_infected", annotated[1] ? double(found[1]) / annotated[1] : 0.0},
                     {"detections", detections},
                     {"merged", merged},
-                    {"merged_fraction", detections ? double(merged) / detections : 0.0}};
+                    {"merged_fraction", detections ? double(merged) / detections : 0.0},
+                    {"field_recall_min", recalls.empty() ? 0.0 : recalls.front().first},
+                    {"field_recall_p5",
+                     recalls.empty() ? 0.0 : recalls[size_t(0.05 * (recalls.size() - 1))].first},
+                    {"worst_recall_fields", worst_recall},
+                    {"usable_fields_below_90_recall", below_90_usable}};
+  r["quality"] = verdicts;
+  r["stages"] = {{"names", kStageNames},
+                 {"confusion", stages},
+                 {"matched_infected_with_stage", stage_total},
+                 {"accuracy_ring_trophozoite_gametocyte",
+                  stage_total ? double(stage_right) / stage_total : NAN}};
   const bool both = std::count(labels.begin(), labels.end(), 1) > 0 &&
                     std::count(labels.begin(), labels.end(), 0) > 0;
   r["cells"] = {
@@ -249,29 +345,42 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
                       {"calls_not_on_an_annotated_infected_cell", fp_calls},
                       {"group_mean_absolute_error_points", group_mae},
                       {"group_correlation", pearson(group_annotated, group_measured)},
+                      {"groups_within_25_percent", within_25},
+                      {"groups_within_25_percent_share",
+                       group_annotated.empty() ? 0.0 : double(within_25) / group_annotated.size()},
                       {"groups", group_annotated.size()}};
+  r["error_rates"] = measured_rates.to_json();
+  if (rates && group_corrected.size() == group_annotated.size()) {
+    const auto [mae, within] = agreement(group_corrected);
+    r["parasitemia"]["corrected"] = {
+        {"model_error_rates", rates->to_json()},
+        {"group_mean_absolute_error_points", mae},
+        {"groups_within_25_percent", within},
+        {"groups_within_25_percent_share",
+         group_annotated.empty() ? 0.0 : double(within) / group_annotated.size()}};
+  }
   r["seconds_per_field"] = seconds / outcomes.size();
   r["groups"] = groups;
   r["per_field"] = per_field;
   return r;
 }
 
-// Overlays of the fields with the largest parasitemia error, as figures/worst-K.png.
+// Overlays of the worst fields by `badness` (largest first), as figures/PREFIX-K.png.
 json write_worst_overlays(const Classifier& classifier, const OperatingPoint& point,
+                          const FieldSegmenter& segmenter,
                           const std::vector<AnnotatedField>& fields,
                           const std::vector<FieldOutcome>& outcomes, int count,
-                          const std::string& dir) {
+                          const std::string& dir, const std::string& prefix,
+                          const std::function<double(const FieldOutcome&)>& badness) {
   std::vector<size_t> order(outcomes.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  auto error = [&](size_t i) {
-    return std::abs(outcomes[i].measured.percent() - outcomes[i].annotated_percent);
-  };
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return error(a) > error(b); });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return badness(outcomes[a]) > badness(outcomes[b]); });
   json worst = json::array();
   for (size_t k = 0; k < std::min<size_t>(count, order.size()); ++k) {
     cv::Mat overlay;
-    evaluate_one(classifier, point, fields[order[k]], &overlay);
-    const std::string png = "figures/worst-" + std::to_string(k + 1) + ".png";
+    evaluate_one(classifier, point, segmenter, fields[order[k]], &overlay);
+    const std::string png = "figures/" + prefix + "-" + std::to_string(k + 1) + ".png";
     write_text_atomic(dir + "/" + png, encode_png(overlay));
     worst.push_back({{"file", outcomes[order[k]].name}, {"overlay", png}});
   }
@@ -280,11 +389,12 @@ json write_worst_overlays(const Classifier& classifier, const OperatingPoint& po
 
 }  // namespace
 
-FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string& fields_dir,
+FieldEvaluation evaluate_fields(const Classifier& classifier, const FieldSegmenter& segmenter,
+                                const std::string& fields_dir,
                                 const FieldEvaluationOptions& options) {
   std::vector<AnnotatedField> fields = read_field_annotations(fields_dir);
   if (!options.split_csv.empty()) {
-    const auto groups = test_groups(options.split_csv);
+    const auto groups = groups_of_part(options.split_csv, options.split_part);
     fields.erase(std::remove_if(fields.begin(), fields.end(),
                                 [&](const auto& f) { return !groups.count(f.group); }),
                  fields.end());
@@ -297,22 +407,39 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string&
   std::optional<ProgressBar> bar;
   if (options.progress) bar.emplace(fields.size(), "fields", "field");
   for (const auto& field : fields) {
-    outcomes.push_back(evaluate_one(classifier, point, field, nullptr));
+    outcomes.push_back(evaluate_one(classifier, point, segmenter, field, nullptr));
     if (bar) bar->update(outcomes.size());
   }
   if (bar) bar->finish();
 
   std::vector<double> group_annotated, group_measured;
-  FieldEvaluation ev{
-      summarize_outcomes(point_name, point, outcomes, group_annotated, group_measured)};
+  FieldEvaluation ev{summarize_outcomes(point_name, point,
+                                        FieldErrorRates::from_json(classifier.metadata()), outcomes,
+                                        group_annotated, group_measured)};
   ev.result["fields_dir"] = fields_dir;
+  ev.result["segmenter"] = segmenter.name;
+  ev.result["split_part"] = options.split_csv.empty() ? "all" : options.split_part;
+  if (!options.write_model.empty()) {
+    // The error rates measured here go into a copy of the field model, for screening to correct
+    // its counts with. Only validation fields may choose them.
+    json rates = ev.result["error_rates"];
+    rates["measured_on"] = std::to_string(fields.size()) + " " +
+                           ev.result["split_part"].get<std::string>() + " fields of " + fields_dir +
+                           ", segmenter " + segmenter.name + ", operating point " + point_name;
+    write_model_copy(options.model_path, options.write_model, {{"field_error_rates", rates}});
+  }
   ev.result["text"] = ev.to_text();
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir + "/figures");
     plot_parasitemia(group_annotated, group_measured, 0.3,
                      options.out_dir + "/figures/parasitemia.png");
-    ev.result["worst_fields"] = write_worst_overlays(classifier, point, fields, outcomes,
-                                                     options.worst_fields, options.out_dir);
+    ev.result["worst_fields"] = write_worst_overlays(
+        classifier, point, segmenter, fields, outcomes, options.worst_fields, options.out_dir,
+        "worst",
+        [](const FieldOutcome& f) { return std::abs(f.measured.percent() - f.annotated_percent); });
+    ev.result["lowest_recall_fields"] = write_worst_overlays(
+        classifier, point, segmenter, fields, outcomes, options.worst_fields, options.out_dir,
+        "lowest-recall", [](const FieldOutcome& f) { return -f.recall(); });
     write_text_atomic(options.out_dir + "/evaluation.json", ev.result.dump(2));
     write_text_atomic(options.out_dir + "/evaluation.txt", ev.to_text());
     write_report(ev.result, options.out_dir);
@@ -324,28 +451,39 @@ std::string FieldEvaluation::to_text() const {
   const json& d = result["detection"];
   const json& c = result["cells"];
   const json& p = result["parasitemia"];
-  char text[1400];
+  const json& st = result["stages"];
+  auto number = [](const json& v) { return v.is_number() ? v.get<double>() : NAN; };
+  std::string verdicts;
+  for (const auto& [verdict, n] : result["quality"].items())
+    verdicts += (verdicts.empty() ? "" : ", ") + std::to_string(n.get<size_t>()) + " " + verdict;
+  char text[2000];
   std::snprintf(
       text, sizeof text,
-      "Fields: %zu (operating point %s, threshold %.4f)\n"
+      "Fields: %zu (segmenter %s; operating point %s, threshold %.4f); quality: %s\n"
       "Detection recall: uninfected %.2f%% of %zu, infected %.2f%% of %zu; merged %.2f%% of "
       "%zu detections\n"
+      "Recall per field: minimum %.1f%%, 5th percentile %.1f%%; usable fields below 90%%: %zu\n"
       "Cells (matched, not cut by the edge): %zu, AUC %.4f, sensitivity %.1f%% at 99%% and "
       "%.1f%% at 99.5%% specificity\n"
+      "Stages: accuracy %.1f%% over %zu matched ring, trophozoite and gametocyte cells\n"
       "Parasitemia: %zu Parasitized calls (%zu not on an annotated infected cell); per group of "
-      "fields (%zu): mean absolute error %.3f points, correlation %.3f\n"
+      "fields (%zu): mean absolute error %.3f points, %zu within +-25%% of the annotation, "
+      "correlation %.3f\n"
       "Time per field: %.3f s (segmentation and classification)\n",
-      result.value("fields", size_t{0}), result.value("operating_point", "").c_str(),
-      result.value("threshold", 0.0), 100 * d.value("recall_uninfected", 0.0),
-      d.value("annotated_uninfected", size_t{0}), 100 * d.value("recall_infected", 0.0),
-      d.value("annotated_infected", size_t{0}), 100 * d.value("merged_fraction", 0.0),
-      d.value("detections", size_t{0}), c.value("matched", size_t{0}),
-      c["auc"].is_number() ? c["auc"].get<double>() : NAN,
-      100 * c.value("sensitivity_at_99_specificity", 0.0),
-      100 * c.value("sensitivity_at_99_5_specificity", 0.0), p.value("calls", size_t{0}),
+      result.value("fields", size_t{0}), result.value("segmenter", "").c_str(),
+      result.value("operating_point", "").c_str(), result.value("threshold", 0.0), verdicts.c_str(),
+      100 * d.value("recall_uninfected", 0.0), d.value("annotated_uninfected", size_t{0}),
+      100 * d.value("recall_infected", 0.0), d.value("annotated_infected", size_t{0}),
+      100 * d.value("merged_fraction", 0.0), d.value("detections", size_t{0}),
+      100 * d.value("field_recall_min", 0.0), 100 * d.value("field_recall_p5", 0.0),
+      d.value("usable_fields_below_90_recall", size_t{0}), c.value("matched", size_t{0}),
+      number(c["auc"]), 100 * c.value("sensitivity_at_99_specificity", 0.0),
+      100 * c.value("sensitivity_at_99_5_specificity", 0.0),
+      100 * number(st["accuracy_ring_trophozoite_gametocyte"]),
+      st.value("matched_infected_with_stage", size_t{0}), p.value("calls", size_t{0}),
       p.value("calls_not_on_an_annotated_infected_cell", size_t{0}), p.value("groups", size_t{0}),
       p.value("group_mean_absolute_error_points", 0.0),
-      p["group_correlation"].is_number() ? p["group_correlation"].get<double>() : NAN,
+      p.value("groups_within_25_percent", size_t{0}), number(p["group_correlation"]),
       result.value("seconds_per_field", 0.0));
   return text;
 }

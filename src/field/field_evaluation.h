@@ -8,11 +8,16 @@
 namespace malaria {
 
 class Classifier;
+struct FieldSegmenter;
 
 struct FieldEvaluationOptions {
-  std::string split_csv;  // a run's split.csv: only the field groups of its test part
-  std::string out_dir;    // evaluation.json, evaluation.txt, report.html, figures/; "" for none
-  int worst_fields = 4;   // overlays of the fields with the largest parasitemia error
+  std::string split_csv;            // a run's split.csv: only the field groups of one part
+  std::string split_part = "test";  // that part: "test", or "val" to measure error rates
+  // With model_path: write a copy of that field model file here with the error rates measured
+  // ("field_error_rates"), which screening then corrects its counts with.
+  std::string model_path, write_model;
+  std::string out_dir;   // evaluation.json, evaluation.txt, report.html, figures/; "" for none
+  int worst_fields = 4;  // overlays of the fields with the largest parasitemia error
   bool progress = true;
   std::string operating_point;  // empty: the field model's (see field_operating_point)
 };
@@ -27,7 +32,12 @@ struct FieldEvaluation {
 // annotated cells), cell-level AUC and sensitivity at 99% and 99.5% specificity on matched cells
 // not cut by the edge, parasitemia per field and per group against the annotation (mean absolute
 // error, correlation), and the time per field. options.operating_point decides.
-FieldEvaluation evaluate_fields(const Classifier& classifier, const std::string& fields_dir,
+// Recall per field (its minimum and 5th percentile, worst fields named), each field's quality
+// verdict (failed fields are left out of the group figures, as screening leaves them out), the
+// share of groups within +-25% of the annotated parasitemia, and the stage confusion over
+// matched annotated infected cells (annotated stage against the detector's likeliest).
+FieldEvaluation evaluate_fields(const Classifier& classifier, const FieldSegmenter& segmenter,
+                                const std::string& fields_dir,
                                 const FieldEvaluationOptions& options);
 
 }  // namespace malaria

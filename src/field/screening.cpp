@@ -1,10 +1,14 @@
 #include "field/screening.h"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <opencv2/imgproc.hpp>
 
 #include "data/dataset.h"
 #include "data/image.h"
+#include "detect/detector.h"
 #include "model/classifier.h"
 
 namespace malaria {
@@ -27,11 +31,25 @@ CellScorer direct_scorer(const Classifier& classifier) {
   };
 }
 
+FieldSegmenter classic_segmenter(const SegmentationOptions& options) {
+  return {"classic", [options](const cv::Mat& bgr) { return segment_cells(bgr, options); }};
+}
+
+FieldSegmenter detector_segmenter(const CellDetector& detector, DetectorRunner runner) {
+  return {"detector", [&detector, runner](const cv::Mat& bgr) {
+            cv::Size size;
+            std::vector<float> input = detector.prepare(bgr, size);
+            const std::vector<float> maps =
+                runner ? runner(std::move(input), size) : detector.forward(input.data(), 1, size);
+            return regions_from_detections(bgr, detector.decode(maps.data(), size, bgr.size()));
+          }};
+}
+
 ScreenedField screen_field(const Classifier& classifier, const OperatingPoint& point,
-                           const cv::Mat& bgr, const std::string& name, const CellScorer& scorer,
-                           const SegmentationOptions& options) {
+                           const FieldSegmenter& segmenter, const cv::Mat& bgr,
+                           const std::string& name, const CellScorer& scorer) {
   const auto start = std::chrono::steady_clock::now();
-  const FieldSegmentation segmentation = segment_cells(bgr, options);
+  const FieldSegmentation segmentation = segmenter.segment(bgr);
   FieldQuality quality = assess_field_quality(bgr, segmentation);
   const double segment_seconds = seconds_since(start);
   ScreenedField field;
@@ -44,6 +62,7 @@ ScreenedField screen_field(const Classifier& classifier, const OperatingPoint& p
   }
   field.quality = std::move(quality);
   field.segment_seconds = segment_seconds;
+  field.segmenter = segmenter.name;
   return field;
 }
 
@@ -81,10 +100,22 @@ ScreenedField classify_regions(const Classifier& classifier, const OperatingPoin
   field.summary.excluded = field.excluded.size();
   int number = 0;
   for (size_t i = 0; i < counted.size(); ++i) {
-    ScreenedCell cell{segmentation.cells[counted[i]].box, probabilities[i],
-                      decide(probabilities[i], point), 0, counted[i]};
+    const CellRegion& region = segmentation.cells[counted[i]];
+    ScreenedCell cell{region.box, probabilities[i], decide(probabilities[i], point), 0, counted[i]};
     const bool parasitized = cell.decision.label == kClassNames[kParasitized];
     if (parasitized) cell.number = ++number;
+    if (region.detected) {
+      cell.detected = true;
+      cell.detector_score = region.score;
+      cell.class_probabilities = region.class_probabilities;
+      field.summary.staged = true;
+      // The stage of a cell the classifier calls Parasitized: the detector's likeliest stage.
+      if (parasitized) {
+        const auto& p = region.class_probabilities;
+        cell.stage = int(std::max_element(p.begin() + 1, p.end()) - p.begin()) - 1;
+        ++field.summary.stages[cell.stage];
+      }
+    }
     field.summary.cells++;
     field.summary.parasitized += parasitized;
     field.summary.inconclusive += cell.decision.decision == kInconclusive;
@@ -104,6 +135,18 @@ nlohmann::json ScreenedField::to_json() const {
                            {"label", c.decision.label},
                            {"decision", c.decision.decision}};
     if (c.number) cell["number"] = c.number;
+    if (c.detected) {
+      auto round3 = [](float v) { return std::round(v * 1000.0) / 1000.0; };
+      cell["detector_score"] = round3(c.detector_score);
+      cell["stage"] = c.stage >= 0 ? nlohmann::json(kStageNames[c.stage]) : nlohmann::json();
+      // P(stage) among the stages, and the detector's own P(uninfected) beside them.
+      const auto& p = c.class_probabilities;
+      const double infected = std::max(1e-6, 1.0 - p[0]);
+      nlohmann::json stages = nlohmann::json::object();
+      for (int k = 0; k < 4; ++k) stages[kStageNames[k]] = round3(float(p[k + 1] / infected));
+      cell["stage_probabilities"] = stages;
+      cell["detector_p_uninfected"] = round3(p[0]);
+    }
     list.push_back(cell);
   }
   nlohmann::json excluded_list = nlohmann::json::array();
@@ -115,6 +158,7 @@ nlohmann::json ScreenedField::to_json() const {
   return {{"file", file},
           {"width", width},
           {"height", height},
+          {"segmenter", segmenter},
           {"quality", quality.to_json()},
           {"cells", list},
           {"excluded_cells", excluded_list},
@@ -138,7 +182,9 @@ cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field) {
                                                                           : cv::Scalar(40, 40, 220);
       cv::rectangle(out, cell.box, colour, uninfected ? thick : 2 * thick, cv::LINE_AA);
       if (!cell.number) continue;
-      const std::string text = std::to_string(cell.number);
+      // The number, and the stage's initial when the detector told it (R, T, S, G).
+      std::string text = std::to_string(cell.number);
+      if (cell.stage >= 0) text += std::string(1, char(std::toupper(kStageNames[cell.stage][0])));
       const cv::Point at(cell.box.x, std::max(14, cell.box.y - 4));
       cv::putText(out, text, at, cv::FONT_HERSHEY_SIMPLEX, font, {255, 255, 255}, 3 * thick,
                   cv::LINE_AA);
@@ -151,8 +197,9 @@ cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field) {
         banner, sizeof banner, "not counted: %s",
         field.quality.reasons.empty() ? "failed quality" : field.quality.reasons.front().c_str());
   else
-    std::snprintf(banner, sizeof banner, "%zu cells, %zu parasitized (%.2f%%), %zu inconclusive",
-                  s.cells, s.parasitized, s.percent(), s.inconclusive);
+    std::snprintf(banner, sizeof banner, "%zu cells, %zu parasitized (%.2f%%), %zu inconclusive%s",
+                  s.cells, s.parasitized, s.percent(), s.inconclusive,
+                  s.stages[kGametocyte] ? ", gametocytes" : "");
   int base = 0;
   const cv::Size size = cv::getTextSize(banner, cv::FONT_HERSHEY_SIMPLEX, font, thick, &base);
   cv::rectangle(out, {0, 0, size.width + 16, size.height + base + 12}, {255, 255, 255}, cv::FILLED);
@@ -161,7 +208,8 @@ cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field) {
   return out;
 }
 
-nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const std::string& slide) {
+nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const std::string& slide,
+                              const SlideOptions& options) {
   nlohmann::json list = nlohmann::json::array(), failed = nlohmann::json::array();
   ParasitemiaSummary total;
   for (const auto& field : fields) {
@@ -184,6 +232,23 @@ nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const st
     warnings.push_back("Only " + std::to_string(total.cells) +
                        " cells in usable fields: the interval is wide; screen more fields (about "
                        "1,000 cells)");
+  }
+  if (total.cells > 0 && options.error_rates) {
+    summary["corrected"] =
+        corrected_parasitemia(total, *options.error_rates, options.rbc_per_ul, options.rbc_assumed);
+    summary["parasites_per_ul"] = summary["corrected"]["parasites_per_ul"];
+  } else {
+    summary["corrected"] = nullptr;
+    if (total.cells > 0) {
+      const Interval ci = total.interval();
+      summary["parasites_per_ul"] = {{"value", total.percent() / 100 * options.rbc_per_ul},
+                                     {"ci_low", ci.low * options.rbc_per_ul},
+                                     {"ci_high", ci.high * options.rbc_per_ul},
+                                     {"rbc_per_ul", options.rbc_per_ul},
+                                     {"rbc_per_ul_assumed", options.rbc_assumed}};
+    } else {
+      summary["parasites_per_ul"] = nullptr;
+    }
   }
   summary["warnings"] = warnings;
   return {{"fields", list}, {"slide", summary}};

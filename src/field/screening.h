@@ -5,9 +5,11 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "detect/detector_targets.h"
 #include "eval/decision.h"
 #include "field/parasitemia.h"
 #include "field/quality.h"
@@ -16,6 +18,7 @@
 namespace malaria {
 
 class Classifier;
+class CellDetector;
 
 struct ScreenedCell {
   cv::Rect box;           // in pixels of the input image
@@ -23,7 +26,17 @@ struct ScreenedCell {
   CellDecision decision;
   int number = 0;     // 1, 2, ... for cells on the Parasitized side, as drawn on the overlay
   size_t region = 0;  // index into the segmentation's cells
+  // From the detector: its confidence, its class probabilities (uninfected, then the stages),
+  // and for a cell called Parasitized the most likely stage (index into kStageNames; -1: none).
+  bool detected = false;
+  float detector_score = 0;
+  std::array<float, kDetectorClasses> class_probabilities{};
+  int stage = -1;
 };
+
+inline const std::array<std::string, 4> kStageNames = {"ring", "trophozoite", "schizont",
+                                                       "gametocyte"};
+inline constexpr int kGametocyte = 3;
 
 struct ScreenedField {
   std::string file;
@@ -33,8 +46,10 @@ struct ScreenedField {
   ParasitemiaSummary summary;
   FieldQuality quality;  // a failed field has no cells and no parasitemia
   double segment_seconds = 0, classify_seconds = 0;
-  // {"file", "width", "height", "quality": {...}, "cells": [{x, y, w, h, probability_parasitized,
-  // label, decision, number}], "excluded_cells": [{x, y, w, h}], "summary": {...},
+  std::string segmenter;  // "detector" or "classic"
+  // {"file", "width", "height", "segmenter", "quality": {...}, "cells": [{x, y, w, h,
+  // probability_parasitized, label, decision, number, stage, stage_probabilities,
+  // detector_score}], "excluded_cells": [{x, y, w, h}], "summary": {...},
   // "seconds": {...}}; the summary's parasitemia and interval are null for a failed field.
   nlohmann::json to_json() const;
 };
@@ -43,6 +58,18 @@ struct ScreenedField {
 // server sends them through its work queue.
 using CellScorer = std::function<std::vector<float>(std::vector<float> pixels, size_t n)>;
 CellScorer direct_scorer(const Classifier& classifier);
+
+// Finds a field's red cells: the learned detector (its forward pass run directly or through
+// the server's work queue) or the classical segmentation.
+struct FieldSegmenter {
+  std::string name;  // "detector" or "classic"
+  std::function<FieldSegmentation(const cv::Mat& bgr)> segment;
+};
+FieldSegmenter classic_segmenter(const SegmentationOptions& options = SegmentationOptions());
+// The detector's maps for one prepared input (CellDetector::prepare): the server sends them
+// through its work queue; empty runs the network directly.
+using DetectorRunner = std::function<std::vector<float>(std::vector<float> input, cv::Size size)>;
+FieldSegmenter detector_segmenter(const CellDetector& detector, DetectorRunner runner = {});
 // A slide's parasitemia over fewer cells than this is mostly counting noise: it is flagged.
 inline constexpr size_t kSlideMinimumCells = 1000;
 // Crops per forward pass: a field's memory stays flat whatever its number of cells.
@@ -56,9 +83,8 @@ std::string field_operating_point(const Classifier& classifier);
 // Segments, judges the field's quality and, unless it fails, classifies every cell not cut by the
 // edge (those are drawn but neither classified nor counted). `point` decides.
 ScreenedField screen_field(const Classifier& classifier, const OperatingPoint& point,
-                           const cv::Mat& bgr, const std::string& name,
-                           const CellScorer& scorer = {},
-                           const SegmentationOptions& options = SegmentationOptions());
+                           const FieldSegmenter& segmenter, const cv::Mat& bgr,
+                           const std::string& name, const CellScorer& scorer = {});
 
 // The classification step for a field already segmented (evaluation matches the regions to
 // annotations), kScreenBatch crops at a time.
@@ -71,8 +97,16 @@ ScreenedField classify_regions(const Classifier& classifier, const OperatingPoin
 // counted), Parasitized cells numbered, and the field's count in a banner.
 cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field);
 
+struct SlideOptions {
+  std::optional<FieldErrorRates> error_rates;  // the field model's; none: no correction
+  double rbc_per_ul = kDefaultRbcPerMicrolitre;
+  bool rbc_assumed = true;  // the default count, not the patient's
+};
+
 // {"fields": [...], "slide": {"name", "fields", "fields_used", "fields_failed": [{"file",
-// "reasons"}], "warnings", ...summary over the usable fields}}
-nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const std::string& slide);
+// "reasons"}], "warnings", ...summary over the usable fields, "corrected": {...} (see
+// corrected_parasitemia; null without error rates), "parasites_per_ul": {...}}}
+nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const std::string& slide,
+                              const SlideOptions& options = {});
 
 }  // namespace malaria

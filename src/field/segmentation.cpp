@@ -235,6 +235,65 @@ FieldSegmentation segment_cells(const cv::Mat& bgr, const SegmentationOptions& o
   return result;
 }
 
+FieldSegmentation regions_from_detections(const cv::Mat& bgr,
+                                          const std::vector<DetectedCell>& detections) {
+  FieldSegmentation result;
+  const cv::Rect whole(0, 0, bgr.cols, bgr.rows);
+  std::vector<double> areas;
+  for (const DetectedCell& d : detections) {
+    CellRegion region;
+    region.box = d.box & whole;
+    if (region.box.width < 2 || region.box.height < 2) continue;
+    region.detected = true;
+    region.score = d.score;
+    region.class_probabilities = d.class_probabilities;
+    const cv::Size size = region.box.size();
+    cv::Mat ellipse(size, CV_8U, cv::Scalar(0));
+    // The box as predicted (it may reach past the image edge), its ellipse slightly enlarged.
+    const cv::Point2f centre(float(d.box.x + d.box.width / 2.0 - region.box.x),
+                             float(d.box.y + d.box.height / 2.0 - region.box.y));
+    cv::ellipse(ellipse,
+                cv::RotatedRect(centre, cv::Size2f(d.box.width * 1.08f, d.box.height * 1.08f), 0),
+                cv::Scalar(255), cv::FILLED);
+    cv::Mat green, object;
+    cv::extractChannel(bgr(region.box), green, 1);
+    cv::threshold(green, object, 0, 255, cv::THRESH_BINARY_INV | cv::THRESH_OTSU);
+    object &= ellipse;
+    std::vector<std::vector<cv::Point>> contours;
+    cv::findContours(object, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
+    cv::Mat mask(size, CV_8U, cv::Scalar(0));
+    const cv::Point2f at(std::clamp(centre.x, 0.f, size.width - 1.f),
+                         std::clamp(centre.y, 0.f, size.height - 1.f));
+    double best = 0;
+    for (size_t c = 0; c < contours.size(); ++c) {
+      const double area = cv::contourArea(contours[c]);
+      if (area > best && cv::pointPolygonTest(contours[c], at, true) > -0.15 * d.box.width) {
+        best = area;
+        mask.setTo(0);
+        cv::drawContours(mask, contours, int(c), cv::Scalar(255), cv::FILLED);
+      }
+    }
+    const int ellipse_area = cv::countNonZero(ellipse);
+    if (cv::countNonZero(mask) < 0.35 * ellipse_area) mask = ellipse;
+    region.mask = mask;
+    region.area = cv::countNonZero(mask);
+    region.cut_by_edge = region.box.x == 0 || region.box.y == 0 || region.box.br().x >= bgr.cols ||
+                         region.box.br().y >= bgr.rows;
+    areas.push_back(region.area);
+    result.cells.push_back(std::move(region));
+  }
+  if (!areas.empty()) {
+    std::nth_element(areas.begin(), areas.begin() + areas.size() / 2, areas.end());
+    result.cell_area = areas[areas.size() / 2];
+  }
+  const int row = std::max(1, static_cast<int>(std::sqrt(result.cell_area)));
+  std::sort(result.cells.begin(), result.cells.end(), [row](const auto& a, const auto& b) {
+    const int ra = (a.box.y + a.box.height / 2) / row, rb = (b.box.y + b.box.height / 2) / row;
+    return ra != rb ? ra < rb : a.box.x < b.box.x;
+  });
+  return result;
+}
+
 cv::Mat masked_crop(const cv::Mat& bgr, const CellRegion& cell) {
   cv::Mat crop(cell.box.size(), bgr.type(), cv::Scalar::all(0));
   bgr(cell.box).copyTo(crop, cell.mask);

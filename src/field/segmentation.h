@@ -2,9 +2,12 @@
 // mask, so a cell can be cut out in the form the classifier was trained on. Torch-free.
 #pragma once
 
+#include <array>
 #include <opencv2/core.hpp>
 #include <string>
 #include <vector>
+
+#include "detect/detector_targets.h"
 
 namespace malaria {
 
@@ -13,6 +16,11 @@ struct CellRegion {
   cv::Mat mask;              // CV_8U, box-sized, 255 on the cell
   int area = 0;              // pixels on the mask
   bool cut_by_edge = false;  // touches the image border: part of the cell is missing
+  // From the learned detector only (detected = true): its confidence and class probabilities
+  // (uninfected, ring, trophozoite, schizont, gametocyte).
+  bool detected = false;
+  float score = 0;
+  std::array<float, kDetectorClasses> class_probabilities{};
 };
 
 struct FieldSegmentation {
@@ -36,6 +44,12 @@ struct SegmentationOptions {
 // (each pixel goes to its nearest peak). Empty for images without cells, uniform images and
 // images too small to hold a cell.
 FieldSegmentation segment_cells(const cv::Mat& bgr, const SegmentationOptions& options = {});
+
+// Regions for the cells a detector found: each box's mask is the stained object under the box's
+// centre (Otsu on the green channel inside the box, so a haze elsewhere does not matter, kept
+// within the box's ellipse, holes filled), or the ellipse itself where that split fails.
+FieldSegmentation regions_from_detections(const cv::Mat& bgr,
+                                          const std::vector<DetectedCell>& detections);
 
 // The cell cut out as the NIH images were: its tight box, black outside the mask.
 cv::Mat masked_crop(const cv::Mat& bgr, const CellRegion& cell);

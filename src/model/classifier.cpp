@@ -162,6 +162,12 @@ std::vector<cv::Mat> Classifier::feature_maps(const cv::Mat& bgr, int conv_layer
   return maps;
 }
 
+void write_model_copy(const std::string& from, const std::string& to, const nlohmann::json& patch) {
+  LoadedModel loaded = load_model_file(from);
+  loaded.metadata.merge_patch(patch);
+  save_model_file(to, loaded.model, loaded.metadata);
+}
+
 void set_compute_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);

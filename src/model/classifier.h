@@ -59,6 +59,9 @@ class Classifier {
   std::unique_ptr<Impl> impl_;
 };
 
+// Copies a model file with `patch` merged into its metadata (same weights), atomically.
+void write_model_copy(const std::string& from, const std::string& to, const nlohmann::json& patch);
+
 // Sets LibTorch's intra-op thread count (0: all cores). LibTorch alone would pick 1 here.
 void set_compute_threads(int threads);
 int compute_threads();

@@ -171,7 +171,8 @@ void save_model_file(const std::string& path, CellClassifier& model,
   });
 }
 
-LoadedModel load_model_file(const std::string& path) {
+nlohmann::json open_model_archive(const std::string& path, const std::string& format,
+                                  torch::serialize::InputArchive& archive) {
   namespace fs = std::filesystem;
   if (!fs::exists(path)) throw ModelFileError("model file not found: " + path);
   if (fs::is_directory(path)) throw ModelFileError(path + " is a folder, not a model file");
@@ -184,9 +185,9 @@ LoadedModel load_model_file(const std::string& path) {
     throw ModelFileError(e.what());
   }
   if (bytes.size() < 2 || bytes[0] != 'P' || bytes[1] != 'K')
-    throw ModelFileError(
-        path + " is not a malaria model file (expected a model.pt written by 'malaria train')");
-  torch::serialize::InputArchive archive;
+    throw ModelFileError(path +
+                         " is not a malaria model file (expected a model file written by "
+                         "'malaria train' or 'malaria train-detector')");
   try {
     archive.load_from(bytes.data(), bytes.size());
   } catch (const std::exception& e) {
@@ -203,19 +204,58 @@ LoadedModel load_model_file(const std::string& path) {
   if (!has_meta)
     throw ModelFileError(path +
                          " is a LibTorch archive but not a malaria model file (no metadata)");
-  LoadedModel loaded;
+  nlohmann::json metadata;
   try {
-    loaded.metadata = nlohmann::json::parse(meta_value.toStringRef());
+    metadata = nlohmann::json::parse(meta_value.toStringRef());
   } catch (const std::exception&) {
     throw ModelFileError(path + ": model metadata is corrupt");
   }
-  if (!loaded.metadata.is_object() || !loaded.metadata.contains("format") ||
-      loaded.metadata["format"] != kModelFormat)
+  if (!metadata.is_object() || !metadata.contains("format") || !metadata["format"].is_string())
     throw ModelFileError(path + " is not a malaria model file (format field missing)");
-  if (!loaded.metadata.contains("format_version") ||
-      !loaded.metadata["format_version"].is_number() ||
-      loaded.metadata["format_version"].get<double>() > kModelFormatVersion)
+  if (metadata["format"] != format)
+    throw ModelFileError(path + " is a " + metadata["format"].get<std::string>() + " file, not a " +
+                         format);
+  if (!metadata.contains("format_version") || !metadata["format_version"].is_number() ||
+      metadata["format_version"].get<double>() > kModelFormatVersion)
     throw ModelFileError(path + " was written by a newer version of malaria; upgrade to read it");
+  return metadata;
+}
+
+void check_finite_weights(torch::nn::Module& module, const std::string& path) {
+  for (const auto& t : module.parameters())
+    if (!torch::isfinite(t).all().item<bool>())
+      throw ModelFileError(path +
+                           ": the weights hold values that are not finite numbers (the "
+                           "training that wrote it diverged)");
+  for (const auto& t : module.buffers())
+    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+      throw ModelFileError(path + ": the weights hold values that are not finite numbers");
+}
+
+void load_weights(torch::nn::Module& module, torch::serialize::InputArchive& archive) {
+  // LibTorch's load replaces each tensor whole, whatever its shape: a file of another width
+  // would load "successfully". The shapes the architecture expects are checked afterwards.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
+  for (const auto& p : module.named_parameters())
+    expected.emplace_back(p.key(), p.value().sizes().vec());
+  for (const auto& b : module.named_buffers())
+    expected.emplace_back(b.key(), b.value().sizes().vec());
+  module.load(archive);
+  size_t i = 0;
+  auto check = [&](const std::string& name, const torch::Tensor& t) {
+    if (t.sizes().vec() != expected.at(i++).second)
+      throw std::runtime_error(name + " has shape " + c10::str(t.sizes()) +
+                               " in the file, not the architecture's " +
+                               c10::str(c10::IntArrayRef(expected.at(i - 1).second)));
+  };
+  for (const auto& p : module.named_parameters()) check(p.key(), p.value());
+  for (const auto& b : module.named_buffers()) check(b.key(), b.value());
+}
+
+LoadedModel load_model_file(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  LoadedModel loaded;
+  loaded.metadata = open_model_archive(path, kModelFormat, archive);
   ModelInfo info;
   try {
     info = ModelInfo::from_metadata(loaded.metadata);
@@ -224,19 +264,12 @@ LoadedModel load_model_file(const std::string& path) {
   }
   try {
     loaded.model = build_model(info.arch, info.image_size);
-    loaded.model->load(archive);
+    load_weights(*loaded.model, archive);
   } catch (const std::exception& e) {
     throw ModelFileError(path + ": weights do not match the recorded architecture (" +
                          std::string(e.what()).substr(0, 200) + ")");
   }
-  for (const auto& t : loaded.model->parameters())
-    if (!torch::isfinite(t).all().item<bool>())
-      throw ModelFileError(path +
-                           ": the weights hold values that are not finite numbers (the "
-                           "training that wrote it diverged)");
-  for (const auto& t : loaded.model->buffers())
-    if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
-      throw ModelFileError(path + ": the weights hold values that are not finite numbers");
+  check_finite_weights(*loaded.model, path);
   loaded.model->eval();
   return loaded;
 }

@@ -34,6 +34,17 @@ struct LoadedModel {
 // anything that is not a regular file (a FIFO, a device).
 LoadedModel load_model_file(const std::string& path);
 
+// The shared first half of loading any model file (classifier or detector): read with the
+// regular-file rules, parse the archive, check its metadata's format and version. Returns the
+// metadata; throws ModelFileError saying what is wrong.
+nlohmann::json open_model_archive(const std::string& path, const std::string& format,
+                                  torch::serialize::InputArchive& archive);
+// Loads the archive's weights into `module`, throwing std::runtime_error when one has another
+// shape than the module's architecture gives it.
+void load_weights(torch::nn::Module& module, torch::serialize::InputArchive& archive);
+// Throws ModelFileError when a weight or buffer is not finite (a diverged training wrote it).
+void check_finite_weights(torch::nn::Module& module, const std::string& path);
+
 // An inference copy with every BatchNorm that directly follows a convolution folded into that
 // convolution's weights and bias: the same function with one memory pass less per layer.
 // The input must be in eval mode; the result is too.

@@ -120,6 +120,23 @@ void plot_training_history(const nlohmann::json& history, int best_epoch, const 
   gnuplot(png, 1200, 500, gp.str());
 }
 
+void plot_detector_history(const nlohmann::json& history, const std::string& png) {
+  std::vector<std::vector<double>> rows;
+  for (const auto& r : history)
+    rows.push_back({r.value("step", 0.0), r.value("heat_loss", 0.0), r.value("class_loss", 0.0),
+                    r.value("size_loss", 0.0)});
+  const std::string data = csv_path(png);
+  write_csv(data, "step,heat_loss,class_loss,size_loss", rows);
+  std::ostringstream gp;
+  gp << "set title 'Detector training (mean per 50 steps)' font ',14'\nset grid\n"
+     << "set xlabel 'step'\nset ylabel 'loss'\nset logscale y\nset key top right box opaque\n"
+     << "set datafile columnheaders\nplot " << quote(data)
+     << " using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'heat map (focal)', "
+     << "'' using 1:3 with lines lw 2 lc rgb '#d62728' title 'class (weighted CE)', "
+     << "'' using 1:4 with lines lw 2 lc rgb '#2ca02c' title 'box size (L1)'\n";
+  gnuplot(png, 900, 500, gp.str());
+}
+
 void plot_confusion_matrix(const Metrics& m, const std::string& png) {
   const auto& c = m.confusion;
   // Rows: true class (0 Uninfected, 1 Parasitized); columns: predicted.

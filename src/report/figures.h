@@ -16,6 +16,8 @@ namespace malaria {
 
 // history: the array written to history.json; best_epoch is marked (1-based, 0: none).
 void plot_training_history(const nlohmann::json& history, int best_epoch, const std::string& png);
+// The detector's training: heat-map, class and size losses per 50 steps (history.json rows).
+void plot_detector_history(const nlohmann::json& history, const std::string& png);
 void plot_confusion_matrix(const Metrics& metrics, const std::string& png);
 void plot_roc(const std::vector<float>& probabilities, const std::vector<int>& labels,
               const Metrics& metrics, const std::string& png);

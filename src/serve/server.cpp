@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -201,6 +202,13 @@ class App {
       field_model_ = std::make_unique<Classifier>(Classifier::load(options.field_model_path));
       field_model_id_ = model_id_of(*field_model_, options.field_model_path);
       default_field_point_ = &field_model_->operating_point(field_operating_point(*field_model_));
+      field_error_rates_ = FieldErrorRates::from_json(field_model_->metadata());
+      if (!options.detector_path.empty()) {
+        detector_ = std::make_unique<CellDetector>(CellDetector::load(options.detector_path));
+        detector_id_ =
+            "detector-" +
+            fnv1a_hex(read_regular_file(options.detector_path, kMaxModelFileBytes)).substr(0, 12);
+      }
     }
     describe_metrics();
     warm_up();
@@ -574,6 +582,29 @@ class App {
       }
       return probabilities;
     };
+    // The detector's forward pass goes through the queue too, under the same ticket.
+    const FieldSegmenter segmenter =
+        detector_ ? detector_segmenter(
+                        *detector_,
+                        [&](std::vector<float> input, cv::Size size) {
+                          return queue_.detect(*ticket, *detector_, std::move(input), size).get();
+                        })
+                  : classic_segmenter();
+    SlideOptions slide_options;
+    slide_options.error_rates = field_error_rates_;
+    if (const auto rbc = req.query.find("rbc_per_ul"); rbc != req.query.end()) {
+      double value = 0;
+      const char* end = rbc->second.data() + rbc->second.size();
+      const auto parsed = std::from_chars(rbc->second.data(), end, value);
+      if (parsed.ec != std::errc() || parsed.ptr != end || !(value >= 1e5 && value <= 1e7)) {
+        on_error(req, res, 400,
+                 "rbc_per_ul must be a number of red cells per microlitre "
+                 "between 100000 and 10000000");
+        return;
+      }
+      slide_options.rbc_per_ul = value;
+      slide_options.rbc_assumed = false;
+    }
     const bool overlays = query_flag(req, "overlay");
     std::vector<ScreenedField> fields;
     json overlay_images = json::array(), errors = json::array();
@@ -585,7 +616,8 @@ class App {
         const DecodedUpload image =
             decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
         if (queue_.cancelled()) throw WorkCancelled("server is shutting down");
-        fields.push_back(screen_field(*field_model_, *point, image.bgr, upload.filename, scorer));
+        fields.push_back(
+            screen_field(*field_model_, *point, segmenter, image.bgr, upload.filename, scorer));
         if (overlays)
           overlay_images.push_back(base64_encode(
               encode_png(fit_within(draw_screening_overlay(image.bgr, fields.back()), 1024))));
@@ -600,14 +632,12 @@ class App {
     ticket.reset();
     if (queue_.stats().admitted[static_cast<size_t>(WorkKind::screen)] == 0) give_memory_back();
     const auto slide = req.query.find("slide");
-    json body =
-        screening_json(fields, slide == req.query.end() ? "slide" : printable(slide->second, 100));
+    json body = screening_json(
+        fields, slide == req.query.end() ? "slide" : printable(slide->second, 100), slide_options);
     for (size_t i = 0; i < overlay_images.size(); ++i)
       body["fields"][i]["overlay_png"] = std::move(overlay_images[i]);
     body["errors"] = errors;
-    body["model"] = {{"id", field_model_id_},
-                     {"name", field_model_->metadata().value("name", "")},
-                     {"operating_point", field_operating_point(*field_model_)}};
+    body["model"] = field_model_json();
     int status = 200;
     if (fields.empty()) {
       status = statuses.count(422) ? 422 : statuses.count(413) ? 413 : 415;
@@ -616,13 +646,20 @@ class App {
     send_json(res, status, body);
   }
 
+  json field_model_json() const {
+    json j = {{"id", field_model_id_},
+              {"name", field_model_->metadata().value("name", "")},
+              {"operating_point", field_operating_point(*field_model_)},
+              {"segmenter", detector_ ? "detector" : "classic"}};
+    if (detector_)
+      j["detector"] = {{"id", detector_id_}, {"name", detector_->metadata().value("name", "")}};
+    return j;
+  }
+
   json model_json() const {
     json j = model_.metadata();
     j["id"] = model_id_;
-    if (field_model_)
-      j["field_model"] = {{"id", field_model_id_},
-                          {"name", field_model_->metadata().value("name", "")},
-                          {"operating_point", field_operating_point(*field_model_)}};
+    if (field_model_) j["field_model"] = field_model_json();
     // The decision rule as the server applies it (older files store only a threshold and band).
     const json rule = model_.info().to_metadata();
     for (const char* key : {"temperature", "operating_points"}) j[key] = rule[key];
@@ -679,6 +716,9 @@ class App {
   Classifier model_;
   const OperatingPoint* default_point_ = nullptr;
   std::unique_ptr<Classifier> field_model_;
+  std::unique_ptr<CellDetector> detector_;
+  std::optional<FieldErrorRates> field_error_rates_;
+  std::string detector_id_;
   const OperatingPoint* default_field_point_ = nullptr;
   std::string field_model_id_;
   Router router_;

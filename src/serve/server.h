@@ -11,6 +11,8 @@ namespace malaria {
 struct ServerOptions {
   std::string model_path;
   std::string field_model_path;  // for POST /api/v1/screen; empty: that route answers 404
+  // The cell detector screening finds cells with; empty: the classical segmentation.
+  std::string detector_path;
   std::string host = "127.0.0.1";
   int port = 8000;
   int compute_threads = 0;      // LibTorch threads; 0: all cores

@@ -69,17 +69,28 @@ std::future<std::vector<float>> WorkQueue::predict(const Ticket& ticket, const C
           std::move(pixels),
           n,
           {},
+          {},
+          nullptr,
           {}};
   auto future = job.probabilities.get_future();
   enqueue(std::move(job));
   return future;
 }
 
+std::future<std::vector<float>> WorkQueue::detect(const Ticket& ticket,
+                                                  const CellDetector& detector,
+                                                  std::vector<float> input, cv::Size size) {
+  Job job{ticket.kind(), nullptr, std::move(input), 1, {}, {}, &detector, size};
+  auto result = job.probabilities.get_future();
+  enqueue(std::move(job));
+  return result;
+}
+
 std::future<std::vector<Classifier::Explanation>> WorkQueue::explain(const Ticket&,
                                                                      const Classifier& model,
                                                                      std::vector<float> pixels,
                                                                      size_t n) {
-  Job job{WorkKind::explain, &model, std::move(pixels), n, {}, {}};
+  Job job{WorkKind::explain, &model, std::move(pixels), n, {}, {}, nullptr, {}};
   auto future = job.explanations.get_future();
   enqueue(std::move(job));
   return future;
@@ -159,9 +170,10 @@ std::vector<WorkQueue::Job> WorkQueue::take_batch(std::unique_lock<std::mutex>& 
     next_kind_ = (next_kind_ + 1) % kWorkKinds;
     auto& queue = jobs_[k];
     size_t images = 0;
-    while (!queue.empty() && (batch.empty() || (k != index_of(WorkKind::explain) &&
-                                                queue.front().model == batch.front().model &&
-                                                images + queue.front().n <= limits_.max_batch))) {
+    while (!queue.empty() &&
+           (batch.empty() || (k != index_of(WorkKind::explain) && !batch.front().detector &&
+                              queue.front().model == batch.front().model &&
+                              images + queue.front().n <= limits_.max_batch))) {
       images += queue.front().n;
       batch.push_back(std::move(queue.front()));
       queue.pop_front();
@@ -172,8 +184,14 @@ std::vector<WorkQueue::Job> WorkQueue::take_batch(std::unique_lock<std::mutex>& 
 }
 
 void WorkQueue::run(std::vector<Job>& batch) {
-  const Classifier& model = *batch.front().model;
   try {
+    if (const CellDetector* detector = batch.front().detector) {  // always alone in its batch
+      auto maps = detector->forward(batch.front().pixels.data(), 1, batch.front().size);
+      if (on_batch_) on_batch_(batch.front().kind, 1);
+      batch.front().probabilities.set_value(std::move(maps));
+      return;
+    }
+    const Classifier& model = *batch.front().model;
     if (batch.front().kind == WorkKind::explain) {
       auto explanations = model.explain(batch.front().pixels.data(), batch.front().n);
       if (on_batch_) on_batch_(WorkKind::explain, batch.front().n);

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "detect/detector.h"
 #include "model/classifier.h"
 
 namespace malaria {
@@ -75,6 +76,10 @@ class WorkQueue {
   // else of the same model and kind is waiting (up to max_batch images).
   std::future<std::vector<float>> predict(const Ticket& ticket, const Classifier& model,
                                           std::vector<float> pixels, size_t n);
+  // The cell detector's output maps for one prepared field (CellDetector::prepare), under a
+  // screen ticket: a forward pass of its own.
+  std::future<std::vector<float>> detect(const Ticket& ticket, const CellDetector& detector,
+                                         std::vector<float> input, cv::Size size);
   // Grad-CAM for n preprocessed images.
   std::future<std::vector<Classifier::Explanation>> explain(const Ticket& ticket,
                                                             const Classifier& model,
@@ -101,6 +106,8 @@ class WorkQueue {
     size_t n;
     std::promise<std::vector<float>> probabilities;                   // classify, screen
     std::promise<std::vector<Classifier::Explanation>> explanations;  // explain
+    const CellDetector* detector = nullptr;  // a detection job (model is null): maps
+    cv::Size size;                           // its prepared input's size
   };
   void enqueue(Job job);
   void release(WorkKind kind, size_t cost);
