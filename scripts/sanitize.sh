@@ -14,4 +14,4 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ASAN_OPTIONS=detect_leaks=1 "$build/tests/unit_tests" --gtest_brief=1
 export ASAN_OPTIONS=detect_leaks=0
 cd "$build"
-ctest --output-on-failure -j 2 -R 'Download|ModelFile|Server|Hostile|Hardening|fuzz_'
+ctest --output-on-failure -j 2 -R 'Download|ModelFile|DetectorFile|Server|Hostile|Hardening|fuzz_'

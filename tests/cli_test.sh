@@ -122,7 +122,7 @@ cp "$fields/images/PA171690.JPG" "$fields/images/PA171700.JPG" "$work/"
 head -c 3000 "$work/PA171700.JPG" >"$work/cut.JPG"
 set +e
 "$bin" screen --model "$field_model" "$work/PA171690.JPG" "$work/PA171700.JPG" "$work/cut.JPG" \
-  --slide S-7 --out "$work/screen" --json "$work/screen.json" >"$work/screen.log" 2>&1
+  --slide S-7 --out "$work/screen" --json "$work/screen.json" --rbc-per-ul 4500000 >"$work/screen.log" 2>&1
 code=$?
 set -e
 [ "$code" -eq 2 ] || fail "screen with a corrupt field exited $code: $(tail -3 "$work/screen.log")"
@@ -144,11 +144,32 @@ for f in doc["fields"]:
         assert {"x", "y", "w", "h", "probability_parasitized", "decision"} <= set(c)
         assert 0 <= c["x"] and c["x"] + c["w"] <= 1280 and 0 <= c["y"] and c["y"] + c["h"] <= 960
     assert f["summary"]["ci_low"] <= f["summary"]["parasitemia_percent"] <= f["summary"]["ci_high"]
+    assert f["segmenter"] == "detector", f["segmenter"]
+    for c in f["cells"]:
+        assert (c["stage"] is not None) == (c["label"] == "Parasitized"), c
+    assert sum(f["summary"]["stages"].values()) == f["summary"]["parasitized"]
     total += f["summary"]["cells"]
 assert doc["slide"]["cells"] == total
+assert doc["slide"]["parasites_per_ul"]["rbc_per_ul"] == 4500000
+assert doc["slide"]["parasites_per_ul"]["rbc_per_ul_assumed"] is False
 png = open(sys.argv[2], "rb").read(24)
 assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 960)
 PY
+
+# The classical segmentation stays available for comparison; it tells no stages.
+"$bin" screen --model "$field_model" --segmenter classic "$work/PA171690.JPG" --json "$work/classic.json" \
+  >/dev/null 2>&1 || fail "screen --segmenter classic"
+python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["fields"][0]; assert f["segmenter"]=="classic" and "stages" not in f["summary"], f["summary"]' \
+  "$work/classic.json" || fail "classic screening JSON"
+set +e
+"$bin" screen --model "$field_model" --rbc-per-ul 12 "$work/PA171690.JPG" >"$work/out" 2>&1
+code=$?
+"$bin" screen --model "$field_model" --detector "$field_model" "$work/PA171690.JPG" >"$work/out2" 2>&1
+code2=$?
+set -e
+[ "$code" -ne 0 ] && grep -q "rbc-per-ul" "$work/out" || fail "an impossible red-cell count was taken: $(cat "$work/out")"
+[ "$code2" -ne 0 ] && grep -q "not a malaria-cell-detector" "$work/out2" ||
+  fail "a classifier file taken as the detector: $(cat "$work/out2")"
 
 # Annotated fields as CSV: evaluate-fields reports detection, cells and parasitemia, with figures;
 # train --fields cuts their cells into the training data, the field group as the patient.
@@ -167,10 +188,15 @@ PY
 "$bin" evaluate-fields --model "$field_model" --fields "$work/fields" --out "$work/fields-eval" \
   >"$work/ef.log" 2>&1 || fail "evaluate-fields: $(tail -3 "$work/ef.log")"
 grep -q "Detection recall" "$work/ef.log" || fail "no detection line: $(cat "$work/ef.log")"
-for f in evaluation.json report.html figures/parasitemia.png figures/worst-1.png; do
+for f in evaluation.json report.html figures/parasitemia.png figures/worst-1.png figures/lowest-recall-1.png; do
   [ -s "$work/fields-eval/$f" ] || fail "evaluate-fields wrote no $f"; done
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['fields'] == 5 and d['detection']['recall_uninfected'] > 0.9, d['detection']" \
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['fields'] == 5 and d['detection']['recall_uninfected'] > 0.9, d['detection']; assert d['segmenter'] == 'detector' and len(d['stages']['confusion']) == 4 and 'groups_within_25_percent' in d['parasitemia'] and d['detection']['field_recall_min'] > 0.5, d" \
   "$work/fields-eval/evaluation.json" || fail "evaluate-fields figures"
+grep -q "Recall per field" "$work/ef.log" && grep -q "Stages: accuracy" "$work/ef.log" || fail "no recall or stage line: $(cat "$work/ef.log")"
+# Error rates for the correction are chosen on validation fields only.
+if "$bin" evaluate-fields --model "$field_model" --fields "$work/fields" --write-model "$work/x.pt" >"$work/out" 2>&1; then
+  fail "--write-model without a validation part was accepted"; fi
+grep -q "validation fields only" "$work/out" || fail "no reason for refusing --write-model: $(cat "$work/out")"
 "$bin" --threads 2 train --data "$work/data" --fields "$work/fields" --out "$work/field-run" --epochs 1 \
   --max-steps 5 --quiet >"$work/ft.log" 2>&1 || fail "train --fields: $(tail -3 "$work/ft.log")"
 ls "$work/field-run/field-cells/Parasitized" | grep -q "^fields-[0-9]_IMG_" || fail "no field cells"

@@ -316,8 +316,27 @@ TEST_F(ServerTest, ScreenFindsAndClassifiesTheCellsOfRealFields) {
     EXPECT_EQ(overlay.cols, 1024);
     EXPECT_EQ(overlay.rows, 768);
   }
-  for (const auto& field : body["fields"])
+  for (const auto& field : body["fields"]) {
     EXPECT_EQ(field["quality"]["verdict"], "ok") << field["quality"];
+    // The bundled detector found the cells: every Parasitized call has a stage, the others none.
+    EXPECT_EQ(field["segmenter"], "detector");
+    size_t staged = 0;
+    for (const auto& cell : field["cells"]) {
+      ASSERT_TRUE(cell.contains("stage_probabilities")) << cell;
+      if (cell["label"] == "Parasitized") {
+        ASSERT_TRUE(cell["stage"].is_string()) << cell;
+        ++staged;
+      } else {
+        EXPECT_TRUE(cell["stage"].is_null()) << cell;
+      }
+    }
+    size_t counted = 0;
+    for (const auto& [stage, n] : field["summary"]["stages"].items()) counted += n.get<size_t>();
+    EXPECT_EQ(counted, staged);
+  }
+  EXPECT_TRUE(body["slide"]["gametocytes_present"].is_boolean());
+  EXPECT_TRUE(body["slide"]["parasites_per_ul"]["rbc_per_ul_assumed"].get<bool>());
+  EXPECT_EQ(body["model"]["segmenter"], "detector");
   EXPECT_EQ(body["slide"]["name"], "S-1");
   EXPECT_EQ(body["slide"]["fields"], 2);
   EXPECT_EQ(body["slide"]["fields_used"], 2);
@@ -348,6 +367,9 @@ TEST_F(ServerTest, ScreenRefusesBadUploadsOneByOne) {
                "bomb.png");
   const std::string jpeg = field_photo("PA171690.JPG");
   expect_error(c.Post("/api/v1/screen", form({{"cut.jpg", jpeg.substr(0, 600)}})), 422, "cut.jpg");
+  expect_error(c.Post("/api/v1/screen?rbc_per_ul=lots", form({{"f.jpg", jpeg}})), 400,
+               "rbc_per_ul");
+  expect_error(c.Post("/api/v1/screen?rbc_per_ul=5", form({{"f.jpg", jpeg}})), 400, "rbc_per_ul");
   expect_error(c.Post("/api/v1/screen?operating_point=nope", form({{"f.jpg", jpeg}})), 400,
                "unknown operating point");
   // A blank image is a field without cells, not an error.

@@ -24,8 +24,9 @@ function openFieldCell(image, cell, fieldName) {
   const view = document.getElementById("cell-view-image");
   view.src = canvas.toDataURL("image/png");
   view.alt = `cell at ${cell.x}, ${cell.y} of ${fieldName}`;
+  const stage = cell.stage ? `; stage ${cell.stage} (${(100 * cell.stage_probabilities[cell.stage]).toFixed(0)}%)` : "";
   document.getElementById("cell-view-caption").textContent =
-    `${cell.decision}: P(Parasitized) ${(100 * cell.probability_parasitized).toFixed(2)}%`;
+    `${cell.decision}: P(Parasitized) ${(100 * cell.probability_parasitized).toFixed(2)}%${stage}`;
   document.getElementById("cell-view").showModal();
 }
 
@@ -46,12 +47,16 @@ function renderField(field, file) {
     stage.append(box);
   }
   for (const cell of field.cells) {
+    // The number of a Parasitized call, and its stage's initial (R, T, S, G) when known.
+    const stageLetter = cell.stage ? cell.stage[0].toUpperCase() : "";
     const box = element("button", {
       type: "button", className: "cell-box " + cell.decision,
-      title: `${cell.decision}, P(Parasitized) ${(100 * cell.probability_parasitized).toFixed(1)}%`,
-      textContent: cell.number || "",
+      title: `${cell.decision}, P(Parasitized) ${(100 * cell.probability_parasitized).toFixed(1)}%` +
+        (cell.stage ? `, ${cell.stage}` : ""),
+      textContent: cell.number ? `${cell.number}${stageLetter}` : "",
     });
-    box.setAttribute("aria-label", `${cell.decision} cell${cell.number ? " " + cell.number : ""}`);
+    box.setAttribute("aria-label", `${cell.decision} cell${cell.number ? " " + cell.number : ""}` +
+      (cell.stage ? ` (${cell.stage})` : ""));
     percentBox(box, cell, field);
     box.addEventListener("click", () => openFieldCell(image, cell, field.file));
     stage.append(box);
@@ -63,9 +68,16 @@ function renderField(field, file) {
     ? `${field.file}: not counted (${quality.reasons.join("; ")})`
     : `${field.file}: ${s.cells} cells, ${s.parasitized} parasitized ` +
       `(${s.parasitemia_percent.toFixed(2)}%), ${s.inconclusive} inconclusive, ${s.excluded} cut by the edge` +
+      (stageText(s) ? ` (stages: ${stageText(s)})` : "") +
       (quality.verdict === "warn" ? ` (warning: ${quality.reasons.join("; ")})` : "");
   const caption = element("figcaption", { className: "quality-" + quality.verdict, textContent: text });
   return element("figure", { className: "field" }, [caption, stage]);
+}
+
+// "3 ring, 1 gametocyte" from a summary's stage counts; "" when stages are unknown or none.
+function stageText(s) {
+  if (!s.stages) return "";
+  return Object.entries(s.stages).filter(([, n]) => n > 0).map(([name, n]) => `${n} ${name}`).join(", ");
 }
 
 function renderSlide(files, payload) {
@@ -80,6 +92,18 @@ function renderSlide(files, payload) {
     element("span", {}, [element("b", { textContent: s.cells }), " cells"]),
     element("span", {}, [element("b", { textContent: s.inconclusive }), " inconclusive"]),
     element("span", {}, [element("b", { textContent: `${s.fields_used} of ${s.fields}` }), " fields usable"]));
+  const extra = [];
+  if (stageText(s)) extra.push(element("span", {}, ["stages: ", element("b", { textContent: stageText(s) })]));
+  if (s.gametocytes_present)
+    extra.push(element("span", { className: "gametocytes" }, [element("b", { textContent: "gametocytes present" })]));
+  if (s.corrected)
+    extra.push(element("span", {}, ["corrected for known errors: ",
+      element("b", { textContent: s.corrected.parasitemia_percent.toFixed(2) + "%" }),
+      ` (${s.corrected.ci_low.toFixed(2)}-${s.corrected.ci_high.toFixed(2)}%)`]));
+  if (s.parasites_per_ul)
+    extra.push(element("span", {}, [element("b", { textContent: Math.round(s.parasites_per_ul.value).toLocaleString("en") }),
+      " parasites/µL" + (s.parasites_per_ul.rbc_per_ul_assumed ? " (assuming 5,000,000 red cells/µL)" : "")]));
+  document.getElementById("slide-summary").append(...extra);
   const byName = new Map(files.map((f) => [f.name, f]));
   fieldList.replaceChildren(...payload.fields.map((f) => renderField(f, byName.get(f.file))));
   for (const e of payload.errors)

@@ -82,9 +82,14 @@ FieldParts split_fields(const std::vector<AnnotatedField>& fields, const Detecto
 
 // One field at the detector's scale, with its boxes and the regions the loss leaves alone:
 // "difficult" boxes and, with ignore_unboxed, the red-cell-sized regions of the classical
-// segmentation that no annotation touches (crowded and edge cells the annotators skipped).
+// segmentation that no annotation touches and that are stained like the boxed red cells
+// (crowded and edge cells the annotators skipped).
+struct UnboxedCounts {
+  size_t ignored = 0, taught_background = 0;
+};
+
 DetectorSample load_sample(const AnnotatedField& field, const DetectorTrainOptions& o,
-                           size_t& ignored) {
+                           UnboxedCounts& counts) {
   const cv::Mat bgr = read_image(field.path);
   const double s = o.input_scale;
   DetectorSample sample;
@@ -102,20 +107,43 @@ DetectorSample load_sample(const AnnotatedField& field, const DetectorTrainOptio
     sample.classes.push_back(c);
   }
   if (o.ignore_unboxed) {
+    // Only regions stained like the field's boxed red cells are ignored: darker ones (white
+    // cells, smudged lysed cells, stain debris) stay background, or the detector would offer
+    // them to the classifier as cells.
     const FieldSegmentation seg = segment_cells(bgr);
+    cv::Mat green;
+    cv::extractChannel(bgr, green, 1);
     std::vector<cv::Rect> regions;
-    for (const auto& r : seg.cells) regions.push_back(r.box);
+    std::vector<double> level;
+    for (const auto& r : seg.cells) {
+      regions.push_back(r.box);
+      level.push_back(cv::mean(green(r.box), r.mask)[0]);
+    }
+    const auto match = match_annotations(regions, field.cells);
     std::vector<bool> touched(regions.size(), false);
-    for (int m : match_annotations(regions, field.cells))
-      if (m >= 0) touched[m] = true;
+    std::vector<double> red_cell_levels;
+    for (size_t a = 0; a < field.cells.size(); ++a) {
+      if (match[a] < 0) continue;
+      touched[match[a]] = true;
+      if (detector_class_of(field.cells[a].type) == 0) red_cell_levels.push_back(level[match[a]]);
+    }
+    double darkest = 0;  // no boxed red cell matched: ignore nothing by stain
+    if (!red_cell_levels.empty()) {
+      std::sort(red_cell_levels.begin(), red_cell_levels.end());
+      darkest = red_cell_levels[red_cell_levels.size() / 20] - 10;
+    }
     for (size_t i = 0; i < regions.size(); ++i) {
       const double area = seg.cells[i].area;
       bool overlaps = false;  // any overlap with a box: leave the box's own targets alone
       for (const auto& cell : field.cells) overlaps |= (regions[i] & cell.box).area() > 0;
       if (touched[i] || overlaps || area < 0.4 * seg.cell_area || area > 2.0 * seg.cell_area)
         continue;
+      if (red_cell_levels.empty() || level[i] < darkest) {
+        ++counts.taught_background;
+        continue;
+      }
       sample.ignore.push_back(scaled(regions[i]));
-      ++ignored;
+      ++counts.ignored;
     }
   }
   return sample;
@@ -245,12 +273,12 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
                parts.val.size(), parts.test.size());
 
   std::vector<DetectorSample> samples;
-  size_t ignored = 0;
+  UnboxedCounts unboxed;
   std::array<double, kDetectorClasses> class_count{};
   {
     ProgressBar bar(parts.train.size(), "loading fields", "field");
     for (const auto& f : parts.train) {
-      samples.push_back(load_sample(f, o, ignored));
+      samples.push_back(load_sample(f, o, unboxed));
       for (int c : samples.back().classes) class_count[c] += 1;
       if (o.progress) bar.update(samples.size());
     }
@@ -364,7 +392,8 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
                   {"val_fields", parts.val.size()},
                   {"test_fields", parts.test.size()},
                   {"train_cells_per_class", class_count},
-                  {"ignored_unboxed_regions", ignored}};
+                  {"ignored_unboxed_regions", unboxed.ignored},
+                  {"unboxed_dark_regions_taught_as_background", unboxed.taught_background}};
   std::set<std::string> test_groups, val_groups;
   for (const auto& f : parts.test) test_groups.insert(f.group);
   for (const auto& f : parts.val) val_groups.insert(f.group);

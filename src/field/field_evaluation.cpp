@@ -456,6 +456,10 @@ std::string FieldEvaluation::to_text() const {
   std::string verdicts;
   for (const auto& [verdict, n] : result["quality"].items())
     verdicts += (verdicts.empty() ? "" : ", ") + std::to_string(n.get<size_t>()) + " " + verdict;
+  const double stage = number(st["accuracy_ring_trophozoite_gametocyte"]);
+  char accuracy[32];
+  std::snprintf(accuracy, sizeof accuracy, "%.1f%%", 100 * stage);
+  const std::string stage_accuracy = std::isnan(stage) ? "n/a (no stages)" : accuracy;
   char text[2000];
   std::snprintf(
       text, sizeof text,
@@ -465,7 +469,7 @@ std::string FieldEvaluation::to_text() const {
       "Recall per field: minimum %.1f%%, 5th percentile %.1f%%; usable fields below 90%%: %zu\n"
       "Cells (matched, not cut by the edge): %zu, AUC %.4f, sensitivity %.1f%% at 99%% and "
       "%.1f%% at 99.5%% specificity\n"
-      "Stages: accuracy %.1f%% over %zu matched ring, trophozoite and gametocyte cells\n"
+      "Stages: accuracy %s over %zu matched ring, trophozoite and gametocyte cells\n"
       "Parasitemia: %zu Parasitized calls (%zu not on an annotated infected cell); per group of "
       "fields (%zu): mean absolute error %.3f points, %zu within +-25%% of the annotation, "
       "correlation %.3f\n"
@@ -479,7 +483,7 @@ std::string FieldEvaluation::to_text() const {
       d.value("usable_fields_below_90_recall", size_t{0}), c.value("matched", size_t{0}),
       number(c["auc"]), 100 * c.value("sensitivity_at_99_specificity", 0.0),
       100 * c.value("sensitivity_at_99_5_specificity", 0.0),
-      100 * number(st["accuracy_ring_trophozoite_gametocyte"]),
+      stage_accuracy.c_str(),
       st.value("matched_infected_with_stage", size_t{0}), p.value("calls", size_t{0}),
       p.value("calls_not_on_an_annotated_infected_cell", size_t{0}), p.value("groups", size_t{0}),
       p.value("group_mean_absolute_error_points", 0.0),

@@ -20,6 +20,7 @@ constexpr double kMinSharpness = 6;      // cell diameters per edge width: defoc
 constexpr double kWarnSharpness = 10;    // soft (IML: 1 of 225 fields below)
 constexpr double kWarnUnevenness = 30;   // grey levels of background spread (IML <= 27.4)
 constexpr double kWarnColourCast = 70;   // grey levels between the background's channels (<= 31)
+constexpr double kWarnDetectorConfidence = 0.45;  // median peak score (IML validation: >= 0.6)
 constexpr size_t kFewCells = 20;         // fewer counted cells: a sparse area, warn
 constexpr size_t kSampledRegions = 400;  // signals per region come from at most this many
 
@@ -127,7 +128,8 @@ nlohmann::json QualitySignals::to_json() const {
           {"cell_diameter_px", round2(cell_diameter)},
           {"sharpness", round2(sharpness)},
           {"background_unevenness", round2(background_unevenness)},
-          {"colour_cast", round2(colour_cast)}};
+          {"colour_cast", round2(colour_cast)},
+          {"detector_confidence", detector_confidence < 0 ? nlohmann::json() : nlohmann::json(round2(detector_confidence))}};
 }
 
 nlohmann::json FieldQuality::to_json() const {
@@ -180,6 +182,10 @@ QualitySignals measure_signals(const cv::Mat& bgr, const FieldSegmentation& segm
   s.cell_diameter = 2 * std::sqrt(segmentation.cell_area / CV_PI);
   s.sharpness = edge_sharpness(green, s.contrast, s.cell_diameter);
   s.solidity = median_solidity(segmentation);
+  std::vector<double> scores;
+  for (const auto& cell : segmentation.cells)
+    if (cell.detected && !cell.cut_by_edge) scores.push_back(cell.score);
+  if (!scores.empty()) s.detector_confidence = median(std::move(scores));
   return s;
 }
 
@@ -222,6 +228,8 @@ FieldQuality judge(const QualitySignals& s, size_t counted) {
   if (s.sharpness < kWarnSharpness) warn("slightly out of focus: check the cells by eye");
   if (s.background_unevenness > kWarnUnevenness)
     warn("uneven background (haze or illumination): cells may be missed");
+  if (s.detector_confidence >= 0 && s.detector_confidence < kWarnDetectorConfidence)
+    warn("the detector is unsure these are red cells: check the field by eye");
   if (s.colour_cast > kWarnColourCast)
     warn("strong colour cast: check the white balance; calls may be less reliable");
   return q;
