@@ -118,6 +118,15 @@ await check("a smear field shows its cells, the slide's parasitemia and an enlar
   const summary = await page.locator("#slide-summary").innerText();
   assert.match(summary, new RegExp(`${f.summary.parasitemia_percent.toFixed(2)}% parasitemia \\(95% CI`));
   assert.match(summary, new RegExp(`${f.summary.cells} cells`));
+  // Stages from the detector: the slide's counts, and each numbered call's stage initial.
+  assert.ok(api.slide.stages, "the bundled detector tells stages");
+  if (f.summary.parasitized > 0) assert.match(summary, /stages: \d+ (ring|trophozoite|schizont|gametocyte)/);
+  assert.match(summary, /parasites\/µL \(assuming 5,000,000 red cells\/µL\)/);
+  const called = f.cells.filter((c) => c.number);
+  for (const c of called) {
+    const text = await page.locator("#field-list button.cell-box").nth(f.cells.indexOf(c)).innerText();
+    assert.equal(text, `${c.number}${c.stage[0].toUpperCase()}`);
+  }
   const target = f.cells.findIndex((c) => c.label === "Parasitized");
   await page.locator("#field-list button.cell-box").nth(Math.max(0, target)).click();
   await page.locator("#cell-view").waitFor({ state: "visible" });
