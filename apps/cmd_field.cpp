@@ -79,15 +79,22 @@ std::string slide_name(const ScreenOptions& o) {
 std::string fields_csv(const std::vector<ScreenedField>& fields) {
   std::ostringstream csv;
   csv << "file,width,height,quality,cells,parasitized,inconclusive,excluded,parasitemia_percent,"
-         "ci_low,ci_high,seconds,quality_reasons\n";
+         "ci_low,ci_high,ring,trophozoite,schizont,gametocyte,seconds,quality_reasons\n";
   for (const auto& f : fields) {
     const Interval ci = f.summary.interval();
-    char row[256];
+    const auto& st = f.summary.stages;
+    char row[320];
     if (f.quality.failed())  // no figure for a field that cannot be counted
-      std::snprintf(row, sizeof row, ",%d,%d,fail,,,,,,,,%.4f,", f.width, f.height,
+      std::snprintf(row, sizeof row, ",%d,%d,fail,,,,,,,,,,,,%.4f,", f.width, f.height,
                     f.segment_seconds + f.classify_seconds);
-    else
-      std::snprintf(row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%.4f,", f.width,
+    else if (f.summary.staged)
+      std::snprintf(row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%zu,%zu,%zu,%zu,%.4f,",
+                    f.width, f.height, f.quality.verdict.c_str(), f.summary.cells,
+                    f.summary.parasitized, f.summary.inconclusive, f.summary.excluded,
+                    f.summary.percent(), 100 * ci.low, 100 * ci.high, st[0], st[1], st[2], st[3],
+                    f.segment_seconds + f.classify_seconds);
+    else  // the classical segmentation tells no stages
+      std::snprintf(row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,,,,,%.4f,", f.width,
                     f.height, f.quality.verdict.c_str(), f.summary.cells, f.summary.parasitized,
                     f.summary.inconclusive, f.summary.excluded, f.summary.percent(), 100 * ci.low,
                     100 * ci.high, f.segment_seconds + f.classify_seconds);

@@ -129,6 +129,14 @@ set -e
 grep -q "cut.JPG" "$work/screen.log" || fail "no error for the corrupt field"
 grep -q "slide S-7: 2 of 2 fields usable" "$work/screen.log" || fail "no slide line: $(tail -3 "$work/screen.log")"
 [ "$(tail -n +2 "$work/screen/fields.csv" | wc -l)" -eq 2 ] || fail "fields.csv rows"
+python3 - "$work/screen/fields.csv" "$work/screen.json" <<'PY' || fail "fields.csv stage columns"
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+doc = json.load(open(sys.argv[2]))
+for row, f in zip(rows, doc["fields"]):
+    stages = f["summary"]["stages"]
+    assert all(int(row[k]) == stages[k] for k in stages), (row, stages)
+PY
 python3 - "$work/screen.json" "$work/screen/PA171690_screen.png" <<'PY' || fail "screen JSON or overlay"
 import json, struct, sys
 doc = json.load(open(sys.argv[1]))

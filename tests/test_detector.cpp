@@ -6,7 +6,9 @@
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <map>
 #include <random>
+#include <set>
 
 #include "data/image.h"
 #include "detect/detection_scoring.h"
@@ -18,6 +20,8 @@
 #include "field/segmentation.h"
 #include "model/classifier.h"
 #include "model/model.h"
+#include "field/quality.h"
+#include "field_damage.h"
 #include "test_helpers.h"
 #include "util/files.h"
 
@@ -209,4 +213,37 @@ TEST(BundledDetector, FindsCellsOfHeldOutFieldsAndSurvivesHaze) {
   EXPECT_GE(on_haze.recall(), 0.93);
   EXPECT_GE(on_haze.field_recall.front().second, 0.75);  // no field lost
   EXPECT_LT(classic_haze.recall(), 0.8);  // the haze is real damage: Otsu loses the cells
+}
+
+// The quality verdict from the detector's cells (what screening uses by default) on the same
+// damaged copies of real fields as the classical segmentation's test (test_field.cpp).
+TEST(BundledDetector, QualityVerdictCatchesDamagedFields) {
+  const std::string fields_dir = testing_support::data_root() + "/fields/iml";
+  MALARIA_REQUIRE_DIR(fields_dir);
+  const CellDetector detector = CellDetector::load(MALARIA_TEST_DETECTOR);
+  const FieldSegmenter segmenter = detector_segmenter(detector);
+  const auto fields = read_field_annotations(fields_dir);
+  int real_failed = 0, checked = 0;
+  std::map<std::string, int> failed, flagged, tried;
+  for (size_t i = 0; i < fields.size(); i += 45) {  // 5 fields across the whole set
+    const cv::Mat field = read_image(fields[i].path, kFieldImageLimits);
+    ++checked;
+    real_failed += assess_field_quality(field, segmenter.segment(field)).failed();
+    for (const auto& [name, image] : testing_support::damaged_copies(field)) {
+      const FieldQuality q = assess_field_quality(image, segmenter.segment(image));
+      ++tried[name];
+      failed[name] += q.failed();
+      flagged[name] += q.verdict != "ok";
+    }
+  }
+  for (const auto& [name, n] : tried)
+    std::printf("%-22s failed %d of %d, flagged %d of %d\n", name.c_str(), failed[name], n,
+                flagged[name], n);
+  EXPECT_EQ(real_failed, 0) << "of " << checked;
+  for (const char* name : {"blank", "noise", "text", "grey (unstained)", "overexposed",
+                           "underexposed", "defocused (sigma 8)"})
+    EXPECT_EQ(failed[name], tried[name]) << name;
+  for (const char* name : {"soft focus (sigma 5)", "colour cast"})
+    EXPECT_EQ(flagged[name], tried[name]) << name;
+  EXPECT_EQ(failed["gradient haze"], 0);  // the detector copes with haze: still counted
 }
