@@ -29,6 +29,7 @@ struct QualitySignals {
   double sharpness = 0;              // cell diameters per edge width (defocus lowers it)
   double background_unevenness = 0;  // spread of the background level across the field
   double colour_cast = 0;            // largest difference between the background's channels
+  double coverage = 0;               // share of the field covered by stained objects (cells)
   double detector_confidence = -1;   // median detector score of the cells (-1: no detector)
   nlohmann::json to_json() const;
 };
