@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "data/image.h"
+#include "detect/detector.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
 #include "model/model_info.h"
@@ -48,6 +49,25 @@ void print_model_info(const json& meta) {
     if (meta.contains(key)) std::printf("%-12s %s\n", key, meta[key].dump().c_str());
 }
 
+// A detector file: what it finds, how it was trained and its held-out figures.
+void print_detector_info(const json& meta) {
+  std::printf("detector     %s (width %d, fields shrunk by %.3g, score threshold %.3f)\n",
+              meta.value("name", "").c_str(), meta.value("width", 0),
+              meta.value("input_scale", 0.0), meta.value("score_threshold", 0.0));
+  std::printf("classes      %s\n", meta.contains("classes") ? meta["classes"].dump().c_str() : "-");
+  for (const char* part : {"validation", "test"}) {
+    if (!meta.contains(part)) continue;
+    const json& t = meta[part];
+    std::printf("%-12s recall %.2f%% (uninfected %.2f%%, infected %.2f%%), precision %.2f%%, "
+                "stage accuracy %.1f%%, worst field %.1f%%\n",
+                part, 100 * t.value("recall", 0.0), 100 * t.value("recall_uninfected", 0.0),
+                100 * t.value("recall_infected", 0.0), 100 * t.value("precision", 0.0),
+                100 * t.value("stage_accuracy", 0.0), 100 * t.value("field_recall_min", 0.0));
+  }
+  for (const char* key : {"data", "training"})
+    if (meta.contains(key)) std::printf("%-12s %s\n", key, meta[key].dump().c_str());
+}
+
 Command add_info(CLI::App& app) {
   struct Options {
     std::string model;
@@ -58,11 +78,21 @@ Command add_info(CLI::App& app) {
   sub->add_option("model", o->model, "model file")->required();
   sub->add_flag("--json", o->json, "print the metadata as JSON");
   return {sub, [o] {
-            const Classifier model = Classifier::load(o->model);
-            if (o->json)
-              std::cout << model.metadata().dump(2) << '\n';
-            else
-              print_model_info(model.metadata());
+            try {
+              const Classifier model = Classifier::load(o->model);
+              if (o->json)
+                std::cout << model.metadata().dump(2) << '\n';
+              else
+                print_model_info(model.metadata());
+            } catch (const ModelFileError& e) {
+              // Not a classifier: it may be a cell detector, which has its own summary.
+              if (std::string(e.what()).find(kDetectorFormat) == std::string::npos) throw;
+              const CellDetector detector = CellDetector::load(o->model);
+              if (o->json)
+                std::cout << detector.metadata().dump(2) << '\n';
+              else
+                print_detector_info(detector.metadata());
+            }
             return 0;
           }};
 }

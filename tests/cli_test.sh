@@ -164,6 +164,10 @@ png = open(sys.argv[2], "rb").read(24)
 assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 960)
 PY
 
+# info tells a detector file from a classifier file and summarises either.
+"$bin" info "$(dirname "$0")/../models/malaria-detector.pt" >"$work/out" 2>&1 || fail "info on the detector: $(cat "$work/out")"
+grep -q "^detector .*score threshold" "$work/out" && grep -q "^test .*recall" "$work/out" || fail "detector info: $(cat "$work/out")"
+
 # The classical segmentation stays available for comparison; it tells no stages.
 "$bin" screen --model "$field_model" --segmenter classic "$work/PA171690.JPG" --json "$work/classic.json" \
   >/dev/null 2>&1 || fail "screen --segmenter classic"
