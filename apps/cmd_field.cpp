@@ -88,11 +88,11 @@ std::string fields_csv(const std::vector<ScreenedField>& fields) {
       std::snprintf(row, sizeof row, ",%d,%d,fail,,,,,,,,,,,,%.4f,", f.width, f.height,
                     f.segment_seconds + f.classify_seconds);
     else if (f.summary.staged)
-      std::snprintf(row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%zu,%zu,%zu,%zu,%.4f,",
-                    f.width, f.height, f.quality.verdict.c_str(), f.summary.cells,
-                    f.summary.parasitized, f.summary.inconclusive, f.summary.excluded,
-                    f.summary.percent(), 100 * ci.low, 100 * ci.high, st[0], st[1], st[2], st[3],
-                    f.segment_seconds + f.classify_seconds);
+      std::snprintf(
+          row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,%zu,%zu,%zu,%zu,%.4f,",
+          f.width, f.height, f.quality.verdict.c_str(), f.summary.cells, f.summary.parasitized,
+          f.summary.inconclusive, f.summary.excluded, f.summary.percent(), 100 * ci.low,
+          100 * ci.high, st[0], st[1], st[2], st[3], f.segment_seconds + f.classify_seconds);
     else  // the classical segmentation tells no stages
       std::snprintf(row, sizeof row, ",%d,%d,%s,%zu,%zu,%zu,%zu,%.4f,%.4f,%.4f,,,,,%.4f,", f.width,
                     f.height, f.quality.verdict.c_str(), f.summary.cells, f.summary.parasitized,
@@ -157,6 +157,9 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   bar.finish();
   SlideOptions slide_options;
   slide_options.error_rates = FieldErrorRates::from_json(model.metadata());
+  slide_options.segmenter = segmenter.name;
+  slide_options.operating_point =
+      o.operating_point.empty() ? field_operating_point(model) : o.operating_point;
   if (o.rbc_per_ul > 0) slide_options.rbc_per_ul = o.rbc_per_ul, slide_options.rbc_assumed = false;
   const json result = screening_json(fields, slide_name(o), slide_options);
   if (!o.out_dir.empty()) {

@@ -58,11 +58,12 @@ void print_detector_info(const json& meta) {
   for (const char* part : {"validation", "test"}) {
     if (!meta.contains(part)) continue;
     const json& t = meta[part];
-    std::printf("%-12s recall %.2f%% (uninfected %.2f%%, infected %.2f%%), precision %.2f%%, "
-                "stage accuracy %.1f%%, worst field %.1f%%\n",
-                part, 100 * t.value("recall", 0.0), 100 * t.value("recall_uninfected", 0.0),
-                100 * t.value("recall_infected", 0.0), 100 * t.value("precision", 0.0),
-                100 * t.value("stage_accuracy", 0.0), 100 * t.value("field_recall_min", 0.0));
+    std::printf(
+        "%-12s recall %.2f%% (uninfected %.2f%%, infected %.2f%%), precision %.2f%%, "
+        "stage accuracy %.1f%%, worst field %.1f%%\n",
+        part, 100 * t.value("recall", 0.0), 100 * t.value("recall_uninfected", 0.0),
+        100 * t.value("recall_infected", 0.0), 100 * t.value("precision", 0.0),
+        100 * t.value("stage_accuracy", 0.0), 100 * t.value("field_recall_min", 0.0));
   }
   for (const char* key : {"data", "training"})
     if (meta.contains(key)) std::printf("%-12s %s\n", key, meta[key].dump().c_str());

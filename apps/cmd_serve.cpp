@@ -52,7 +52,11 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
                              "?operating_point=NAME");
   return {sub, [o, max_upload_mb, segmenter, &global] {
             ServerOptions options = *o;
-            if (segmenter->segmenter == "detector") {
+            options.http.max_body_bytes = static_cast<size_t>(*max_upload_mb * (1 << 20));
+            if (options.field_model_path.empty()) options.field_model_path = default_field_model();
+            if (options.field_model_path == "none") options.field_model_path.clear();
+            // The detector is needed only where fields are screened.
+            if (!options.field_model_path.empty() && segmenter->segmenter == "detector") {
               options.detector_path =
                   segmenter->detector.empty() ? default_detector_model() : segmenter->detector;
               if (options.detector_path.empty())
@@ -60,9 +64,6 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
                     "no cell detector: pass --detector FILE, or --segmenter classic (this build "
                     "has no bundled detector)");
             }
-            options.http.max_body_bytes = static_cast<size_t>(*max_upload_mb * (1 << 20));
-            if (options.field_model_path.empty()) options.field_model_path = default_field_model();
-            if (options.field_model_path == "none") options.field_model_path.clear();
             options.compute_threads = global.threads;
             return run_server(options);
           }};

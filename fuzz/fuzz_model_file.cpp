@@ -4,9 +4,8 @@
 
 #include <cstdint>
 #include <fstream>
-#include <string>
-
 #include <opencv2/core.hpp>
+#include <string>
 
 #include "detect/detector.h"
 #include "model/classifier.h"

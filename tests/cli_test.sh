@@ -160,6 +160,8 @@ for f in doc["fields"]:
 assert doc["slide"]["cells"] == total
 assert doc["slide"]["parasites_per_ul"]["rbc_per_ul"] == 4500000
 assert doc["slide"]["parasites_per_ul"]["rbc_per_ul_assumed"] is False
+c = doc["slide"]["corrected"]
+assert c["ci_low"] <= c["parasitemia_percent"] <= c["ci_high"] and c["parasites_per_ul"]["rbc_per_ul"] == 4500000, c
 png = open(sys.argv[2], "rb").read(24)
 assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 960)
 PY
@@ -171,8 +173,8 @@ grep -q "^detector .*score threshold" "$work/out" && grep -q "^test .*recall" "$
 # The classical segmentation stays available for comparison; it tells no stages.
 "$bin" screen --model "$field_model" --segmenter classic "$work/PA171690.JPG" --json "$work/classic.json" \
   >/dev/null 2>&1 || fail "screen --segmenter classic"
-python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["fields"][0]; assert f["segmenter"]=="classic" and "stages" not in f["summary"], f["summary"]' \
-  "$work/classic.json" || fail "classic screening JSON"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); f=d["fields"][0]; assert f["segmenter"]=="classic" and "stages" not in f["summary"], f["summary"]; assert d["slide"]["corrected"] is None and any("No corrected figure" in w for w in d["slide"]["warnings"]), d["slide"]' \
+  "$work/classic.json" || fail "classic screening JSON (no correction with rates measured on the detector)"
 set +e
 "$bin" screen --model "$field_model" --rbc-per-ul 12 "$work/PA171690.JPG" >"$work/out" 2>&1
 code=$?

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <opencv2/imgproc.hpp>
 
 #include "detect/detection_scoring.h"
@@ -83,10 +84,10 @@ TEST(DetectorTargets, WindowsMoveBoxesWithThePixels) {
   // survives must still sit on dark pixels.
   DetectorSample s = two_cells();
   s.bgr = cv::Mat(128, 128, CV_8UC3, cv::Scalar(220, 220, 220));
-  s.boxes = {cv::Rect2f(40, 60, 20, 20)};
+  s.boxes = {cv::Rect2f(40, 60, 28, 14)};  // wide: a transposed window makes it tall
   s.classes = {2};
   s.ignore.clear();
-  cv::rectangle(s.bgr, cv::Rect(40, 60, 20, 20), cv::Scalar(30, 30, 30), cv::FILLED);
+  cv::rectangle(s.bgr, cv::Rect(40, 60, 28, 14), cv::Scalar(30, 30, 30), cv::FILLED);
   std::mt19937 rng(7);
   int kept = 0;
   for (int i = 0; i < 40; ++i) {
@@ -99,7 +100,12 @@ TEST(DetectorTargets, WindowsMoveBoxesWithThePixels) {
                            int(w.boxes[0].y + w.boxes[0].height / 2));
     ASSERT_TRUE(cv::Rect(0, 0, 96, 96).contains(centre));
     EXPECT_LT(w.bgr.at<cv::Vec3b>(centre)[0], 80) << "window " << i;
-    EXPECT_NEAR(w.boxes[0].width, 20, 5);
+    // The box's long side follows the dark bar's: measure the bar along both axes.
+    const cv::Vec3b dark = w.bgr.at<cv::Vec3b>(centre);
+    int across = 0, down = 0;
+    for (int x = 0; x < 96; ++x) across += w.bgr.at<cv::Vec3b>(centre.y, x) == dark;
+    for (int y = 0; y < 96; ++y) down += w.bgr.at<cv::Vec3b>(y, centre.x) == dark;
+    EXPECT_EQ(w.boxes[0].width > w.boxes[0].height, across > down) << "window " << i;
   }
   EXPECT_GT(kept, 10);
 }
@@ -145,6 +151,16 @@ TEST(DetectorDecoding, LocalMaximaAboveTheThresholdBecomeBoxes) {
   flat.peak(1, 2, 0.7f, 0, 4, 4);
   EXPECT_EQ(decode_detections(flat.heat.data(), flat.rest.data(), 4, 4, 0.3f, 100).size(), 1u);
   EXPECT_EQ(decode_detections(m.heat.data(), m.rest.data(), 10, 12, 0.3f, 1).size(), 1u);
+  // A broken model's NaN or infinite outputs are no cells, and boxes stay within the map.
+  Maps broken(4, 4);
+  broken.heat.assign(16, std::nanf(""));
+  broken.peak(2, 2, 0.9f, 0, 1e30f, 4);
+  const auto sane = decode_detections(broken.heat.data(), broken.rest.data(), 4, 4, 0.3f, 100);
+  ASSERT_EQ(sane.size(), 1u);
+  EXPECT_LE(sane[0].box.width, 4.f * 4);
+  broken.rest[kDetectorClasses * 16 + 10] = std::numeric_limits<float>::infinity();
+  broken.rest[(kDetectorClasses + 2) * 16 + 10] = std::nanf("");
+  EXPECT_TRUE(decode_detections(broken.heat.data(), broken.rest.data(), 4, 4, 0.3f, 100).empty());
 }
 
 TEST(DetectionScoring, RecallPrecisionAndStageConfusion) {
@@ -230,12 +246,30 @@ TEST(ParasitemiaCorrection, RemovesKnownFalseCallsAndWidensTheInterval) {
   EXPECT_EQ(corrected_parasitemia(s, rates, 5e6, true)["parasitemia_percent"].get<double>(), 0);
 }
 
+TEST(ParasitemiaCorrection, RatesTooUncertainToCorrectGiveTheWholeRange) {
+  // 2 of 3 infected and 30 of 100 uninfected cells called: the rates' Wilson bounds cross (the
+  // sensitivity's lower bound is below the false-call rate's upper bound).
+  FieldErrorRates rates;
+  rates.uninfected_cells = 100;
+  rates.false_calls = 30;
+  rates.infected_cells = 3;
+  rates.true_calls = 2;
+  ParasitemiaSummary s;
+  s.cells = 100;
+  s.parasitized = 40;
+  const auto j = corrected_parasitemia(s, rates, 5e6, true);
+  EXPECT_DOUBLE_EQ(j["ci_low"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(j["ci_high"].get<double>(), 100.0);
+}
+
 TEST(ParasitemiaCorrection, OnlyUsableRatesAreReadFromAModelFile) {
   nlohmann::json meta = {{"field_error_rates",
                           {{"uninfected_cells", 1000},
                            {"false_calls", 5},
                            {"infected_cells", 50},
-                           {"true_calls", 45}}}};
+                           {"true_calls", 45},
+                           {"segmenter", "detector"},
+                           {"operating_point", "parasitemia"}}}};
   const auto rates = FieldErrorRates::from_json(meta);
   ASSERT_TRUE(rates);
   EXPECT_DOUBLE_EQ(rates->sensitivity(), 0.9);
@@ -245,6 +279,9 @@ TEST(ParasitemiaCorrection, OnlyUsableRatesAreReadFromAModelFile) {
   meta["field_error_rates"]["true_calls"] = "many";
   EXPECT_FALSE(FieldErrorRates::from_json(meta));
   meta["field_error_rates"]["true_calls"] = 60;  // more than the infected cells
+  EXPECT_FALSE(FieldErrorRates::from_json(meta));
+  meta["field_error_rates"]["true_calls"] = 45;
+  meta["field_error_rates"].erase("segmenter");  // rates that do not say how they were measured
   EXPECT_FALSE(FieldErrorRates::from_json(meta));
 }
 

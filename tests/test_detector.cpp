@@ -1,14 +1,18 @@
 // The cell detector: its model file, training on synthetic fields (learning, resuming, the
 // files of a run), and the bundled detector on real held-out fields, hazy ones included.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "data/image.h"
 #include "detect/detection_scoring.h"
@@ -16,12 +20,12 @@
 #include "detect/detector_model.h"
 #include "detect/detector_training.h"
 #include "field/annotations.h"
+#include "field/quality.h"
 #include "field/screening.h"
 #include "field/segmentation.h"
+#include "field_damage.h"
 #include "model/classifier.h"
 #include "model/model.h"
-#include "field/quality.h"
-#include "field_damage.h"
 #include "test_helpers.h"
 #include "util/files.h"
 
@@ -156,17 +160,29 @@ TEST(DetectorTraining, LearnsSyntheticCellsAndWritesARun) {
 TEST(DetectorTraining, ContinuesAnInterruptedRun) {
   TempDir dir;
   write_synthetic_fields(dir / "fields", 6, 2);
-  auto options = small_run(dir / "fields", dir / "run", 40);
-  train_detector(options);
-  const auto first = nlohmann::json::parse(read_text(dir / "run/checkpoint/state.json"));
-  EXPECT_EQ(first["step"], 40);
-  options.steps = 60;  // the same run, asked for more steps, continues from its checkpoint
+  auto options = small_run(dir / "fields", dir / "run", 200);
+  // A checkpoint on the same step as a history row: resuming one step early would repeat it.
+  options.checkpoint_every = 50;
+  // Ctrl-C once the first periodic checkpoint (step 50) is on disk: the run saves where it is
+  // and stops; the same command then continues it.
+  std::atomic<bool> done{false};
+  std::thread interrupter([&] {
+    const std::string state = dir / "run/checkpoint/state.json";
+    while (!done && !fs::exists(state)) std::this_thread::yield();
+    if (!done) ::kill(::getpid(), SIGINT);
+  });
+  EXPECT_THROW(train_detector(options), std::runtime_error);
+  done = true;
+  interrupter.join();
+  const auto stopped = nlohmann::json::parse(read_text(dir / "run/checkpoint/state.json"));
+  const int at = stopped["step"];
+  EXPECT_GE(at, 50);
+  EXPECT_LT(at, 200);
   const auto meta = train_detector(options);
-  EXPECT_EQ(meta["steps_run"], 60);
+  EXPECT_EQ(meta["steps_run"], 200);
   const auto history = nlohmann::json::parse(read_text(dir / "run/history.json"));
-  ASSERT_FALSE(history.empty());
-  EXPECT_EQ(history.front()["step"], 40);  // recorded before the interruption, kept
-  EXPECT_EQ(history.back()["step"], 60);
+  ASSERT_EQ(history.size(), 4u);  // one row per 50 steps, none repeated by the resumption
+  for (size_t i = 0; i < history.size(); ++i) EXPECT_EQ(history[i]["step"], 50 * int(i + 1));
 }
 
 TEST(BundledDetector, FindsCellsOfHeldOutFieldsAndSurvivesHaze) {

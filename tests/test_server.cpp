@@ -388,6 +388,19 @@ TEST_F(ServerTest, ScreenRefusesBadUploadsOneByOne) {
   EXPECT_TRUE(body["fields"][0]["summary"]["parasitemia_percent"].is_null());
   EXPECT_TRUE(body["slide"]["parasitemia_percent"].is_null());
   EXPECT_EQ(body["slide"]["fields_used"], 0);
+  // Photos too small for the detector's input (1 and 2 px a side) are screened as empty and
+  // failed, without losing the other files of the request.
+  std::vector<uint8_t> dot, strip;
+  cv::imencode(".png", cv::Mat(2, 2, CV_8UC3, cv::Scalar(150, 120, 150)), dot);
+  cv::imencode(".png", cv::Mat(1, 300, CV_8UC3, cv::Scalar(150, 120, 150)), strip);
+  r = c.Post("/api/v1/screen", form({{"dot.png", std::string(dot.begin(), dot.end())},
+                                     {"strip.png", std::string(strip.begin(), strip.end())},
+                                     {"blank.png", std::string(blank.begin(), blank.end())}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto tiny = json::parse(r->body);
+  ASSERT_EQ(tiny["fields"].size(), 3u);
+  for (const auto& field : tiny["fields"]) EXPECT_EQ(field["quality"]["verdict"], "fail");
 }
 
 TEST_F(ServerTest, NoiseAndTextAreNeverGivenAParasitemia) {

@@ -81,9 +81,13 @@ LoadedDetector load_detector_file(const std::string& path) {
   LoadedDetector loaded;
   loaded.metadata = open_model_archive(path, kDetectorFormat, archive);
   const auto& m = loaded.metadata;
-  const bool sane = m.value("width", 0) >= 8 && m.value("width", 0) <= 256 &&
-                    m.value("input_scale", 0.0) > 0.01 && m.value("input_scale", 0.0) <= 1 &&
-                    m.value("score_threshold", 0.0) > 0 && m.value("score_threshold", 0.0) < 1;
+  auto number = [&](const char* key) {
+    return m.contains(key) && m[key].is_number() ? m[key].get<double>() : -1.0;
+  };
+  const bool sane = m.contains("width") && m["width"].is_number_integer() && number("width") >= 8 &&
+                    number("width") <= 256 && number("input_scale") > 0.01 &&
+                    number("input_scale") <= 1 && number("score_threshold") > 0 &&
+                    number("score_threshold") < 1;
   if (!sane)
     throw ModelFileError(path +
                          ": detector metadata lacks a valid width, input_scale or "
@@ -178,6 +182,7 @@ std::vector<DetectedCell> CellDetector::decode(const float* maps, cv::Size input
 }
 
 std::vector<DetectedCell> CellDetector::detect(const cv::Mat& bgr, float threshold) const {
+  if (std::min(bgr.cols, bgr.rows) < kMinFieldSide) return {};
   cv::Size size;
   const std::vector<float> input = prepare(bgr, size);
   const std::vector<float> maps = forward(input.data(), 1, size);

@@ -17,6 +17,9 @@ inline constexpr const char* kDetectorFormat = "malaria-cell-detector";
 // More peaks than this are not decoded: above the quality verdict's cap (kMaxCellsPerField), so
 // an over-full photo still fails there, and a photo of texture cannot ask for unbounded work.
 inline constexpr size_t kMaxDetections = 4000;
+// Fields smaller than this on a side hold no cell the detector could find (as for the classical
+// segmentation): they get no detections rather than an empty network input.
+inline constexpr int kMinFieldSide = 16;
 
 class CellDetector {
  public:

@@ -8,7 +8,8 @@
 namespace malaria {
 
 int detector_class_of(const std::string& type) {
-  if (type == "red blood cell" || type == "Uninfected") return 0;
+  if (type == "red blood cell" || type == "Uninfected" || type == "uninfected") return 0;
+  if (type == "Parasitized" || type == "parasitized") return kInfectedStageUnknown;
   for (int c = 1; c < kDetectorClasses; ++c)
     if (type == kDetectorClassNames[c]) return c;
   return -1;
@@ -46,7 +47,8 @@ DetectorTargets build_detector_targets(const DetectorSample& sample) {
         t.weight[size_t(y) * t.cols + x] = 1.f;  // a boxed cell is never ignored
       }
     t.index.push_back(int64_t(iy) * t.cols + ix);
-    t.cls.push_back(sample.classes[i]);
+    // An infected cell of unknown stage teaches where a cell is, not its class.
+    t.cls.push_back(sample.classes[i] >= 0 ? sample.classes[i] : kIgnoredClass);
     t.size.insert(t.size.end(), {w, h});
     t.offset.insert(t.offset.end(), {cx - ix, cy - iy});
   }
@@ -173,7 +175,7 @@ std::vector<RawDetection> decode_detections(const float* heat, const float* maps
   for (int y = 0; y < rows; ++y)
     for (int x = 0; x < cols; ++x) {
       const float v = heat[size_t(y) * cols + x];
-      if (v < threshold) continue;
+      if (!(v >= threshold) || !std::isfinite(v)) continue;  // NaN never passes
       bool peak = true;
       for (int dy = -1; dy <= 1 && peak; ++dy)
         for (int dx = -1; dx <= 1; ++dx) {
@@ -197,8 +199,13 @@ std::vector<RawDetection> decode_detections(const float* heat, const float* maps
       for (int c = 0; c < kDetectorClasses; ++c)
         sum += d.class_probabilities[c] = std::exp(maps[c * plane + at] - largest);
       for (float& p : d.class_probabilities) p /= sum;
-      const float w = std::max(1.f, maps[kDetectorClasses * plane + at]);
-      const float h = std::max(1.f, maps[(kDetectorClasses + 1) * plane + at]);
+      bool finite = std::isfinite(sum);
+      for (int k = kDetectorClasses; k < kDetectorOutputs - 1; ++k)
+        finite = finite && std::isfinite(maps[k * plane + at]);
+      if (!finite) continue;  // a broken model's output is no cell
+      // A box is at least a pixel and at most the whole map.
+      const float w = std::clamp(maps[kDetectorClasses * plane + at], 1.f, float(cols));
+      const float h = std::clamp(maps[(kDetectorClasses + 1) * plane + at], 1.f, float(rows));
       const float cx = x + std::clamp(maps[(kDetectorClasses + 2) * plane + at], 0.f, 1.f);
       const float cy = y + std::clamp(maps[(kDetectorClasses + 3) * plane + at], 0.f, 1.f);
       const float s = kDetectorStride;

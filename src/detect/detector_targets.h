@@ -24,8 +24,13 @@ inline const std::array<std::string, kDetectorClasses> kDetectorClassNames = {
 // Output channels: heat logit, class logits, box width and height (output pixels), offset x, y.
 inline constexpr int kDetectorOutputs = 1 + kDetectorClasses + 2 + 2;
 
-// The class of an IML type ("red blood cell", "ring", ...); -1 for "difficult" and unknown
-// types (ignored in training).
+// An infected cell annotated without its stage ("Parasitized" in a CSV): a cell for the heat
+// map, size and offset, with no class target.
+inline constexpr int kInfectedStageUnknown = -2;
+// The class target of such a cell (cross-entropy's ignore index).
+inline constexpr int64_t kIgnoredClass = -100;
+// The class of an annotated type ("red blood cell" or "Uninfected", "ring", ...);
+// kInfectedStageUnknown for "Parasitized"; -1 for "difficult" and unknown types (ignored).
 int detector_class_of(const std::string& type);
 
 // One training image at the detector's input scale: boxes in its pixels, their classes, and

@@ -47,8 +47,9 @@ FieldParts split_fields(const std::vector<AnnotatedField>& fields, const Detecto
       for (const Sample& s : *samples) part_of[s.patient] = part;
   } else {
     std::vector<std::string> groups;
-    for (const auto& f : fields)
-      if (groups.empty() || groups.back() != f.group) groups.push_back(f.group);
+    for (const auto& f : fields) groups.push_back(f.group);
+    std::sort(groups.begin(), groups.end());
+    groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
     std::mt19937_64 rng(o.seed);
     std::shuffle(groups.begin(), groups.end(), rng);
     if (int(groups.size()) < o.val_groups + o.test_groups + 1)
@@ -99,7 +100,7 @@ DetectorSample load_sample(const AnnotatedField& field, const DetectorTrainOptio
   };
   for (const auto& cell : field.cells) {
     const int c = detector_class_of(cell.type);
-    if (c < 0) {
+    if (c < 0 && c != kInfectedStageUnknown) {
       sample.ignore.push_back(scaled(cell.box));
       continue;
     }
@@ -210,8 +211,12 @@ Losses detector_loss(const torch::Tensor& out, const WindowBatch& b,
     l.cls = l.size = l.offset = torch::zeros({});
   } else {
     const auto at = flat.index_select(0, b.index);
-    l.cls = F::cross_entropy(at.slice(1, 1, 1 + kDetectorClasses), b.cls,
-                             F::CrossEntropyFuncOptions().weight(class_weight));
+    // Cells of unknown stage carry no class target; a batch of only those has no class loss.
+    l.cls = b.cls.ne(kIgnoredClass).any().item<bool>()
+                ? F::cross_entropy(
+                      at.slice(1, 1, 1 + kDetectorClasses), b.cls,
+                      F::CrossEntropyFuncOptions().weight(class_weight).ignore_index(kIgnoredClass))
+                : torch::zeros({});
     l.size = F::l1_loss(at.slice(1, 1 + kDetectorClasses, 3 + kDetectorClasses), b.size);
     l.offset = F::l1_loss(at.slice(1, 3 + kDetectorClasses, 5 + kDetectorClasses), b.offset);
   }
@@ -279,7 +284,8 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
     ProgressBar bar(parts.train.size(), "loading fields", "field");
     for (const auto& f : parts.train) {
       samples.push_back(load_sample(f, o, unboxed));
-      for (int c : samples.back().classes) class_count[c] += 1;
+      for (int c : samples.back().classes)
+        if (c >= 0) class_count[c] += 1;
       if (o.progress) bar.update(samples.size());
     }
     if (o.progress) bar.finish();
@@ -316,17 +322,18 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
   ProgressBar bar(o.steps, "training detector", "step");
   double heat_sum = 0, cls_sum = 0, size_sum = 0, n_sum = 0;
   auto start = Clock::now();
-  auto save_state = [&] {
+  // `next_step`: the first step not yet applied to the saved weights.
+  auto save_state = [&](int next_step) {
     torch::save(net, (checkpoint / "net.pt").string());
     torch::save(optimizer, (checkpoint / "optimizer.pt").string());
     const double total = seconds + std::chrono::duration<double>(Clock::now() - start).count();
     write_text_atomic(
         checkpoint / "state.json",
-        nlohmann::json{{"step", step}, {"history", history}, {"seconds", total}}.dump());
+        nlohmann::json{{"step", next_step}, {"history", history}, {"seconds", total}}.dump());
   };
   for (; step < o.steps; ++step) {
     if (StopSignals::requested()) {
-      save_state();
+      save_state(step);
       throw std::runtime_error("stopped at step " + std::to_string(step) +
                                "; run the same "
                                "command again to continue");
@@ -367,10 +374,10 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
                     history.back()["size_loss"].get<double>());
       bar.update(step + 1, status);
     }
-    if ((step + 1) % o.checkpoint_every == 0) save_state();
+    if ((step + 1) % o.checkpoint_every == 0) save_state(step + 1);
   }
   if (o.progress) bar.finish();
-  save_state();
+  save_state(step);
   seconds += std::chrono::duration<double>(Clock::now() - start).count();
 
   // The model file first with a provisional threshold, so the detector can be run as shipped.

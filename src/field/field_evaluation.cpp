@@ -301,6 +301,7 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
   const auto [group_mae, within_25] = agreement(group_measured);
   FieldErrorRates measured_rates;
   for (const auto& f : outcomes) {
+    if (f.verdict == "fail") continue;  // screening counts no cell of a failed field
     measured_rates.uninfected_cells += f.errors.uninfected_cells;
     measured_rates.false_calls += f.errors.false_calls;
     measured_rates.infected_cells += f.errors.infected_cells;
@@ -413,6 +414,11 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const FieldSegment
   if (bar) bar->finish();
 
   std::vector<double> group_annotated, group_measured;
+  // The model's error rates correct the groups only when measured the way this run screens.
+  std::optional<FieldErrorRates> matching_rates = FieldErrorRates::from_json(classifier.metadata());
+  if (matching_rates && (matching_rates->segmenter != segmenter.name ||
+                         matching_rates->operating_point != point_name))
+    matching_rates.reset();
   FieldEvaluation ev{summarize_outcomes(point_name, point,
                                         FieldErrorRates::from_json(classifier.metadata()), outcomes,
                                         group_annotated, group_measured)};
@@ -423,6 +429,8 @@ FieldEvaluation evaluate_fields(const Classifier& classifier, const FieldSegment
     // The error rates measured here go into a copy of the field model, for screening to correct
     // its counts with. Only validation fields may choose them.
     json rates = ev.result["error_rates"];
+    rates["segmenter"] = segmenter.name;
+    rates["operating_point"] = point_name;
     rates["measured_on"] = std::to_string(fields.size()) + " " +
                            ev.result["split_part"].get<std::string>() + " fields of " + fields_dir +
                            ", segmenter " + segmenter.name + ", operating point " + point_name;
@@ -482,8 +490,7 @@ std::string FieldEvaluation::to_text() const {
       100 * d.value("field_recall_min", 0.0), 100 * d.value("field_recall_p5", 0.0),
       d.value("usable_fields_below_90_recall", size_t{0}), c.value("matched", size_t{0}),
       number(c["auc"]), 100 * c.value("sensitivity_at_99_specificity", 0.0),
-      100 * c.value("sensitivity_at_99_5_specificity", 0.0),
-      stage_accuracy.c_str(),
+      100 * c.value("sensitivity_at_99_5_specificity", 0.0), stage_accuracy.c_str(),
       st.value("matched_infected_with_stage", size_t{0}), p.value("calls", size_t{0}),
       p.value("calls_not_on_an_annotated_infected_cell", size_t{0}), p.value("groups", size_t{0}),
       p.value("group_mean_absolute_error_points", 0.0),

@@ -49,7 +49,9 @@ nlohmann::json FieldErrorRates::to_json() const {
           {"true_calls", true_calls},
           {"false_positive_rate", false_positive_rate()},
           {"sensitivity", sensitivity()},
-          {"measured_on", measured_on}};
+          {"measured_on", measured_on},
+          {"segmenter", segmenter},
+          {"operating_point", operating_point}};
 }
 
 std::optional<FieldErrorRates> FieldErrorRates::from_json(const nlohmann::json& metadata) {
@@ -62,6 +64,8 @@ std::optional<FieldErrorRates> FieldErrorRates::from_json(const nlohmann::json& 
     r.infected_cells = j.at("infected_cells").get<size_t>();
     r.true_calls = j.at("true_calls").get<size_t>();
     r.measured_on = j.value("measured_on", "");
+    r.segmenter = j.at("segmenter").get<std::string>();
+    r.operating_point = j.at("operating_point").get<std::string>();
   } catch (const std::exception&) {
     return std::nullopt;
   }
@@ -75,17 +79,20 @@ std::optional<FieldErrorRates> FieldErrorRates::from_json(const nlohmann::json& 
 nlohmann::json corrected_parasitemia(const ParasitemiaSummary& summary,
                                      const FieldErrorRates& rates, double rbc_per_ul,
                                      bool rbc_assumed) {
-  auto correct = [](double observed, double fpr, double sens) {
-    return sens > fpr ? std::clamp((observed - fpr) / (sens - fpr), 0.0, 1.0) : observed;
+  // `crossed`: what a bound becomes where the rates' bounds leave nothing to correct with.
+  auto correct = [](double observed, double fpr, double sens, double crossed) {
+    return sens > fpr ? std::clamp((observed - fpr) / (sens - fpr), 0.0, 1.0) : crossed;
   };
   const double f = rates.false_positive_rate(), s = rates.sensitivity();
   const Interval f_ci = wilson_interval(rates.false_calls, rates.uninfected_cells);
   const Interval s_ci = wilson_interval(rates.true_calls, rates.infected_cells);
   const Interval observed = summary.interval();
-  const double p = correct(summary.cells ? double(summary.parasitized) / summary.cells : 0, f, s);
-  // Lowest: few observed, many false calls, high sensitivity; highest: the opposite.
-  const double low = std::min(p, correct(observed.low, f_ci.high, s_ci.high));
-  const double high = std::max(p, correct(observed.high, f_ci.low, s_ci.low));
+  const double share = summary.cells ? double(summary.parasitized) / summary.cells : 0;
+  const double p = correct(share, f, s, share);
+  // Lowest: few observed, many false calls, high sensitivity; highest: the opposite. Where the
+  // rates' bounds cross, the count says nothing within [0, 1].
+  const double low = std::min(p, correct(observed.low, f_ci.high, s_ci.high, 0.0));
+  const double high = std::max(p, correct(observed.high, f_ci.low, s_ci.low, 1.0));
   return {{"parasitemia_percent", 100 * p},
           {"ci_low", 100 * low},
           {"ci_high", 100 * high},

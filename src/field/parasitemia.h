@@ -39,7 +39,9 @@ struct ParasitemiaSummary {
 struct FieldErrorRates {
   size_t uninfected_cells = 0, false_calls = 0;  // counted cells on no infected cell; called
   size_t infected_cells = 0, true_calls = 0;     // annotated infected cells; called
-  std::string measured_on;                       // which fields, segmenter, operating point
+  std::string measured_on;                       // which fields
+  // The rates hold only for screening with this segmenter at this operating point.
+  std::string segmenter, operating_point;
   double false_positive_rate() const {
     return uninfected_cells ? double(false_calls) / uninfected_cells : 0;
   }

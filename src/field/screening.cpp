@@ -37,6 +37,7 @@ FieldSegmenter classic_segmenter(const SegmentationOptions& options) {
 
 FieldSegmenter detector_segmenter(const CellDetector& detector, DetectorRunner runner) {
   return {"detector", [&detector, runner](const cv::Mat& bgr) {
+            if (std::min(bgr.cols, bgr.rows) < kMinFieldSide) return FieldSegmentation{};
             cv::Size size;
             std::vector<float> input = detector.prepare(bgr, size);
             const std::vector<float> maps =
@@ -233,7 +234,15 @@ nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const st
                        " cells in usable fields: the interval is wide; screen more fields (about "
                        "1,000 cells)");
   }
-  if (total.cells > 0 && options.error_rates) {
+  const bool rates_apply = options.error_rates &&
+                           options.error_rates->segmenter == options.segmenter &&
+                           options.error_rates->operating_point == options.operating_point;
+  if (options.error_rates && !rates_apply && total.cells > 0)
+    warnings.push_back(
+        "No corrected figure: the field model's error rates were measured with the " +
+        options.error_rates->segmenter + " segmenter at its " +
+        options.error_rates->operating_point + " point, not as screened here.");
+  if (total.cells > 0 && rates_apply) {
     summary["corrected"] =
         corrected_parasitemia(total, *options.error_rates, options.rbc_per_ul, options.rbc_assumed);
     summary["parasites_per_ul"] = summary["corrected"]["parasites_per_ul"];

@@ -99,6 +99,8 @@ cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field);
 
 struct SlideOptions {
   std::optional<FieldErrorRates> error_rates;  // the field model's; none: no correction
+  // How this screening ran: the rates correct it only when they were measured the same way.
+  std::string segmenter, operating_point;
   double rbc_per_ul = kDefaultRbcPerMicrolitre;
   bool rbc_assumed = true;  // the default count, not the patient's
 };

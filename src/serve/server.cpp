@@ -592,6 +592,10 @@ class App {
                   : classic_segmenter();
     SlideOptions slide_options;
     slide_options.error_rates = field_error_rates_;
+    slide_options.segmenter = segmenter.name;
+    const auto asked_point = req.query.find("operating_point");
+    slide_options.operating_point =
+        asked_point != req.query.end() ? asked_point->second : field_operating_point(*field_model_);
     if (const auto rbc = req.query.find("rbc_per_ul"); rbc != req.query.end()) {
       double value = 0;
       const char* end = rbc->second.data() + rbc->second.size();

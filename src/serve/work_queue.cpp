@@ -186,8 +186,8 @@ std::vector<WorkQueue::Job> WorkQueue::take_batch(std::unique_lock<std::mutex>& 
 void WorkQueue::run(std::vector<Job>& batch) {
   try {
     if (const CellDetector* detector = batch.front().detector) {  // always alone in its batch
+      // Not reported to on_batch_: its histogram is of cell crops per forward pass.
       auto maps = detector->forward(batch.front().pixels.data(), 1, batch.front().size);
-      if (on_batch_) on_batch_(batch.front().kind, 1);
       batch.front().probabilities.set_value(std::move(maps));
       return;
     }

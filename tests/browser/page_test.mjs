@@ -123,6 +123,7 @@ await check("a smear field shows its cells, the slide's parasitemia and an enlar
   if (f.summary.parasitized > 0) assert.match(summary, /stages: \d+ (ring|trophozoite|schizont|gametocyte)/);
   assert.match(summary, /parasites\/µL \(assuming 5,000,000 red cells\/µL\)/);
   const called = f.cells.filter((c) => c.number);
+  assert.ok(called.length > 0, "the test field has Parasitized calls to check");
   for (const c of called) {
     const text = await page.locator("#field-list button.cell-box").nth(f.cells.indexOf(c)).innerText();
     assert.equal(text, `${c.number}${c.stage[0].toUpperCase()}`);
