@@ -37,7 +37,7 @@ ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e 
 open(d + "/seed.tif", "wb").write(b"II*\0" + struct.pack("<I", 8) + ifd + strip)
 PY
 cp "$here"/fuzz/seeds/http/* "$corpus/http/"
-cp "$here/models/malaria-cellnet-64.pt" "$corpus/model_file/"
+cp "$here/models/malaria-cellnet-64.pt" "$here/models/malaria-detector.pt" "$corpus/model_file/"
 head -c 200000 "$here/models/malaria-cellnet-64.pt" >"$corpus/model_file/truncated.pt"
 
 status=0
