@@ -124,6 +124,53 @@ Classifier load_field_model(const std::string& path) {
   return Classifier::load(file);
 }
 
+// The people-readable result: a line per field, the slide's figure, the corrected one,
+// parasites per microlitre and the warnings.
+void print_screening(const std::vector<ScreenedField>& fields, const ParasitemiaSummary& running,
+                     const json& result) {
+  for (const auto& f : fields) {
+    const std::string name = printable(fs::path(f.file).filename().string(), 40);
+    if (f.quality.failed())
+      std::printf("%-40s not counted (quality: fail): %s\n", name.c_str(),
+                  join(f.quality.reasons, "; ").c_str());
+    else
+      std::printf("%-40s %5zu cells %4zu parasitized %4zu inconclusive  %6.2f%%%s\n", name.c_str(),
+                  f.summary.cells, f.summary.parasitized, f.summary.inconclusive,
+                  f.summary.percent(), f.quality.verdict == "warn" ? "  (quality: warn)" : "");
+  }
+  const json& s = result["slide"];
+  if (running.cells == 0) {
+    std::printf("slide %s: %zu fields, none usable: no parasitemia\n",
+                printable(s.value("name", ""), 60).c_str(), fields.size());
+  } else {
+    std::printf(
+        "slide %s: %zu of %zu fields usable, %zu cells, %zu parasitized, %zu inconclusive: "
+        "parasitemia %.3f%% (95%% CI %.3f-%.3f%%)\n",
+        printable(s.value("name", ""), 60).c_str(), s.value("fields_used", size_t{0}),
+        fields.size(), running.cells, running.parasitized, running.inconclusive, running.percent(),
+        s.value("ci_low", 0.0), s.value("ci_high", 0.0));
+  }
+  if (s["corrected"].is_object())
+    std::printf(
+        "corrected for the model's error rates (false calls %.3f%% of uninfected cells, "
+        "sensitivity %.1f%%): %.3f%% (95%% CI %.3f-%.3f%%)\n",
+        100 * s["corrected"].value("false_positive_rate", 0.0),
+        100 * s["corrected"].value("sensitivity", 0.0),
+        s["corrected"].value("parasitemia_percent", 0.0), s["corrected"].value("ci_low", 0.0),
+        s["corrected"].value("ci_high", 0.0));
+  if (s["parasites_per_ul"].is_object()) {
+    const json& u = s["parasites_per_ul"];
+    std::printf("parasites per microlitre: %.0f (95%% CI %.0f-%.0f) at %.0f red cells/uL%s\n",
+                u.value("value", 0.0), u.value("ci_low", 0.0), u.value("ci_high", 0.0),
+                u.value("rbc_per_ul", 0.0),
+                u.value("rbc_per_ul_assumed", true)
+                    ? " (assumed; give the patient's count with --rbc-per-ul)"
+                    : "");
+  }
+  for (const auto& warning : s["warnings"])
+    std::printf("warning: %s\n", warning.get<std::string>().c_str());
+}
+
 int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   set_compute_threads(global.threads);
   const Classifier model = load_field_model(o.model);
@@ -170,49 +217,7 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
     std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << '\n';
   else if (!o.json_file.empty())
     write_text_atomic(o.json_file, result.dump(2, ' ', false, json::error_handler_t::replace));
-  if (o.json_file != "-") {
-    for (const auto& f : fields) {
-      const std::string name = printable(fs::path(f.file).filename().string(), 40);
-      if (f.quality.failed())
-        std::printf("%-40s not counted (quality: fail): %s\n", name.c_str(),
-                    join(f.quality.reasons, "; ").c_str());
-      else
-        std::printf("%-40s %5zu cells %4zu parasitized %4zu inconclusive  %6.2f%%%s\n",
-                    name.c_str(), f.summary.cells, f.summary.parasitized, f.summary.inconclusive,
-                    f.summary.percent(), f.quality.verdict == "warn" ? "  (quality: warn)" : "");
-    }
-    const json& s = result["slide"];
-    if (running.cells == 0) {
-      std::printf("slide %s: %zu fields, none usable: no parasitemia\n",
-                  printable(s.value("name", ""), 60).c_str(), fields.size());
-    } else {
-      std::printf(
-          "slide %s: %zu of %zu fields usable, %zu cells, %zu parasitized, %zu inconclusive: "
-          "parasitemia %.3f%% (95%% CI %.3f-%.3f%%)\n",
-          printable(s.value("name", ""), 60).c_str(), s.value("fields_used", size_t{0}),
-          fields.size(), running.cells, running.parasitized, running.inconclusive,
-          running.percent(), s.value("ci_low", 0.0), s.value("ci_high", 0.0));
-    }
-    if (s["corrected"].is_object())
-      std::printf(
-          "corrected for the model's error rates (false calls %.3f%% of uninfected cells, "
-          "sensitivity %.1f%%): %.3f%% (95%% CI %.3f-%.3f%%)\n",
-          100 * s["corrected"].value("false_positive_rate", 0.0),
-          100 * s["corrected"].value("sensitivity", 0.0),
-          s["corrected"].value("parasitemia_percent", 0.0), s["corrected"].value("ci_low", 0.0),
-          s["corrected"].value("ci_high", 0.0));
-    if (s["parasites_per_ul"].is_object()) {
-      const json& u = s["parasites_per_ul"];
-      std::printf("parasites per microlitre: %.0f (95%% CI %.0f-%.0f) at %.0f red cells/uL%s\n",
-                  u.value("value", 0.0), u.value("ci_low", 0.0), u.value("ci_high", 0.0),
-                  u.value("rbc_per_ul", 0.0),
-                  u.value("rbc_per_ul_assumed", true)
-                      ? " (assumed; give the patient's count with --rbc-per-ul)"
-                      : "");
-    }
-    for (const auto& warning : s["warnings"])
-      std::printf("warning: %s\n", warning.get<std::string>().c_str());
-  }
+  if (o.json_file != "-") print_screening(fields, running, result);
   return status;
 }
 

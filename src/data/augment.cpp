@@ -57,6 +57,15 @@ void stain_and_camera(cv::Mat& rgb, double s, std::mt19937_64& rng) {
 
 }  // namespace
 
+void flip_image(cv::Mat& image, bool horizontal, bool vertical) {
+  if (horizontal && vertical)
+    cv::flip(image, image, -1);
+  else if (horizontal)
+    cv::flip(image, image, 1);
+  else if (vertical)
+    cv::flip(image, image, 0);
+}
+
 cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
@@ -75,12 +84,7 @@ cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t 
   } else {
     out = rgb.clone();
   }
-  if (hflip && vflip)
-    cv::flip(out, out, -1);
-  else if (hflip)
-    cv::flip(out, out, 1);
-  else if (vflip)
-    cv::flip(out, out, 0);
+  flip_image(out, hflip, vflip);
   if (config.color_jitter > 0) cv::multiply(out, gains, out);  // saturating, per channel
   if (config.stain > 0) stain_and_camera(out, config.stain, rng);
   return out;

@@ -33,4 +33,7 @@ struct AugmentConfig {
 // colour jitter leaves black).
 cv::Mat augment_image(const cv::Mat& rgb, const AugmentConfig& config, uint64_t seed);
 
+// Mirrors `image` in place: left-right, top-bottom, or both (a half turn).
+void flip_image(cv::Mat& image, bool horizontal, bool vertical);
+
 }  // namespace malaria

@@ -5,6 +5,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "data/augment.h"
+
 namespace malaria {
 
 int detector_class_of(const std::string& type) {
@@ -73,12 +75,7 @@ DetectorSample random_window(const DetectorSample& sample, int side, double scal
 
   DetectorSample out;
   cv::Mat window = scaled(cv::Rect(x0, y0, side, side)).clone();
-  if (flip_x && flip_y)
-    cv::flip(window, window, -1);
-  else if (flip_x)
-    cv::flip(window, window, 1);
-  else if (flip_y)
-    cv::flip(window, window, 0);
+  flip_image(window, flip_x, flip_y);
   if (transpose) cv::transpose(window, window);
   out.bgr = window;
   auto place = [&](const cv::Rect2f& b) {

@@ -265,6 +265,135 @@ std::vector<std::vector<DetectedCell>> detect_all(const CellDetector& detector,
   return all;
 }
 
+// The training fields at the detector's scale, and the class weights their counts give.
+struct TrainingData {
+  std::vector<DetectorSample> samples;
+  UnboxedCounts unboxed;
+  std::array<double, kDetectorClasses> class_count{};
+  std::vector<float> class_weights;
+};
+
+TrainingData load_training_data(const std::vector<AnnotatedField>& fields,
+                                const DetectorTrainOptions& o) {
+  TrainingData data;
+  ProgressBar bar(fields.size(), "loading fields", "field");
+  for (const auto& f : fields) {
+    data.samples.push_back(load_sample(f, o, data.unboxed));
+    for (int c : data.samples.back().classes)
+      if (c >= 0) data.class_count[c] += 1;
+    if (o.progress) bar.update(data.samples.size());
+  }
+  if (o.progress) bar.finish();
+  // Rare stages weigh more, by the square root of their rarity (capped): the class head must
+  // not learn "always uninfected", nor overfit two dozen schizonts.
+  for (int c = 0; c < kDetectorClasses; ++c)
+    data.class_weights.push_back(float(std::clamp(
+        std::sqrt(data.class_count[0] / std::max(1.0, data.class_count[c])), 1.0, 30.0)));
+  return data;
+}
+
+nlohmann::json data_json(const FieldParts& parts, const TrainingData& data) {
+  std::set<std::string> test_groups, val_groups;
+  for (const auto& f : parts.test) test_groups.insert(f.group);
+  for (const auto& f : parts.val) val_groups.insert(f.group);
+  return {{"train_fields", parts.train.size()},
+          {"val_fields", parts.val.size()},
+          {"test_fields", parts.test.size()},
+          {"train_cells_per_class", data.class_count},
+          {"ignored_unboxed_regions", data.unboxed.ignored},
+          {"unboxed_dark_regions_taught_as_background", data.unboxed.taught_background},
+          {"val_groups", val_groups},
+          {"test_groups", test_groups}};
+}
+
+// Mean losses over the steps since the last history row.
+struct LossMeans {
+  double heat = 0, cls = 0, size = 0, n = 0;
+  void add(const Losses& l) {
+    heat += l.heat.item<double>();
+    cls += l.cls.item<double>();
+    size += l.size.item<double>();
+    n += 1;
+  }
+  nlohmann::json take_row(int step, double rate) {
+    nlohmann::json row = {{"step", step},
+                          {"heat_loss", heat / n},
+                          {"class_loss", cls / n},
+                          {"size_loss", size / n},
+                          {"learning_rate", rate}};
+    *this = LossMeans();
+    return row;
+  }
+};
+
+// The threshold: the best F2 (recall counts twice: a missed cell is a missed parasite) on the
+// validation groups; then the held-out figures on the test groups at that threshold, all into
+// `meta`. The file at `model_path` is the detector as it will ship, with a provisional threshold.
+float choose_threshold_and_evaluate(const std::string& model_path, const FieldParts& parts,
+                                    nlohmann::json& meta, bool progress) {
+  const CellDetector detector = CellDetector::load(model_path);
+  const auto val_detections = detect_all(detector, parts.val, "validation fields", progress);
+  const float threshold = choose_score_threshold(parts.val, val_detections);
+  meta["score_threshold"] = threshold;
+  meta["validation"] = score_detections(parts.val, val_detections, threshold).to_json();
+  if (!parts.test.empty()) {
+    const auto test_detections = detect_all(detector, parts.test, "test fields", progress);
+    meta["test"] = score_detections(parts.test, test_detections, threshold).to_json();
+  }
+  return threshold;
+}
+
+// The run's checkpoint folder: weights, optimizer state, and state.json (written last) with the
+// first step not yet applied to those weights, the history and the seconds trained.
+void save_checkpoint(const fs::path& dir, DetectorNet& net, torch::optim::AdamW& optimizer,
+                     int next_step, const nlohmann::json& history, double seconds) {
+  torch::save(net, (dir / "net.pt").string());
+  torch::save(optimizer, (dir / "optimizer.pt").string());
+  write_text_atomic(
+      dir / "state.json",
+      nlohmann::json{{"step", next_step}, {"history", history}, {"seconds", seconds}}.dump());
+}
+
+// False when there is no checkpoint to continue from.
+bool load_checkpoint(const fs::path& dir, DetectorNet& net, torch::optim::AdamW& optimizer,
+                     int& step, nlohmann::json& history, double& seconds) {
+  if (!fs::is_regular_file(dir / "state.json")) return false;
+  const auto state = nlohmann::json::parse(read_text(dir / "state.json"));
+  torch::load(net, (dir / "net.pt").string());
+  torch::load(optimizer, (dir / "optimizer.pt").string());
+  step = state.at("step").get<int>();
+  history = state.at("history");
+  seconds = state.value("seconds", 0.0);
+  return true;
+}
+
+std::string loss_status(const nlohmann::json& row) {
+  char status[120];
+  std::snprintf(status, sizeof status, "heat %.3f class %.3f size %.2f",
+                row["heat_loss"].get<double>(), row["class_loss"].get<double>(),
+                row["size_loss"].get<double>());
+  return status;
+}
+
+// One optimizer step on a batch; the losses come back for the history (and the check that
+// they are finite: a diverged step is not applied when its loss is not).
+Losses train_step(DetectorNet& net, torch::optim::AdamW& optimizer, const WindowBatch& b,
+                  const torch::Tensor& class_weight, double rate, bool bf16) {
+  for (auto& group : optimizer.param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(rate);
+  release_gradients(*net);
+  torch::Tensor output;
+  {
+    Bf16Autocast autocast(bf16);
+    output = net->forward(b.images);
+  }
+  Losses l = detector_loss(output, b, class_weight);
+  if (!std::isfinite(l.total.item<double>())) return l;
+  l.total.backward();
+  optimizer.step();
+  return l;
+}
+
 }  // namespace
 
 nlohmann::json train_detector(const DetectorTrainOptions& o) {
@@ -277,26 +406,8 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
   spdlog::info("detector: {} training, {} validation, {} test fields", parts.train.size(),
                parts.val.size(), parts.test.size());
 
-  std::vector<DetectorSample> samples;
-  UnboxedCounts unboxed;
-  std::array<double, kDetectorClasses> class_count{};
-  {
-    ProgressBar bar(parts.train.size(), "loading fields", "field");
-    for (const auto& f : parts.train) {
-      samples.push_back(load_sample(f, o, unboxed));
-      for (int c : samples.back().classes)
-        if (c >= 0) class_count[c] += 1;
-      if (o.progress) bar.update(samples.size());
-    }
-    if (o.progress) bar.finish();
-  }
-  // Rare stages weigh more, by the square root of their rarity (capped): the class head must
-  // not learn "always uninfected", nor overfit two dozen schizonts.
-  std::vector<float> weights;
-  for (int c = 0; c < kDetectorClasses; ++c)
-    weights.push_back(
-        float(std::clamp(std::sqrt(class_count[0] / std::max(1.0, class_count[c])), 1.0, 30.0)));
-  const torch::Tensor class_weight = torch::tensor(weights);
+  const TrainingData data = load_training_data(parts.train, o);
+  const torch::Tensor class_weight = torch::tensor(data.class_weights);
 
   DetectorNet net(o.width);
   to_channels_last(*net);
@@ -305,31 +416,19 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
   int step = 0;
   nlohmann::json history = nlohmann::json::array();
   double seconds = 0;
-  if (fs::is_regular_file(checkpoint / "state.json")) {  // continue where it stopped
-    const auto state = nlohmann::json::parse(read_text(checkpoint / "state.json"));
-    torch::load(net, (checkpoint / "net.pt").string());
-    torch::load(optimizer, (checkpoint / "optimizer.pt").string());
-    step = state.at("step").get<int>();
-    history = state.at("history");
-    seconds = state.value("seconds", 0.0);
+  if (load_checkpoint(checkpoint, net, optimizer, step, history, seconds))
     spdlog::info("detector: continuing at step {} of {}", step, o.steps);
-  }
   write_text_atomic(out / "config.json", options_json(o).dump(2));
 
   const bool bf16 = cpu_has_bf16();
   StopSignals signals;
   net->train();
   ProgressBar bar(o.steps, "training detector", "step");
-  double heat_sum = 0, cls_sum = 0, size_sum = 0, n_sum = 0;
+  LossMeans means;
   auto start = Clock::now();
-  // `next_step`: the first step not yet applied to the saved weights.
   auto save_state = [&](int next_step) {
-    torch::save(net, (checkpoint / "net.pt").string());
-    torch::save(optimizer, (checkpoint / "optimizer.pt").string());
-    const double total = seconds + std::chrono::duration<double>(Clock::now() - start).count();
-    write_text_atomic(
-        checkpoint / "state.json",
-        nlohmann::json{{"step", next_step}, {"history", history}, {"seconds", total}}.dump());
+    save_checkpoint(checkpoint, net, optimizer, next_step, history,
+                    seconds + std::chrono::duration<double>(Clock::now() - start).count());
   };
   for (; step < o.steps; ++step) {
     if (StopSignals::requested()) {
@@ -339,41 +438,15 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
                                "command again to continue");
     }
     std::mt19937 rng(uint32_t(o.seed * 1000003 + step));  // a step's data depend on its number only
-    const WindowBatch b = make_batch(samples, o, rng);
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(learning_rate(o, step));
-    release_gradients(*net);
-    torch::Tensor output;
-    {
-      Bf16Autocast autocast(bf16);
-      output = net->forward(b.images);
-    }
-    const Losses l = detector_loss(output, b, class_weight);
+    const WindowBatch b = make_batch(data.samples, o, rng);
+    const Losses l = train_step(net, optimizer, b, class_weight, learning_rate(o, step), bf16);
     if (!std::isfinite(l.total.item<double>()))
       throw std::runtime_error("the detector's loss is not a finite number at step " +
                                std::to_string(step) + "; try a smaller --lr");
-    l.total.backward();
-    optimizer.step();
-    heat_sum += l.heat.item<double>();
-    cls_sum += l.cls.item<double>();
-    size_sum += l.size.item<double>();
-    n_sum += 1;
-    if ((step + 1) % 50 == 0 || step + 1 == o.steps) {
-      history.push_back({{"step", step + 1},
-                         {"heat_loss", heat_sum / n_sum},
-                         {"class_loss", cls_sum / n_sum},
-                         {"size_loss", size_sum / n_sum},
-                         {"learning_rate", learning_rate(o, step)}});
-      heat_sum = cls_sum = size_sum = n_sum = 0;
-    }
-    if (o.progress && !history.empty()) {
-      char status[120];
-      std::snprintf(status, sizeof status, "heat %.3f class %.3f size %.2f",
-                    history.back()["heat_loss"].get<double>(),
-                    history.back()["class_loss"].get<double>(),
-                    history.back()["size_loss"].get<double>());
-      bar.update(step + 1, status);
-    }
+    means.add(l);
+    if ((step + 1) % 50 == 0 || step + 1 == o.steps)
+      history.push_back(means.take_row(step + 1, learning_rate(o, step)));
+    if (o.progress && !history.empty()) bar.update(step + 1, loss_status(history.back()));
     if ((step + 1) % o.checkpoint_every == 0) save_state(step + 1);
   }
   if (o.progress) bar.finish();
@@ -391,35 +464,15 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
                          {"classes", kDetectorClassNames},
                          {"stride", kDetectorStride},
                          {"training", options_json(o)},
-                         {"class_weights", weights},
+                         {"class_weights", data.class_weights},
                          {"steps_run", step},
                          {"train_seconds", seconds},
-                         {"bf16", bf16}};
-  meta["data"] = {{"train_fields", parts.train.size()},
-                  {"val_fields", parts.val.size()},
-                  {"test_fields", parts.test.size()},
-                  {"train_cells_per_class", class_count},
-                  {"ignored_unboxed_regions", unboxed.ignored},
-                  {"unboxed_dark_regions_taught_as_background", unboxed.taught_background}};
-  std::set<std::string> test_groups, val_groups;
-  for (const auto& f : parts.test) test_groups.insert(f.group);
-  for (const auto& f : parts.val) val_groups.insert(f.group);
-  meta["data"]["val_groups"] = val_groups;
-  meta["data"]["test_groups"] = test_groups;
+                         {"bf16", bf16},
+                         {"data", data_json(parts, data)}};
   const fs::path model_path = out / "detector.pt";
   save_detector_file(model_path.string(), net, meta);
-
-  // The threshold: the best F2 (recall counts twice: a missed cell is a missed parasite) on the
-  // validation groups; then the held-out figures on the test groups at that threshold.
-  const CellDetector detector = CellDetector::load(model_path.string());
-  const auto val_detections = detect_all(detector, parts.val, "validation fields", o.progress);
-  const float threshold = choose_score_threshold(parts.val, val_detections);
-  meta["score_threshold"] = threshold;
-  meta["validation"] = score_detections(parts.val, val_detections, threshold).to_json();
-  if (!parts.test.empty()) {
-    const auto test_detections = detect_all(detector, parts.test, "test fields", o.progress);
-    meta["test"] = score_detections(parts.test, test_detections, threshold).to_json();
-  }
+  const float threshold =
+      choose_threshold_and_evaluate(model_path.string(), parts, meta, o.progress);
   save_detector_file(model_path.string(), net, meta);
   write_text_atomic(out / "evaluation.json",
                     nlohmann::json{{"validation", meta["validation"]},

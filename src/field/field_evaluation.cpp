@@ -235,6 +235,82 @@ void write_report(const json& r, const std::string& dir) {
   write_text_atomic(dir + "/report.html", html.str());
 }
 
+// Recall per field: its minimum and 5th percentile, the worst fields, usable ones below 90%.
+json field_recall_spread(const std::vector<FieldOutcome>& outcomes) {
+  std::vector<std::pair<double, const FieldOutcome*>> recalls;
+  for (const auto& f : outcomes) recalls.emplace_back(f.recall(), &f);
+  std::sort(recalls.begin(), recalls.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  json worst_recall = json::array();
+  size_t below_90_usable = 0;
+  for (const auto& [r, f] : recalls) {
+    if (r < 0.9 && f->verdict != "fail") ++below_90_usable;
+    if (worst_recall.size() < 5)
+      worst_recall.push_back({{"file", f->name}, {"recall", r}, {"quality", f->verdict}});
+  }
+  return {{"field_recall_min", recalls.empty() ? 0.0 : recalls.front().first},
+          {"field_recall_p5",
+           recalls.empty() ? 0.0 : recalls[size_t(0.05 * (recalls.size() - 1))].first},
+          {"worst_recall_fields", worst_recall},
+          {"usable_fields_below_90_recall", below_90_usable}};
+}
+
+// The stage confusion and the accuracy over ring, trophozoite and gametocyte (schizonts are
+// too few to judge).
+json stage_summary(const std::vector<FieldOutcome>& outcomes) {
+  std::array<std::array<size_t, 4>, 4> stages{};
+  for (const auto& f : outcomes)
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b) stages[a][b] += f.stages[a][b];
+  size_t stage_right = 0, stage_total = 0;
+  for (int a : {0, 1, 3})
+    for (int b = 0; b < 4; ++b)
+      stage_total += stages[a][b], stage_right += a == b ? stages[a][b] : 0;
+  return {{"names", kStageNames},
+          {"confusion", stages},
+          {"matched_infected_with_stage", stage_total},
+          {"accuracy_ring_trophozoite_gametocyte",
+           stage_total ? double(stage_right) / stage_total : NAN}};
+}
+
+FieldErrorRates summed_error_rates(const std::vector<FieldOutcome>& outcomes) {
+  FieldErrorRates rates;
+  for (const auto& f : outcomes) {
+    if (f.verdict == "fail") continue;  // screening counts no cell of a failed field
+    rates.uninfected_cells += f.errors.uninfected_cells;
+    rates.false_calls += f.errors.false_calls;
+    rates.infected_cells += f.errors.infected_cells;
+    rates.true_calls += f.errors.true_calls;
+  }
+  return rates;
+}
+
+// Mean absolute error (points) and the groups within +-25% of the annotation.
+json group_agreement(const std::vector<double>& measured, const std::vector<double>& annotated) {
+  double mae = 0;
+  size_t within = 0;
+  for (size_t i = 0; i < measured.size(); ++i) {
+    mae += std::abs(measured[i] - annotated[i]) / measured.size();
+    within += std::abs(measured[i] - annotated[i]) <= 0.25 * annotated[i];
+  }
+  return {{"group_mean_absolute_error_points", mae},
+          {"groups_within_25_percent", within},
+          {"groups_within_25_percent_share",
+           annotated.empty() ? 0.0 : double(within) / annotated.size()}};
+}
+
+json field_row(const FieldOutcome& f) {
+  json j = f.measured.to_json();
+  j["file"] = f.name;
+  j["group"] = f.group;
+  j["annotated_percent"] = f.annotated_percent;
+  j["error"] = f.measured.percent() - f.annotated_percent;
+  j["seconds"] = f.seconds;
+  j["recall"] = f.recall();
+  j["quality"] = f.verdict;
+  return j;
+}
+
 // Every figure of the evaluation from the per-field outcomes (see FieldEvaluation).
 json summarize_outcomes(const std::string& point_name, const OperatingPoint& point,
                         const std::optional<FieldErrorRates>& rates,
@@ -246,14 +322,9 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
          calls = 0;
   double seconds = 0;
   json per_field = json::array();
-  std::array<std::array<size_t, 4>, 4> stages{};
   std::map<std::string, size_t> verdicts;
-  std::vector<std::pair<double, const FieldOutcome*>> recalls;
   for (const auto& f : outcomes) {
-    for (int a = 0; a < 4; ++a)
-      for (int b = 0; b < 4; ++b) stages[a][b] += f.stages[a][b];
     ++verdicts[f.verdict];
-    recalls.emplace_back(f.recall(), &f);
     prob.insert(prob.end(), f.probabilities.begin(), f.probabilities.end());
     labels.insert(labels.end(), f.labels.begin(), f.labels.end());
     for (int l : {0, 1}) annotated[l] += f.annotated[l], found[l] += f.found[l];
@@ -262,51 +333,10 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
     fp_calls += f.false_positive_calls;
     calls += f.measured.parasitized;
     seconds += f.seconds;
-    json j = f.measured.to_json();
-    j["file"] = f.name;
-    j["group"] = f.group;
-    j["annotated_percent"] = f.annotated_percent;
-    j["error"] = f.measured.percent() - f.annotated_percent;
-    j["seconds"] = f.seconds;
-    j["recall"] = f.recall();
-    j["quality"] = f.verdict;
-    per_field.push_back(j);
+    per_field.push_back(field_row(f));
   }
-  std::sort(recalls.begin(), recalls.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
-  json worst_recall = json::array();
-  size_t below_90_usable = 0;
-  for (const auto& [r, f] : recalls) {
-    if (r < 0.9 && f->verdict != "fail") ++below_90_usable;
-    if (worst_recall.size() < 5)
-      worst_recall.push_back({{"file", f->name}, {"recall", r}, {"quality", f->verdict}});
-  }
-  // Stage accuracy over ring, trophozoite and gametocyte (schizonts are too few to judge).
-  size_t stage_right = 0, stage_total = 0;
-  for (int a : {0, 1, 3})
-    for (int b = 0; b < 4; ++b)
-      stage_total += stages[a][b], stage_right += a == b ? stages[a][b] : 0;
   std::vector<double> group_corrected;
   json groups = group_json(outcomes, rates, group_annotated, group_measured, group_corrected);
-  // Mean absolute error (points) and groups within +-25% of the annotation.
-  auto agreement = [&](const std::vector<double>& measured) {
-    double mae = 0;
-    size_t within = 0;
-    for (size_t i = 0; i < measured.size(); ++i) {
-      mae += std::abs(measured[i] - group_annotated[i]) / measured.size();
-      within += std::abs(measured[i] - group_annotated[i]) <= 0.25 * group_annotated[i];
-    }
-    return std::pair{mae, within};
-  };
-  const auto [group_mae, within_25] = agreement(group_measured);
-  FieldErrorRates measured_rates;
-  for (const auto& f : outcomes) {
-    if (f.verdict == "fail") continue;  // screening counts no cell of a failed field
-    measured_rates.uninfected_cells += f.errors.uninfected_cells;
-    measured_rates.false_calls += f.errors.false_calls;
-    measured_rates.infected_cells += f.errors.infected_cells;
-    measured_rates.true_calls += f.errors.true_calls;
-  }
 
   json r;
   r["fields"] = outcomes.size();
@@ -318,18 +348,10 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
                     {"recall_infected", annotated[1] ? double(found[1]) / annotated[1] : 0.0},
                     {"detections", detections},
                     {"merged", merged},
-                    {"merged_fraction", detections ? double(merged) / detections : 0.0},
-                    {"field_recall_min", recalls.empty() ? 0.0 : recalls.front().first},
-                    {"field_recall_p5",
-                     recalls.empty() ? 0.0 : recalls[size_t(0.05 * (recalls.size() - 1))].first},
-                    {"worst_recall_fields", worst_recall},
-                    {"usable_fields_below_90_recall", below_90_usable}};
+                    {"merged_fraction", detections ? double(merged) / detections : 0.0}};
+  r["detection"].update(field_recall_spread(outcomes));
   r["quality"] = verdicts;
-  r["stages"] = {{"names", kStageNames},
-                 {"confusion", stages},
-                 {"matched_infected_with_stage", stage_total},
-                 {"accuracy_ring_trophozoite_gametocyte",
-                  stage_total ? double(stage_right) / stage_total : NAN}};
+  r["stages"] = stage_summary(outcomes);
   const bool both = std::count(labels.begin(), labels.end(), 1) > 0 &&
                     std::count(labels.begin(), labels.end(), 0) > 0;
   r["cells"] = {
@@ -344,21 +366,13 @@ json summarize_outcomes(const std::string& point_name, const OperatingPoint& poi
   }
   r["parasitemia"] = {{"calls", calls},
                       {"calls_not_on_an_annotated_infected_cell", fp_calls},
-                      {"group_mean_absolute_error_points", group_mae},
                       {"group_correlation", pearson(group_annotated, group_measured)},
-                      {"groups_within_25_percent", within_25},
-                      {"groups_within_25_percent_share",
-                       group_annotated.empty() ? 0.0 : double(within_25) / group_annotated.size()},
                       {"groups", group_annotated.size()}};
-  r["error_rates"] = measured_rates.to_json();
+  r["parasitemia"].update(group_agreement(group_measured, group_annotated));
+  r["error_rates"] = summed_error_rates(outcomes).to_json();
   if (rates && group_corrected.size() == group_annotated.size()) {
-    const auto [mae, within] = agreement(group_corrected);
-    r["parasitemia"]["corrected"] = {
-        {"model_error_rates", rates->to_json()},
-        {"group_mean_absolute_error_points", mae},
-        {"groups_within_25_percent", within},
-        {"groups_within_25_percent_share",
-         group_annotated.empty() ? 0.0 : double(within) / group_annotated.size()}};
+    r["parasitemia"]["corrected"] = group_agreement(group_corrected, group_annotated);
+    r["parasitemia"]["corrected"]["model_error_rates"] = rates->to_json();
   }
   r["seconds_per_field"] = seconds / outcomes.size();
   r["groups"] = groups;

@@ -7,6 +7,15 @@
 namespace malaria {
 namespace {
 
+// Cells left to right within rows about one cell high, as a person reads the field.
+void sort_in_reading_order(FieldSegmentation& result) {
+  const int row = std::max(1, static_cast<int>(std::sqrt(result.cell_area)));
+  std::sort(result.cells.begin(), result.cells.end(), [row](const auto& a, const auto& b) {
+    const int ra = (a.box.y + a.box.height / 2) / row, rb = (b.box.y + b.box.height / 2) / row;
+    return ra != rb ? ra < rb : a.box.x < b.box.x;
+  });
+}
+
 // Fills background components enclosed by the foreground (not touching the border) that are
 // smaller than max_area: the pale centre of a red cell, but not the gap enclosed by a ring of
 // touching cells, which is larger.
@@ -227,11 +236,7 @@ FieldSegmentation segment_cells(const cv::Mat& bgr, const SegmentationOptions& o
     }
     if (parts == 0) ++result.rejected_large;
   }
-  const int row = std::max(1, static_cast<int>(std::sqrt(result.cell_area)));
-  std::sort(result.cells.begin(), result.cells.end(), [row](const auto& a, const auto& b) {
-    const int ra = (a.box.y + a.box.height / 2) / row, rb = (b.box.y + b.box.height / 2) / row;
-    return ra != rb ? ra < rb : a.box.x < b.box.x;
-  });
+  sort_in_reading_order(result);
   return result;
 }
 
@@ -286,11 +291,7 @@ FieldSegmentation regions_from_detections(const cv::Mat& bgr,
     std::nth_element(areas.begin(), areas.begin() + areas.size() / 2, areas.end());
     result.cell_area = areas[areas.size() / 2];
   }
-  const int row = std::max(1, static_cast<int>(std::sqrt(result.cell_area)));
-  std::sort(result.cells.begin(), result.cells.end(), [row](const auto& a, const auto& b) {
-    const int ra = (a.box.y + a.box.height / 2) / row, rb = (b.box.y + b.box.height / 2) / row;
-    return ra != rb ? ra < rb : a.box.x < b.box.x;
-  });
+  sort_in_reading_order(result);
   return result;
 }
 

@@ -546,31 +546,16 @@ class App {
 
   // Screens each uploaded field with the field model; its cells go through the work queue in
   // fixed batches. Bad files get an error entry each; failed fields get no parasitemia.
-  void handle_api_screen(const HttpRequest& req, HttpResponse& res) {
-    if (!field_model_) {
-      on_error(req, res, 404, "no field model loaded: start the server with --field-model FILE");
-      return;
-    }
-    const OperatingPoint* point = point_of(req, res, *field_model_, default_field_point_);
-    if (!point) return;
-    const std::vector<Upload> uploads = uploads_or_error(req, res, "field image");
-    if (uploads.empty()) return;
-    size_t megapixels = 0;
-    for (const Upload& upload : uploads) megapixels += field_megapixels(upload);
-    std::optional<WorkQueue::Ticket> ticket = queue_.admit(WorkKind::screen, megapixels);
-    if (!ticket) {
-      on_error(req, res, 503, "server busy: too many fields are being screened, retry shortly");
-      return;
-    }
-    // The crops go to the queue in forward passes of at most --max-batch, all submitted at once,
-    // so the worker can interleave other kinds of work between them.
-    const CellScorer scorer = [&](std::vector<float> pixels, size_t n) {
+  // The crops go to the queue in forward passes of at most --max-batch, all submitted at once,
+  // so the worker can interleave other kinds of work between them.
+  CellScorer queue_scorer(const WorkQueue::Ticket& ticket) {
+    return [this, &ticket](std::vector<float> pixels, size_t n) {
       const size_t batch = std::max<size_t>(1, opt_.work.max_batch);
       const size_t plane = n ? pixels.size() / n : 0;
       std::vector<std::future<std::vector<float>>> parts;
       for (size_t first = 0; first < n; first += batch) {
         const size_t count = std::min(batch, n - first);
-        parts.push_back(queue_.predict(*ticket, *field_model_,
+        parts.push_back(queue_.predict(ticket, *field_model_,
                                        std::vector<float>(pixels.begin() + first * plane,
                                                           pixels.begin() + (first + count) * plane),
                                        count));
@@ -582,19 +567,24 @@ class App {
       }
       return probabilities;
     };
-    // The detector's forward pass goes through the queue too, under the same ticket.
-    const FieldSegmenter segmenter =
-        detector_ ? detector_segmenter(
-                        *detector_,
-                        [&](std::vector<float> input, cv::Size size) {
-                          return queue_.detect(*ticket, *detector_, std::move(input), size).get();
-                        })
-                  : classic_segmenter();
-    SlideOptions slide_options;
-    slide_options.error_rates = field_error_rates_;
-    slide_options.segmenter = segmenter.name;
+  }
+
+  // The detector's forward pass goes through the queue too, under the screening's ticket.
+  FieldSegmenter queue_segmenter(const WorkQueue::Ticket& ticket) {
+    if (!detector_) return classic_segmenter();
+    return detector_segmenter(*detector_, [this, &ticket](std::vector<float> input, cv::Size size) {
+      return queue_.detect(ticket, *detector_, std::move(input), size).get();
+    });
+  }
+
+  // How the slide's figures are reported: the correction's rates and how this screening runs,
+  // and ?rbc_per_ul=. Answers 400 and returns nullopt for a bad count.
+  std::optional<SlideOptions> slide_options_of(const HttpRequest& req, HttpResponse& res) {
+    SlideOptions options;
+    options.error_rates = field_error_rates_;
+    options.segmenter = detector_ ? "detector" : "classic";
     const auto asked_point = req.query.find("operating_point");
-    slide_options.operating_point =
+    options.operating_point =
         asked_point != req.query.end() ? asked_point->second : field_operating_point(*field_model_);
     if (const auto rbc = req.query.find("rbc_per_ul"); rbc != req.query.end()) {
       double value = 0;
@@ -604,11 +594,34 @@ class App {
         on_error(req, res, 400,
                  "rbc_per_ul must be a number of red cells per microlitre "
                  "between 100000 and 10000000");
-        return;
+        return std::nullopt;
       }
-      slide_options.rbc_per_ul = value;
-      slide_options.rbc_assumed = false;
+      options.rbc_per_ul = value;
+      options.rbc_assumed = false;
     }
+    return options;
+  }
+
+  void handle_api_screen(const HttpRequest& req, HttpResponse& res) {
+    if (!field_model_) {
+      on_error(req, res, 404, "no field model loaded: start the server with --field-model FILE");
+      return;
+    }
+    const OperatingPoint* point = point_of(req, res, *field_model_, default_field_point_);
+    if (!point) return;
+    const std::optional<SlideOptions> slide_options = slide_options_of(req, res);
+    if (!slide_options) return;
+    const std::vector<Upload> uploads = uploads_or_error(req, res, "field image");
+    if (uploads.empty()) return;
+    size_t megapixels = 0;
+    for (const Upload& upload : uploads) megapixels += field_megapixels(upload);
+    std::optional<WorkQueue::Ticket> ticket = queue_.admit(WorkKind::screen, megapixels);
+    if (!ticket) {
+      on_error(req, res, 503, "server busy: too many fields are being screened, retry shortly");
+      return;
+    }
+    const CellScorer scorer = queue_scorer(*ticket);
+    const FieldSegmenter segmenter = queue_segmenter(*ticket);
     const bool overlays = query_flag(req, "overlay");
     std::vector<ScreenedField> fields;
     json overlay_images = json::array(), errors = json::array();
@@ -637,7 +650,7 @@ class App {
     if (queue_.stats().admitted[static_cast<size_t>(WorkKind::screen)] == 0) give_memory_back();
     const auto slide = req.query.find("slide");
     json body = screening_json(
-        fields, slide == req.query.end() ? "slide" : printable(slide->second, 100), slide_options);
+        fields, slide == req.query.end() ? "slide" : printable(slide->second, 100), *slide_options);
     for (size_t i = 0; i < overlay_images.size(); ++i)
       body["fields"][i]["overlay_png"] = std::move(overlay_images[i]);
     body["errors"] = errors;
