@@ -2,6 +2,10 @@
 #include <memory>
 
 #include "commands.h"
+#include "eval/out_of_fold.h"
+#include "report/figures.h"
+#include "util/files.h"
+#include "util/text.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
 #include "train/cross_validation.h"
@@ -60,6 +64,17 @@ void add_schedule_options(CLI::App* sub, TrainOptions& t) {
                 "bfloat16 autocast in the forward pass (default: on when the CPU has AVX-512 BF16 "
                 "or AMX)")
       ->capture_default_str();
+  add_number(sub, "--ema", t.ema_decay, 0, 0.99999,
+             "keep an exponential moving average of the weights with this decay per step (e.g. "
+             "0.999; 0: off); the model file holds the average");
+  add_number(sub, "--label-smoothing", t.label_smoothing, 0, 0.5,
+             "training targets eps/2 and 1 - eps/2 instead of 0 and 1 (0: off)");
+  add_number(sub, "--mixup", t.mixup_alpha, 0, 10,
+             "blend each batch with a shuffled copy of itself, weight ~ Beta(a, a) (0: off)");
+  sub->add_option("--exclude", t.exclude_list,
+                  "file of image paths (one per line) left out of training and validation, never "
+                  "out of a test part")
+      ->check(CLI::ExistingFile);
   sub->add_flag("--quiet", t.quiet, "no progress bars");
   sub->add_flag("--tta", t.flip_tta,
                 "the model averages each cell with its flips (4 passes per cell; calibrated so)");
@@ -127,8 +142,14 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
                   "again to continue an interrupted cross-validation")
       ->required();
   add_number(sub, "--folds", *folds, 2, 50, "folds of whole patients");
-  add_number(sub, "--val-share", *val_share, 0.01, 0.9,
-             "share of each fold's training patients kept for validation");
+  add_number(sub, "--val-share", *val_share, 0, 0.9,
+             "share of each fold's training patients kept for validation (0: none; every fold "
+             "trains on all its patients for the fixed schedule, and temperature and operating "
+             "points come from the other folds' out-of-fold predictions)");
+  sub->add_option("--fold-seed", o->train.fold_seed,
+                  "seed of the patient folds (keep it to compare recipes or seeds on the same "
+                  "folds)")
+      ->capture_default_str();
   sub->add_flag("--final", *final_model,
                 "then train OUT/final on every patient with the same recipe, its model file "
                 "carrying the cross-validated figures");
@@ -145,10 +166,87 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
           }};
 }
 
+struct CvReportOptions {
+  std::vector<std::string> runs;
+  std::string out;
+  bool raw = false;
+  double suspect_confidence = 0.95;
+  int sheet = 60;
+};
+
+// Suspected label errors: a CSV, the paths alone (a ready --exclude list) and a contact sheet.
+void write_label_suspects(const OutOfFold& oof, const CvReportOptions& o) {
+  const auto suspects = contradicted_labels(oof, o.suspect_confidence);
+  std::string csv = "path,patient,fold,label,probability_parasitized\n", paths;
+  std::vector<ContactSheetItem> sheet;
+  for (const auto& s : suspects) {
+    const auto& sample = s.cell.sample;
+    char p[32];
+    std::snprintf(p, sizeof p, "%.4f", s.probability);
+    csv += csv_field(sample.path) + ',' + csv_field(sample.patient) + ',' + std::to_string(s.fold) +
+           ',' + kClassNames[sample.label] + ',' + p + '\n';
+    paths += sample.path + '\n';
+    if (static_cast<int>(sheet.size()) < o.sheet)
+      sheet.push_back({sample.path, std::string("label ") + kClassNames[sample.label],
+                       std::string("P(Par.)=") + p + " " + printable(sample.patient, 10),
+                       sample.label == kUninfected});
+  }
+  write_text_atomic(o.out + "/label_suspects.csv", csv);
+  write_text_atomic(o.out + "/label_suspects.txt", paths);
+  char title[160];
+  std::snprintf(title, sizeof title,
+                "%zu cells whose out-of-fold P contradicts the label by >= %.2f (first %zu)",
+                suspects.size(), o.suspect_confidence, sheet.size());
+  draw_contact_sheet(sheet, 10, title, o.out + "/label_suspects.png");
+  long labelled_uninfected = 0;
+  for (const auto& s : suspects) labelled_uninfected += s.cell.sample.label == kUninfected;
+  std::printf("\n%zu suspected label errors (%ld labelled Uninfected, %ld Parasitized): %s/"
+              "label_suspects.{csv,txt,png}\n",
+              suspects.size(), labelled_uninfected,
+              static_cast<long>(suspects.size()) - labelled_uninfected, o.out.c_str());
+}
+
+int run_cv_report(const CvReportOptions& o) {
+  std::vector<OutOfFold> runs;
+  for (const auto& run : o.runs) runs.push_back(read_out_of_fold(run, o.raw));
+  const OutOfFold oof = average_runs(runs);
+  nlohmann::json summary = cross_fitted_summary(oof);
+  summary["runs"] = o.runs;
+  summary["weights"] = o.raw ? "last, without the moving average" : "as in each model file";
+  std::printf("%s%s\n", runs.size() > 1 ? "Ensemble of the runs (logits averaged)\n" : "",
+              format_cross_fitted(summary).c_str());
+  std::filesystem::create_directories(o.out);
+  write_text_atomic(o.out + "/oof_summary.json", summary.dump(2));
+  write_text_atomic(o.out + "/oof_summary.txt", format_cross_fitted(summary));
+  write_label_suspects(oof, o);
+  return 0;
+}
+
+Command add_cv_report(CLI::App& app) {
+  auto o = std::make_shared<CvReportOptions>();
+  auto* sub = app.add_subcommand(
+      "cv-report",
+      "Out-of-fold figures of finished cross-validations: cross-fitted calibration and operating "
+      "points, ensembles of runs on the same folds, suspected label errors");
+  sub->add_option("runs", o->runs, "cv run folders (several: their logits averaged per cell)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("--out", o->out, "folder for oof_summary.* and label_suspects.* (default: the "
+                                   "first run)");
+  sub->add_flag("--raw", o->raw, "the last weights of runs with --ema, without the average");
+  add_number(sub, "--suspect-confidence", o->suspect_confidence, 0.5, 1,
+             "list cells whose out-of-fold P contradicts their label by at least this");
+  add_number(sub, "--sheet", o->sheet, 0, 1000, "suspects shown on the contact sheet");
+  return {sub, [o] {
+            if (o->out.empty()) o->out = o->runs.front();
+            return run_cv_report(*o);
+          }};
+}
+
 }  // namespace
 
 std::vector<Command> add_train_commands(CLI::App& app, const GlobalOptions& global) {
-  return {add_train(app, global), add_cv(app, global)};
+  return {add_train(app, global), add_cv(app, global), add_cv_report(app)};
 }
 
 }  // namespace malaria::cli

@@ -248,9 +248,9 @@ double count_matching_threshold(const std::vector<float>& probabilities,
 }
 
 Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& labels,
-                      const std::vector<bool>& from_field) {
+                      const std::vector<bool>& from_field, bool temperature_scaling) {
   Calibration c;
-  c.temperature = fit_temperature(logits, labels);
+  c.temperature = temperature_scaling ? fit_temperature(logits, labels) : 1.0;
   const auto prob = apply_temperature(logits, c.temperature);
   const double balanced = youden_threshold(prob, labels);
   c.operating_points["balanced"] = make_point(prob, labels, balanced, "largest Youden index");
@@ -270,7 +270,7 @@ Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& 
                    kMaxInconclusiveInFields);
     c.operating_points["parasitemia"].validation["measured_on"] = "validation field cells";
   }
-  c.summary = {{"method", "temperature scaling"},
+  c.summary = {{"method", temperature_scaling ? "temperature scaling" : "none"},
                {"fitted_on", "validation split"},
                {"cells", logits.size()},
                {"temperature", c.temperature},

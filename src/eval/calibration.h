@@ -73,8 +73,10 @@ struct Calibration {
 // some of the cells were cut from smear fields (from_field, same length as logits), a third point,
 // "parasitemia", is chosen on those alone: the threshold that calls as many of them Parasitized as
 // are, so a field's count is unbiased (screening uses it).
+// Without `temperature_scaling` the temperature stays 1 (the choice cross-validation makes when
+// a fitted temperature does not lower the ECE on unseen patients).
 Calibration calibrate(const std::vector<float>& logits, const std::vector<int>& labels,
-                      const std::vector<bool>& from_field = {});
+                      const std::vector<bool>& from_field = {}, bool temperature_scaling = true);
 
 // The threshold that calls exactly as many cells Parasitized as there are (the count of
 // Parasitized labels); 1.0 when there are none.

@@ -93,12 +93,12 @@ std::string Evaluation::to_text() const {
 
 std::string Evaluation::predictions_csv() const {
   std::ostringstream out;
-  out << "path,patient,label,probability_parasitized,predicted,decision\n";
+  out << "path,patient,label,probability_parasitized,predicted,decision,logit\n";
   for (size_t i = 0; i < samples.size(); ++i) {
     const CellDecision d = decide(probabilities[i], point);
     out << csv_field(samples[i].path) << ',' << csv_field(samples[i].patient) << ','
         << kClassNames[samples[i].label] << ',' << probabilities[i] << ',' << d.label << ','
-        << d.decision << '\n';
+        << d.decision << ',' << (i < logits.size() ? logits[i] : 0.0f) << '\n';
   }
   return out.str();
 }

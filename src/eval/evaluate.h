@@ -26,7 +26,8 @@ struct Evaluation {
   double seconds = 0, images_per_second = 0;
   nlohmann::json to_json() const;
   std::string to_text() const;  // terminal report: metrics, confusion matrix, report, patients
-  // One row per image: path, patient, true label, P(Parasitized), predicted label, decision.
+  // One row per image: path, patient, true label, P(Parasitized), predicted label, decision, and
+  // the raw logit (what out-of-fold calibration is fitted on).
   std::string predictions_csv() const;
 };
 

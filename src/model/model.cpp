@@ -21,7 +21,7 @@ torch::Tensor CellClassifierImpl::forward(torch::Tensor x) {
   return head->forward(features->forward(x));
 }
 
-std::vector<std::string> architecture_names() { return {"cellnet", "seed"}; }
+std::vector<std::string> architecture_names() { return {"cellnet", "cellnet-wide", "seed"}; }
 std::string default_architecture() { return "cellnet"; }
 
 namespace {
@@ -57,12 +57,13 @@ CellClassifier seed_network(int image_size) {
   return CellClassifier(f, h);
 }
 
-// Ours: Conv-BN-ReLU stages that double the width (16 to 128) as they halve the side, two
-// convolutions in the two smallest stages, then global average pooling, so the head has 129
-// weights and the parameter count does not grow with the image size.
-CellClassifier cellnet(int /*image_size*/) {
+// Ours: Conv-BN-ReLU stages that double the width (16 to 128, or 32 to 256 when wide) as they
+// halve the side, two convolutions in the two smallest stages, then global average pooling, so
+// the head has one weight per channel and the parameter count does not grow with the image size.
+CellClassifier cellnet(int base_width) {
   nn::Sequential f;
-  const std::vector<int64_t> widths = {16, 32, 64, 128};
+  const std::vector<int64_t> widths = {base_width, 2 * base_width, 4 * base_width,
+                                       8 * base_width};
   int64_t in = 3;
   int conv = 0;
   auto conv_bn_relu = [&](int64_t out) {
@@ -92,7 +93,8 @@ CellClassifier build_model(const std::string& arch, int image_size) {
     throw std::invalid_argument("image size must be a multiple of 8 between 16 and 512, got " +
                                 std::to_string(image_size));
   if (arch == "seed") return seed_network(image_size);
-  if (arch == "cellnet") return cellnet(image_size);
+  if (arch == "cellnet") return cellnet(16);
+  if (arch == "cellnet-wide") return cellnet(32);
   std::string names;
   for (const auto& a : architecture_names()) names += (names.empty() ? "" : ", ") + a;
   throw std::invalid_argument("unknown architecture '" + arch + "' (available: " + names + ")");

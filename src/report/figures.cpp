@@ -337,6 +337,36 @@ void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<floa
   write_png_atomic(png, canvas);
 }
 
+void draw_contact_sheet(const std::vector<ContactSheetItem>& items, int columns,
+                        const std::string& title, const std::string& png) {
+  constexpr int kCell = 112, kCaption = 40, kPad = 8, kHeader = 40;
+  const int cols = std::max(1, columns);
+  const int rows = std::max<int>(1, (static_cast<int>(items.size()) + cols - 1) / cols);
+  cv::Mat canvas(kHeader + rows * (kCell + kCaption + kPad) + kPad, kPad + cols * (kCell + kPad),
+                 CV_8UC3, cv::Scalar(255, 255, 255));
+  put_text(canvas, title, {kPad, 28}, 0.7, {40, 40, 40}, 2);
+  std::ostringstream csv;
+  csv << "row,column,path,caption,detail\n";
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int row = static_cast<int>(i) / cols, col = static_cast<int>(i) % cols;
+    const int x = kPad + col * (kCell + kPad), y = kHeader + row * (kCell + kCaption + kPad);
+    cv::Mat cell;
+    try {
+      cv::resize(read_image(items[i].path), cell, {kCell, kCell}, 0, 0, cv::INTER_AREA);
+    } catch (const std::exception&) {
+      cell = cv::Mat(kCell, kCell, CV_8UC3, cv::Scalar(200, 200, 200));  // unreadable: grey
+    }
+    cell.copyTo(canvas(cv::Rect(x, y, kCell, kCell)));
+    const cv::Scalar color = items[i].flagged ? cv::Scalar(0, 0, 200) : cv::Scalar(60, 60, 60);
+    put_text(canvas, items[i].caption, {x, y + kCell + 15}, 0.42, color, 1);
+    put_text(canvas, items[i].detail, {x, y + kCell + 33}, 0.42, {60, 60, 60}, 1);
+    csv << row << ',' << col << ',' << csv_field(items[i].path) << ','
+        << csv_field(items[i].caption) << ',' << csv_field(items[i].detail) << '\n';
+  }
+  write_text_atomic(csv_path(png), csv.str());
+  write_png_atomic(png, canvas);
+}
+
 void draw_architecture(const ArchitectureSummary& s, const std::string& png) {
   fs::create_directories(fs::path(png).parent_path());
   // One box per stage (a new stage starts after each pooling layer), left to right, each listing

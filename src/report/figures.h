@@ -31,6 +31,14 @@ void plot_reliability(const std::vector<float>& calibrated, const std::vector<fl
 // shows P(Parasitized) too.
 void draw_sample_grid(const std::vector<Sample>& samples, const std::vector<float>& probabilities,
                       double threshold, int per_class, const std::string& png);
+// Up to `limit` images in a grid of `columns`, each with its two caption lines (red when
+// `flagged`): the cells a person should look at, e.g. suspected label errors.
+struct ContactSheetItem {
+  std::string path, caption, detail;
+  bool flagged = false;
+};
+void draw_contact_sheet(const std::vector<ContactSheetItem>& items, int columns,
+                        const std::string& title, const std::string& png);
 // Measured against annotated parasitemia (percent), one point per group of fields, with the
 // identity line and the +/- `tolerance` points band.
 void plot_parasitemia(const std::vector<double>& annotated, const std::vector<double>& measured,

@@ -7,7 +7,10 @@
 #include <filesystem>
 #include <sstream>
 
+#include "eval/calibration.h"
 #include "eval/metrics.h"
+#include "eval/out_of_fold.h"
+#include "field/field_cells.h"
 #include "model/model.h"
 #include "util/files.h"
 #include "util/text.h"
@@ -339,6 +342,50 @@ TrainOutcome train_or_resume(const TrainOptions& options) {
   return run_training(options);
 }
 
+}  // namespace
+
+void calibrate_from_out_of_fold(const std::vector<std::string>& cv_dirs, json& metadata) {
+  std::vector<OutOfFold> runs;
+  for (const auto& dir : cv_dirs) runs.push_back(read_out_of_fold(dir));
+  const OutOfFold oof = average_runs(runs);
+  const json cross_fitted = cross_fitted_summary(oof);
+  const bool scale = cross_fitted.at("temperature_choice") == "temperature scaling";
+  std::vector<float> logits;
+  std::vector<int> labels;
+  std::vector<bool> from_field;
+  for (const auto& fold : oof)
+    for (const auto& c : fold) {
+      logits.push_back(c.logit);
+      labels.push_back(c.sample.label);
+      from_field.push_back(is_field_group(c.sample.patient));
+    }
+  const Calibration c = calibrate(logits, labels, from_field, scale);
+  ModelInfo info = ModelInfo::from_metadata(metadata);
+  info.temperature = c.temperature;
+  info.operating_points = c.operating_points;
+  info.operating_point = c.default_point;
+  metadata.update(info.to_metadata());
+  json summary = c.summary;
+  summary["fitted_on"] = "out-of-fold predictions of every patient (" +
+                         std::to_string(logits.size()) + " cells)";
+  summary["choice"] = "lower cross-validated ECE: " + cross_fitted.at("temperature_choice").get<std::string>();
+  summary["cross_validated_ece"] = {
+      {"with_temperature", cross_fitted["metrics"]["ece"]},
+      {"without", cross_fitted["metrics"]["ece_uncalibrated"]}};
+  metadata["calibration"] = summary;
+  json figures = cross_fitted;
+  figures.erase("patients");
+  metadata["cross_validation"]["cross_fitted"] = figures;
+  spdlog::info("calibrated on {} out-of-fold cells: temperature {:.3f} ({})", logits.size(),
+               c.temperature, summary["choice"].get<std::string>());
+}
+
+void calibrate_from_out_of_fold(const std::string& cv_dir, json& metadata) {
+  calibrate_from_out_of_fold(std::vector<std::string>{cv_dir}, metadata);
+}
+
+namespace {
+
 // Returns false when interrupted.
 bool train_final_model(const TrainOptions& recorded, const json& summary) {
   const std::string dir = recorded.out_dir + "/final";
@@ -353,6 +400,7 @@ bool train_final_model(const TrainOptions& recorded, const json& summary) {
   }
   LoadedModel loaded = load_model_file(dir + "/model.pt");
   loaded.metadata["cross_validation"] = compact_summary(summary);
+  if (recorded.fractions.val <= 0) calibrate_from_out_of_fold(recorded.out_dir, loaded.metadata);
   fs::path folder = fs::path(recorded.out_dir).lexically_normal();
   if (folder.filename().empty()) folder = folder.parent_path();  // "runs/cv/"
   loaded.metadata["name"] = folder.filename().string();          // the recipe's name, not "final"
@@ -402,7 +450,16 @@ CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds,
   }
   outcome.summary = summarize_folds(results);
   outcome.summary["config"] = recorded.to_json();
-  const std::string text = format_cv_summary(outcome.summary);
+  std::string text = format_cv_summary(outcome.summary);
+  if (recorded.fractions.val <= 0) {
+    // No fold had validation patients: its own figures are at P = 0.5 without a temperature.
+    // The figures to quote fit both on the other folds' out-of-fold predictions.
+    outcome.summary["metrics_note"] =
+        "each fold at threshold 0.5 without a temperature (no validation patients); the "
+        "cross_fitted figures are the ones to quote";
+    outcome.summary["cross_fitted"] = cross_fitted_summary(read_out_of_fold(base.out_dir));
+    text += "\nCross-fitted (quote these)\n" + format_cross_fitted(outcome.summary["cross_fitted"]);
+  }
   write_text_atomic(base.out_dir + "/cv_summary.json", outcome.summary.dump(2));
   write_text_atomic(base.out_dir + "/cv_summary.txt", text);
   write_text_atomic(base.out_dir + "/cv_report.html", cv_report_html(outcome.summary));

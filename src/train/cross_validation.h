@@ -23,6 +23,13 @@ struct CrossValidationOutcome {
 CrossValidationOutcome run_cross_validation(const TrainOptions& base, int folds,
                                             bool final_model = false);
 
+// Temperature (or none, whichever has the lower cross-fitted ECE) and operating points fitted on
+// the out-of-fold predictions of finished cross-validations (several: an ensemble, logits
+// averaged), written into a model file's metadata: the calibration of a model trained on every
+// patient, which has no held-out cells of its own.
+void calibrate_from_out_of_fold(const std::vector<std::string>& cv_dirs, nlohmann::json& metadata);
+void calibrate_from_out_of_fold(const std::string& cv_dir, nlohmann::json& metadata);
+
 // The summary of finished folds, from each fold's evaluation.json and the pooled test
 // predictions (rows of test_predictions.csv: path, patient, label, probability, ...).
 struct FoldResult {

@@ -85,6 +85,42 @@ EpochLoop::EpochLoop(const TrainOptions& options, const Split& split)
   to_channels_last(*model_);
   optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(),
                                                     torch::optim::AdamOptions(opt_.learning_rate));
+  if (opt_.ema_decay > 0) average_ = snapshot_state(*model_);
+}
+
+std::pair<torch::Tensor, torch::Tensor> EpochLoop::training_pair(torch::Tensor x,
+                                                                 torch::Tensor y) const {
+  if (opt_.label_smoothing > 0) y = y * (1 - opt_.label_smoothing) + 0.5 * opt_.label_smoothing;
+  if (opt_.mixup_alpha > 0 && x.size(0) > 1) {
+    // Beta(a, a) from two gamma draws of the global generator (checkpointed with the run).
+    const torch::Tensor g = torch::_standard_gamma(torch::full({2}, opt_.mixup_alpha));
+    const double lambda = (g[0] / (g[0] + g[1])).item<double>();
+    const torch::Tensor perm = torch::randperm(x.size(0));
+    x = (lambda * x + (1 - lambda) * x.index_select(0, perm))
+            .contiguous(torch::MemoryFormat::ChannelsLast);
+    y = lambda * y + (1 - lambda) * y.index_select(0, perm);
+  }
+  return {x, y};
+}
+
+// The usual warm-up (as in timm and TensorFlow): early steps average over few, so the first
+// epochs' random weights fade fast.
+void EpochLoop::update_average(int64_t step) {
+  torch::NoGradGuard no_grad;
+  const double decay = std::min(opt_.ema_decay, (1.0 + step) / (10.0 + step));
+  size_t i = 0;
+  for (const auto& p : model_->parameters()) average_.at(i++).mul_(decay).add_(p, 1 - decay);
+  for (const auto& b : model_->buffers()) average_.at(i++).copy_(b);  // BatchNorm statistics
+}
+
+template <typename Fn>
+auto EpochLoop::with_kept_weights(Fn fn) {
+  if (average_.empty()) return fn();
+  const auto current = snapshot_state(*model_);
+  restore_state(*model_, average_);
+  auto result = fn();
+  restore_state(*model_, current);
+  return result;
 }
 
 size_t EpochLoop::steps_per_epoch() const {
@@ -124,9 +160,9 @@ bool EpochLoop::train_epoch(RunState& state) {
     }
     auto batch = train_loader_->next();
     if (!batch) break;
-    const torch::Tensor x =
-        image_batch_tensor(batch->pixels.data(), batch->size(), opt_.image_size);
-    const torch::Tensor y = torch::from_blob(batch->labels.data(), {x.size(0)});
+    const auto [x, y] = training_pair(
+        image_batch_tensor(batch->pixels.data(), batch->size(), opt_.image_size),
+        torch::from_blob(batch->labels.data(), {static_cast<int64_t>(batch->size())}));
     for (auto& group : optimizer_->param_groups())
       static_cast<torch::optim::AdamOptions&>(group.options())
           .lr(learning_rate(state.epoch, state.next_batch));
@@ -142,8 +178,10 @@ bool EpochLoop::train_epoch(RunState& state) {
       throw_diverged(state, "batch " + std::to_string(state.next_batch + 1));
     loss.backward();
     optimizer_->step();
+    if (!average_.empty())
+      update_average(static_cast<int64_t>(state.epoch * steps + state.next_batch));
     state.loss_sum += batch_loss * x.size(0);
-    state.correct += ((logits >= 0).to(torch::kFloat) == y).sum().item<int64_t>();
+    state.correct += ((logits >= 0) == (y >= 0.5)).sum().item<int64_t>();
     state.seen += x.size(0);
     state.next_batch++;
     if (!opt_.quiet) {
@@ -159,6 +197,10 @@ bool EpochLoop::train_epoch(RunState& state) {
 }
 
 std::pair<double, double> EpochLoop::validate(const RunState& state) {
+  return with_kept_weights([&] { return validate_current(state); });
+}
+
+std::pair<double, double> EpochLoop::validate_current(const RunState& state) {
   model_->eval();
   torch::NoGradGuard no_grad;
   val_loader_->start_epoch(0);
@@ -189,8 +231,11 @@ void EpochLoop::throw_diverged(const RunState& state, const std::string& where) 
 }
 
 void EpochLoop::keep_best(const std::string& checkpoint_dir) {
-  best_weights_ = snapshot_state(*model_);
-  save_module(checkpoint_dir + "/best.pt", *model_);
+  with_kept_weights([&] {
+    best_weights_ = snapshot_state(*model_);
+    save_module(checkpoint_dir + "/best.pt", *model_);
+    return 0;
+  });
 }
 
 void EpochLoop::save_checkpoint(const std::string& cp, const RunState& state) {
@@ -206,6 +251,9 @@ void EpochLoop::save_checkpoint(const std::string& cp, const RunState& state) {
     std::lock_guard<std::mutex> lock(generator.mutex());
     torch::save(at::Tensor(generator.get_state()), tmp);
   });
+  if (!average_.empty())
+    write_file_atomic(cp + "/average.pt",
+                      [&](const std::string& tmp) { torch::save(average_, tmp); });
   write_text_atomic(cp + "/state.json",
                     nlohmann::json(state).dump(2));  // last: marks the set whole
 }
@@ -224,6 +272,7 @@ RunState EpochLoop::load_checkpoint(const std::string& cp) {
     load_module(cp + "/best.pt", *best);
     best_weights_ = snapshot_state(*best);
   }
+  if (!average_.empty()) torch::load(average_, cp + "/average.pt");
   // Last: building the model above draws from the generator too.
   if (std::filesystem::exists(cp + "/rng.pt")) {
     torch::Tensor rng;
@@ -235,8 +284,16 @@ RunState EpochLoop::load_checkpoint(const std::string& cp) {
   return state;
 }
 
-CellClassifier& EpochLoop::final_model() {
-  if (!best_weights_.empty()) restore_state(*model_, best_weights_);
+CellClassifier& EpochLoop::final_model(bool raw) {
+  if (last_weights_.empty()) last_weights_ = snapshot_state(*model_);
+  if (raw)
+    restore_state(*model_, last_weights_);
+  else if (!best_weights_.empty())
+    restore_state(*model_, best_weights_);
+  else if (!average_.empty())
+    restore_state(*model_, average_);
+  else
+    restore_state(*model_, last_weights_);
   model_->eval();
   return model_;
 }

@@ -45,13 +45,22 @@ class EpochLoop {
   // Weights, optimizer and generator state; state.json is written last and marks the set whole.
   void save_checkpoint(const std::string& checkpoint_dir, const RunState& state);
   RunState load_checkpoint(const std::string& checkpoint_dir);
-  // The best weights (or the last, with no validation), in eval mode.
-  CellClassifier& final_model();
+  // The weights to ship, in eval mode: the best epoch's with validation, else the moving average
+  // (with --ema) or the last. `raw`: the last weights as trained, whatever the options.
+  CellClassifier& final_model(bool raw = false);
+  bool averages_weights() const { return !average_.empty(); }
 
  private:
   size_t steps_per_epoch() const;
   torch::Tensor input_tensor(Batch& batch) const;
   [[noreturn]] void throw_diverged(const RunState& state, const std::string& where) const;
+  std::pair<double, double> validate_current(const RunState& state);
+  // The batch's training targets and inputs after label smoothing and mixup.
+  std::pair<torch::Tensor, torch::Tensor> training_pair(torch::Tensor x, torch::Tensor y) const;
+  void update_average(int64_t step);
+  // Runs `fn` with the weights that would be kept (the moving average when on) in the model.
+  template <typename Fn>
+  auto with_kept_weights(Fn fn);
 
   const TrainOptions& opt_;
   std::unique_ptr<ImageCache> cache_;
@@ -61,6 +70,8 @@ class EpochLoop {
   CellClassifier model_{nullptr};
   std::unique_ptr<torch::optim::Adam> optimizer_;
   std::vector<torch::Tensor> best_weights_;
+  std::vector<torch::Tensor> average_;  // moving average of parameters and buffers (--ema)
+  std::vector<torch::Tensor> last_weights_;
 };
 
 }  // namespace malaria

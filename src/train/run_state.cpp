@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cctype>
+#include <set>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -65,9 +67,15 @@ json TrainOptions::to_json() const {
           {"flip_tta", flip_tta},
           {"cv_folds", cv_folds},
           {"cv_fold", cv_fold},
+          {"fold_seed", fold_seed},
+          {"ema_decay", ema_decay},
+          {"label_smoothing", label_smoothing},
+          {"mixup_alpha", mixup_alpha},
+          {"exclude_list", exclude_list},
           {"optimizer", "adam"},
           {"loss", "binary_cross_entropy_with_logits"},
-          {"early_stopping", "validation loss, best weights restored"}};
+          {"early_stopping", fractions.val > 0 ? "validation loss, best weights restored"
+                                               : "none: the fixed schedule runs to its end"}};
 }
 
 TrainOptions TrainOptions::from_json(const json& j) {
@@ -100,6 +108,11 @@ TrainOptions TrainOptions::from_json(const json& j) {
   o.flip_tta = j.value("flip_tta", false);
   o.cv_folds = j.value("cv_folds", 0);
   o.cv_fold = j.value("cv_fold", 0);
+  o.fold_seed = j.value("fold_seed", o.seed);
+  o.ema_decay = j.value("ema_decay", 0.0);
+  o.label_smoothing = j.value("label_smoothing", 0.0);
+  o.mixup_alpha = j.value("mixup_alpha", 0.0);
+  o.exclude_list = j.value("exclude_list", "");
   return o;
 }
 
@@ -117,6 +130,26 @@ void write_history(const std::string& dir, const std::vector<EpochRecord>& histo
   write_text_atomic(dir + "/history.csv", csv.str());
   write_text_atomic(dir + "/history.json", j.dump(2));
 }
+
+namespace {
+// Removes the listed paths from the training and validation parts; the test part keeps them.
+void leave_out_of_training(Split& split, const std::string& list_path) {
+  std::set<std::string> listed;
+  std::istringstream in(read_text(list_path));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] != '#') listed.insert(line);
+  size_t removed = 0;
+  for (auto* part : {&split.train, &split.val}) {
+    const size_t before = part->size();
+    part->erase(std::remove_if(part->begin(), part->end(),
+                               [&](const Sample& s) { return listed.count(s.path) > 0; }),
+                part->end());
+    removed += before - part->size();
+  }
+  spdlog::info("left {} of {} listed images out of training ({})", removed, listed.size(),
+               list_path);
+}
+}  // namespace
 
 RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
   const std::string dir = opt.out_dir;
@@ -148,8 +181,10 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
   data.split = opt.cv_folds > 0
                    ? cross_validation_split(
                          ds.samples, opt.cv_folds, opt.cv_fold,
-                         opt.fractions.val / (opt.fractions.train + opt.fractions.val), opt.seed)
+                         opt.fractions.val / (opt.fractions.train + opt.fractions.val),
+                         opt.fold_seed)
                    : split_dataset(ds.samples, opt.split, opt.fractions, opt.seed);
+  if (!opt.exclude_list.empty()) leave_out_of_training(data.split, opt.exclude_list);
   data.summary = {{"root", ds.root},
                   {"dataset", ds.summary.to_json()},
                   {"split", split_summary(data.split)},
@@ -157,7 +192,7 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
                                                         std::to_string(opt.cv_fold + 1) + " of " +
                                                         std::to_string(opt.cv_folds)
                                                   : malaria::to_string(opt.split)},
-                  {"split_seed", opt.seed}};
+                  {"split_seed", opt.cv_folds > 0 ? opt.fold_seed : opt.seed}};
   if (!fields.is_null()) data.summary["fields"] = fields;
   write_split_csv(data.split, dir + "/split.csv");
   write_text_atomic(dir + "/data_summary.json", data.summary.dump(2));

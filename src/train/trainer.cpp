@@ -112,13 +112,16 @@ class TrainingRun {
     state_.train_seconds += state_.epoch_seconds;
     state_.train_images += state_.seen;
     state_.history.push_back(r);
-    const bool improved = r.val_loss < state_.best_val_loss;
+    // Without validation the fixed schedule runs to its end and its last (or averaged) weights
+    // are kept: nothing to choose an epoch on.
+    const bool validating = !data_.split.val.empty();
+    const bool improved = validating && r.val_loss < state_.best_val_loss;
     if (improved) {
       state_.best_val_loss = r.val_loss;
       state_.best_epoch = r.epoch;
       state_.bad_epochs = 0;
       loop_.keep_best(dir_ + "/checkpoint");
-    } else {
+    } else if (validating) {
       state_.bad_epochs++;
     }
     log("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.1fs %.0f img/s%s",
@@ -235,6 +238,22 @@ class TrainingRun {
     write_figures_and_report(classifier, ev);
   }
 
+  // With a moving average, the last weights as trained are measured beside it on the same test
+  // part (model_raw.pt, test_predictions_raw.csv): what the average is worth, at no extra run.
+  void evaluate_raw_weights(json meta) {
+    const std::string raw_path = dir_ + "/model_raw.pt";
+    meta["weights"] = "last weights as trained, without the moving average";
+    save_model_file(raw_path, loop_.final_model(/*raw=*/true), meta);
+    EvaluateOptions eo;
+    eo.workers = opt_.workers;
+    eo.progress = false;
+    const Evaluation ev = evaluate_model(Classifier::load(raw_path), data_.split.test, eo);
+    write_text_atomic(dir_ + "/evaluation_raw.json", ev.to_json().dump(2));
+    write_text_atomic(dir_ + "/test_predictions_raw.csv", ev.predictions_csv());
+    log("without the moving average: accuracy %.4f, ROC AUC %.4f (test_predictions_raw.csv)",
+        ev.metrics.accuracy, ev.metrics.roc_auc);
+  }
+
   TrainOutcome finish() {
     TrainOutcome outcome;
     const std::string model_path = dir_ + "/model.pt";
@@ -248,9 +267,16 @@ class TrainingRun {
     outcome.train_seconds = state_.train_seconds;
     outcome.train_images_per_second =
         state_.train_seconds > 0 ? state_.train_images / state_.train_seconds : 0;
-    log("saved %s (best epoch %d, validation loss %.4f)", model_path.c_str(), state_.best_epoch,
-        state_.best_val_loss);
-    if (!data_.split.test.empty()) evaluate_test_split(model_path, meta, outcome);
+    if (data_.split.val.empty())
+      log("saved %s (%s weights after epoch %zu)", model_path.c_str(),
+          loop_.averages_weights() ? "averaged" : "last", state_.history.size());
+    else
+      log("saved %s (best epoch %d, validation loss %.4f)", model_path.c_str(), state_.best_epoch,
+          state_.best_val_loss);
+    if (!data_.split.test.empty()) {
+      evaluate_test_split(model_path, meta, outcome);
+      if (loop_.averages_weights()) evaluate_raw_weights(meta);
+    }
     std::error_code ignored;
     fs::remove_all(dir_ + "/checkpoint", ignored);  // the run is complete; model.pt holds it
     return outcome;

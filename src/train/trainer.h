@@ -50,6 +50,19 @@ struct TrainOptions {
   // Cross-validation: with cv_folds > 0 the test part is patient fold cv_fold (0-based) and
   // validation comes from the other folds' patients (see cross_validation_split).
   int cv_folds = 0, cv_fold = 0;
+  // Seeds the patient folds and the validation carve-out of cross-validation, apart from `seed`,
+  // so runs of other seeds (ensemble members) are tested on the same folds.
+  uint64_t fold_seed = 42;
+  // Exponential moving average of the weights (decay per step; 0: off). The run's model file
+  // then holds the averaged weights; the last raw weights are evaluated beside them.
+  double ema_decay = 0;
+  // Targets 0 and 1 become eps/2 and 1 - eps/2 (0: off).
+  double label_smoothing = 0;
+  // mixup: each batch blended with a shuffled copy of itself, weight ~ Beta(alpha, alpha) (0: off).
+  double mixup_alpha = 0;
+  // Image paths (one per line) left out of training and validation, never out of a test part:
+  // the suspected label errors of a label-noise analysis.
+  std::string exclude_list;
 
   nlohmann::json to_json() const;
   static TrainOptions from_json(const nlohmann::json& j);
