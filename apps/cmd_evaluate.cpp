@@ -1,7 +1,8 @@
-// Evaluation subcommands: evaluate (labelled folder), predict (any images).
+// Evaluation subcommands: evaluate (labelled folder), predict (any images), rejection-test.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -9,6 +10,9 @@
 #include "data/dataset.h"
 #include "eval/decision.h"
 #include "eval/evaluate.h"
+#include "eval/non_cells.h"
+#include "explain/explanation.h"
+#include "data/image.h"
 #include "model/classifier.h"
 #include "report/figures.h"
 #include "report/report.h"
@@ -120,10 +124,93 @@ Command add_predict(CLI::App& app, const GlobalOptions& global) {
   return {sub, [o, &global] { return run_predict(*o, global); }};
 }
 
+struct RejectionTestOptions {
+  std::string model;
+  std::string fields;
+  std::vector<std::string> photos = default_photo_dirs();
+  std::string cells = default_data_dir();
+  std::string out;
+  int damaged = 100;
+};
+
+// The share of non-cells Rejected, per kind, and a contact sheet of those that were not.
+int run_rejection_test(const RejectionTestOptions& o, const GlobalOptions& global) {
+  set_compute_threads(global.threads);
+  const Classifier model = Classifier::load(o.model);
+  NonCellSources sources;
+  sources.fields_dir = o.fields;
+  sources.photo_dirs = o.photos;
+  sources.damaged_per_kind = static_cast<size_t>(o.damaged);
+  if (!o.cells.empty())
+    sources.cells = std::filesystem::path(o.cells).extension() == ".csv"
+                        ? read_split_csv(o.cells).test
+                        : scan_dataset(o.cells).samples;
+  const auto non_cells = make_non_cells(sources);
+  std::map<std::string, std::pair<long, long>> per_kind;  // rejected, all
+  std::vector<ContactSheetItem> accepted;
+  nlohmann::json rows = nlohmann::json::array();
+  const OperatingPoint& point = model.operating_point();
+  for (size_t first = 0; first < non_cells.size(); first += 32) {
+    std::vector<cv::Mat> images;
+    for (size_t i = first; i < std::min(non_cells.size(), first + 32); ++i)
+      images.push_back(non_cells[i].bgr);
+    const auto assessed = assess_cells(model, images, point);
+    for (size_t k = 0; k < assessed.size(); ++k) {
+      const NonCell& nc = non_cells[first + k];
+      const CellDecision& d = assessed[k].decision;
+      auto& [rejected, all] = per_kind[nc.kind];
+      ++all;
+      rejected += d.rejected();
+      rows.push_back({{"kind", nc.kind}, {"name", nc.name}, {"decision", d.decision},
+                      {"reason", d.reason}});
+      if (!d.rejected() && !o.out.empty()) {
+        const std::string path = o.out + "/accepted/" + std::to_string(accepted.size()) + ".png";
+        std::filesystem::create_directories(o.out + "/accepted");
+        write_text_atomic(path, encode_png(nc.bgr));
+        accepted.push_back({path, nc.kind + ": " + d.decision, nc.name.substr(0, 18), true});
+      }
+    }
+  }
+  long rejected = 0, all = 0;
+  std::printf("%-14s %8s %8s %9s\n", "kind", "images", "Rejected", "share");
+  for (const auto& [kind, counts] : per_kind) {
+    std::printf("%-14s %8ld %8ld %8.2f%%\n", kind.c_str(), counts.second, counts.first,
+                100.0 * counts.first / counts.second);
+    rejected += counts.first;
+    all += counts.second;
+  }
+  std::printf("%-14s %8ld %8ld %8.2f%%\n", "all", all, rejected, 100.0 * rejected / std::max(1L, all));
+  if (!o.out.empty()) {
+    write_text_atomic(o.out + "/non_cells.json", rows.dump(1));
+    draw_contact_sheet(accepted, 10, std::to_string(accepted.size()) + " non-cells not Rejected",
+                       o.out + "/accepted.png");
+    std::printf("details: %s/non_cells.json, %s/accepted.png\n", o.out.c_str(), o.out.c_str());
+  }
+  return 0;
+}
+
+Command add_rejection_test(CLI::App& app, const GlobalOptions& global) {
+  auto o = std::make_shared<RejectionTestOptions>();
+  auto* sub = app.add_subcommand(
+      "rejection-test",
+      "How many images that are not a red cell the model Rejects: synthetic images, smear fields "
+      "and field crops without a cell, sample photographs, damaged cells");
+  sub->add_option("--model", o->model, "model file")->required()->check(CLI::ExistingFile);
+  sub->add_option("--fields", o->fields, "annotated smear fields (whole fields and empty crops)")
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("--photos", o->photos, "folders of photographs")->capture_default_str();
+  sub->add_option("--cells", o->cells,
+                  "real cells to damage: a dataset folder, or a split.csv's test part")
+      ->capture_default_str();
+  add_number(sub, "--damaged", o->damaged, 0, 100000, "cells damaged per kind of damage");
+  sub->add_option("--out", o->out, "folder for non_cells.json and a sheet of those accepted");
+  return {sub, [o, &global] { return run_rejection_test(*o, global); }};
+}
+
 }  // namespace
 
 std::vector<Command> add_evaluate_commands(CLI::App& app, const GlobalOptions& global) {
-  return {add_evaluate(app, global), add_predict(app, global)};
+  return {add_evaluate(app, global), add_predict(app, global), add_rejection_test(app, global)};
 }
 
 }  // namespace malaria::cli

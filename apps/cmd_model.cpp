@@ -1,4 +1,4 @@
-// Model subcommands: info, summary, feature-maps, report.
+// Model subcommands: info, summary, feature-maps, report, fit-typicality, ensemble.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -11,6 +11,10 @@
 #include "model/architecture.h"
 #include "model/classifier.h"
 #include "model/model_info.h"
+#include "model/typicality.h"
+#include "data/loader.h"
+#include "train/cross_validation.h"
+#include "util/files.h"
 #include "report/figures.h"
 #include "report/report.h"
 
@@ -158,10 +162,123 @@ Command add_report(CLI::App& app) {
           }};
 }
 
+struct TypicalityOptions {
+  std::string model, cells, out;
+  double quantile = 0.999;
+};
+
+// Held-out cells' distances (from the fitted copy) against each recorded training quantile:
+// the share of real cells each candidate threshold would reject.
+void report_held_out_rejection(const std::string& fitted, const std::vector<Sample>& held_out) {
+  const Classifier model = Classifier::load(fitted);
+  LoaderOptions lo;
+  lo.image_size = model.image_size();
+  lo.batch_size = 128;
+  BatchLoader loader(held_out, lo);
+  loader.start_epoch(0);
+  const json& t = model.metadata().at("typicality");
+  const double threshold = t.at("threshold");
+  std::vector<double> distances;
+  while (auto batch = loader.next())
+    for (float a : model.score(batch->pixels.data(), batch->size()).atypicality)
+      distances.push_back(a * threshold);
+  std::printf("held-out cells (%zu) beyond each training quantile's distance:\n",
+              distances.size());
+  for (const auto& [q, value] : t.at("training_distance_quantiles").items()) {
+    const double v = value;
+    const long beyond = std::count_if(distances.begin(), distances.end(),
+                                      [&](double d) { return d > v; });
+    std::printf("  quantile %-7s distance %8.3f  rejects %5ld (%.3f%%)\n", q.c_str(), v, beyond,
+                100.0 * beyond / std::max<size_t>(1, distances.size()));
+  }
+}
+
+int run_fit_typicality(const TypicalityOptions& o) {
+  // A split.csv: fit on its training part, report on its test part; a folder: fit on all of it.
+  Split split;
+  if (std::filesystem::is_directory(o.cells))
+    split.train = scan_dataset(o.cells).samples;
+  else
+    split = read_split_csv(o.cells);
+  const Classifier model = Classifier::load(o.model);
+  json block = fit_typicality(model, split.train, o.quantile);
+  std::printf("fitted on %zu cells: threshold %.3f (quantile %g of their distances)\n",
+              split.train.size(), block.value("threshold", 0.0), o.quantile);
+  write_model_copy(o.model, o.out, {{"typicality", block}});
+  std::printf("wrote %s\n", o.out.c_str());
+  if (!split.test.empty()) report_held_out_rejection(o.out, split.test);
+  return 0;
+}
+
+Command add_fit_typicality(CLI::App& app) {
+  auto o = std::make_shared<TypicalityOptions>();
+  auto* sub = app.add_subcommand(
+      "fit-typicality",
+      "Fit the learned non-cell check (feature typicality) on a model's training cells and write "
+      "a copy of the model that rejects images unlike them");
+  sub->add_option("--model", o->model, "model file")->required()->check(CLI::ExistingFile);
+  sub->add_option("--cells", o->cells,
+                  "the model's training cells: a dataset folder, or a run's split.csv (fitted on "
+                  "its train part, and the share of its test part rejected is reported)")
+      ->required()
+      ->check(CLI::ExistingPath);
+  add_number(sub, "--quantile", o->quantile, 0.5, 1,
+             "the threshold: this quantile of the training cells' own distances");
+  sub->add_option("--out", o->out, "model file to write")->required();
+  return {sub, [o] { return run_fit_typicality(*o); }};
+}
+
+struct EnsembleOptions {
+  std::vector<std::string> models, calibrate_from;
+  std::string out, name;
+};
+
+// Several model files of one architecture as one ensemble file, calibrated on the out-of-fold
+// predictions of the cross-validations that measured the same recipes.
+int run_ensemble(const EnsembleOptions& o) {
+  json meta;
+  json sources = json::array();
+  for (const auto& path : o.models) {
+    const json m = Classifier::load(path).metadata();
+    if (meta.is_null()) meta = m;
+    sources.push_back({{"file", std::filesystem::path(path).filename().string()},
+                       {"name", m.value("name", "")},
+                       {"seed", m.value("training", json::object()).value("seed", 0)},
+                       {"created", m.value("created", "")}});
+  }
+  meta.erase("typicality");  // fitted to one member's features; refit for the ensemble
+  meta["members"] = sources;
+  if (!o.name.empty()) meta["name"] = o.name;
+  calibrate_from_out_of_fold(o.calibrate_from, meta);
+  meta["cross_validation"]["runs"] = o.calibrate_from;
+  meta["created"] = now_iso8601();
+  write_ensemble_file(o.models, o.out, meta);
+  std::printf("wrote %s: %zu members\n", o.out.c_str(), o.models.size());
+  return 0;
+}
+
+Command add_ensemble(CLI::App& app) {
+  auto o = std::make_shared<EnsembleOptions>();
+  auto* sub = app.add_subcommand(
+      "ensemble", "Join model files into one ensemble (logits averaged), calibrated on the "
+                  "out-of-fold predictions of the cross-validations of the same recipes");
+  sub->add_option("models", o->models, "model files of one architecture")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("--calibrate-from", o->calibrate_from,
+                  "cv run folders of the members' recipes, one per member, on the same folds")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("--name", o->name, "the ensemble's name");
+  sub->add_option("--out", o->out, "model file to write")->required();
+  return {sub, [o] { return run_ensemble(*o); }};
+}
+
 }  // namespace
 
 std::vector<Command> add_model_commands(CLI::App& app, const GlobalOptions& global) {
-  return {add_info(app), add_summary(app), add_feature_maps(app, global), add_report(app)};
+  return {add_info(app),   add_summary(app),        add_feature_maps(app, global),
+          add_report(app), add_fit_typicality(app), add_ensemble(app)};
 }
 
 }  // namespace malaria::cli

@@ -5,11 +5,13 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "data/image.h"
 #include "data/loader.h"
 #include "eval/calibration.h"
+#include "eval/cell_check.h"
 #include "eval/decision.h"
 #include "util/progress.h"
 #include "util/text.h"
@@ -26,6 +28,13 @@ nlohmann::json Evaluation::to_json() const {
   j["patients"] = malaria::to_json(patients);
   j["calibration"] = calibration;
   j["operating_points"] = operating_points;
+  std::map<std::string, long> by_reason;
+  for (const auto& r : rejected) by_reason[r.reason]++;
+  const size_t all = samples.size() + rejected.size();
+  j["rejected"] = {{"images", rejected.size()},
+                   {"share", all ? double(rejected.size()) / all : 0.0},
+                   {"by_reason", by_reason},
+                   {"note", "counted, not scored: left out of every other figure"}};
   return j;
 }
 
@@ -39,6 +48,13 @@ std::string Evaluation::to_text() const {
                 samples.size(), m.loss, m.accuracy, m.roc_auc, m.threshold, m.recall, m.specificity,
                 m.precision, m.f1);
   out << line;
+  if (!rejected.empty()) {
+    std::snprintf(line, sizeof line,
+                  "Rejected (counted, not scored): %zu images (%.2f%%); first: %s\n\n",
+                  rejected.size(), 100.0 * rejected.size() / (rejected.size() + samples.size()),
+                  printable(rejected.front().reason, 90).c_str());
+    out << line;
+  }
   const auto& c = m.confusion;
   out << "Confusion matrix (rows: true, columns: predicted)\n";
   std::snprintf(line, sizeof line, "%14s %12s %12s\n%14s %12ld %12ld\n%14s %12ld %12ld\n\n", "",
@@ -113,26 +129,42 @@ Evaluation evaluate_model(const Classifier& model, const std::vector<Sample>& sa
   loader.start_epoch(0);
 
   Evaluation ev;
-  ev.samples = samples;
-  ev.logits.resize(samples.size());
-  std::vector<int> labels;
-  for (const auto& s : samples) labels.push_back(s.label);
+  std::vector<float> logits(samples.size());
+  std::vector<std::string> refusals(samples.size());  // why each image is Rejected, if it is
   ProgressBar bar(samples.size(), "evaluate");
   size_t done = 0;
   const auto start = std::chrono::steady_clock::now();
   while (auto batch = loader.next()) {
-    const auto logits = model.logits(batch->pixels.data(), batch->size());
-    for (size_t i = 0; i < batch->size(); ++i) ev.logits[batch->items[i]] = logits[i];
+    const auto scores = model.score(batch->pixels.data(), batch->size());
+    for (size_t i = 0; i < batch->size(); ++i) {
+      const size_t item = batch->items[i];
+      logits[item] = scores.logits[i];
+      const CellCheck check = check_cell_image(read_image(samples[item].path));
+      const float atypicality = scores.atypicality.empty() ? 0.0f : scores.atypicality[i];
+      const CellDecision d = decide_cell(check, 0.5, atypicality, OperatingPoint{});
+      if (d.rejected()) refusals[item] = d.reason;
+    }
     done += batch->size();
     if (options.progress) bar.update(done);
   }
   ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ev.images_per_second = ev.seconds > 0 ? samples.size() / ev.seconds : 0;
   if (options.progress) bar.finish();
+  std::vector<int> labels;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (!refusals[i].empty()) {
+      ev.rejected.push_back({samples[i], refusals[i]});
+      continue;
+    }
+    ev.samples.push_back(samples[i]);
+    ev.logits.push_back(logits[i]);
+    labels.push_back(samples[i].label);
+  }
   ev.probabilities = apply_temperature(ev.logits, model.info().temperature);
   ev.point = model.operating_point(options.operating_point);
+  if (labels.empty()) return ev;  // every image Rejected: nothing to score
   ev.metrics = compute_metrics(ev.probabilities, labels, ev.point.threshold);
-  ev.patients = per_patient(samples, ev.probabilities, ev.point.threshold);
+  ev.patients = per_patient(ev.samples, ev.probabilities, ev.point.threshold);
   add_calibration_report(ev, model.info());
   return ev;
 }
@@ -168,6 +200,32 @@ void add_calibration_report(Evaluation& ev, const ModelInfo& info) {
   }
 }
 
+std::vector<AssessedCell> assess_cells(const Classifier& model, const std::vector<cv::Mat>& bgr,
+                                       const OperatingPoint& point) {
+  std::vector<AssessedCell> out(bgr.size());
+  std::vector<CellCheck> checks;
+  std::vector<cv::Mat> passed;
+  std::vector<long> slot(bgr.size(), -1);  // each image's place among those the model sees
+  for (size_t i = 0; i < bgr.size(); ++i) {
+    checks.push_back(check_cell_image(bgr[i]));
+    if (checks.back().ok) slot[i] = static_cast<long>(passed.size()), passed.push_back(bgr[i]);
+  }
+  const int side = model.image_size();
+  const size_t plane = 3ull * side * side;
+  std::vector<float> pixels(passed.size() * plane);
+  for (size_t k = 0; k < passed.size(); ++k)
+    to_chw_float(resize_rgb(passed[k], side), pixels.data() + k * plane);
+  const Classifier::Scores scores = model.score(pixels.data(), passed.size());
+  for (size_t i = 0; i < bgr.size(); ++i) {
+    const long k = slot[i];
+    const float atypicality = k >= 0 && !scores.atypicality.empty() ? scores.atypicality[k] : 0.0f;
+    out[i].probability = k >= 0 ? scores.probability[k] : NAN;
+    out[i].decision = decide_cell(checks[i], out[i].probability, atypicality, point);
+    if (out[i].decision.rejected()) out[i].probability = NAN;
+  }
+  return out;
+}
+
 std::vector<FilePrediction> predict_files(const Classifier& model,
                                           const std::vector<std::string>& paths,
                                           const OperatingPoint& point, int batch_size) {
@@ -175,28 +233,31 @@ std::vector<FilePrediction> predict_files(const Classifier& model,
   for (const auto& p : paths) {
     std::error_code ec;
     if (!fs::is_directory(p, ec)) {  // files, links, loops, FIFOs: read_image says what is wrong
-      out.push_back({p, "", 0, "", ""});
+      out.push_back({p, "", 0, "", "", ""});
       continue;
     }
     std::vector<std::string> found;
     fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end;
     for (; !ec && it != end; it.increment(ec))
       if (!it->is_directory(ec) && is_image_file(it->path())) found.push_back(it->path().string());
-    if (ec) out.push_back({p, p + ": cannot list folder (" + ec.message() + ")", 0, "", ""});
+    if (ec) out.push_back({p, p + ": cannot list folder (" + ec.message() + ")", 0, "", "", ""});
     std::sort(found.begin(), found.end());
-    for (auto& f : found) out.push_back({f, "", 0, "", ""});
+    for (auto& f : found) out.push_back({f, "", 0, "", "", ""});
   }
   std::vector<size_t> pending;
   std::vector<cv::Mat> images;
   auto flush = [&] {
-    const auto prob = model.predict_images(images);
+    const auto assessed = assess_cells(model, images, point);
     for (size_t i = 0; i < pending.size(); ++i) {
       auto& r = out[pending[i]];
-      r.probability = prob[i];
-      if (std::isfinite(prob[i])) {  // a broken model's NaN must never read as "Uninfected"
-        const CellDecision d = decide(prob[i], point);
-        r.label = d.label;
-        r.decision = d.decision;
+      const AssessedCell& a = assessed[i];
+      r.probability = a.probability;
+      if (a.decision.rejected()) {
+        r.decision = a.decision.decision;
+        r.reason = a.decision.reason;
+      } else if (std::isfinite(a.probability)) {  // a NaN must never read as "Uninfected"
+        r.label = a.decision.label;
+        r.decision = a.decision.decision;
       } else {
         r.error = r.path + ": the model produced no valid probability (not a number)";
       }
@@ -224,32 +285,43 @@ std::string format_predictions(const std::vector<FilePrediction>& results,
   if (format == PredictionFormat::Json) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& r : results)
-      rows.push_back(r.error.empty() ? nlohmann::json{{"path", r.path},
-                                                      {"label", r.label},
-                                                      {"probability_parasitized", r.probability},
-                                                      {"decision", r.decision}}
-                                     : nlohmann::json{{"path", r.path}, {"error", r.error}});
+      rows.push_back(!r.error.empty() ? nlohmann::json{{"path", r.path}, {"error", r.error}}
+                     : r.decision == kRejected
+                         ? nlohmann::json{{"path", r.path},
+                                          {"label", nullptr},
+                                          {"probability_parasitized", nullptr},
+                                          {"decision", r.decision},
+                                          {"reason", r.reason}}
+                         : nlohmann::json{{"path", r.path},
+                                          {"label", r.label},
+                                          {"probability_parasitized", r.probability},
+                                          {"decision", r.decision}});
     return rows.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   char line[64];
   if (format == PredictionFormat::Csv) {
-    out << "path,label,probability_parasitized,decision,error\n";
+    out << "path,label,probability_parasitized,decision,error,reason\n";
     for (const auto& r : results) {
       std::snprintf(line, sizeof line, "%.6f", r.probability);
-      out << csv_field(r.path) << ',' << r.label << ',' << (r.error.empty() ? line : "") << ','
-          << r.decision << ',' << csv_field(r.error) << '\n';
+      const bool scored = r.error.empty() && r.decision != kRejected;
+      out << csv_field(r.path) << ',' << r.label << ',' << (scored ? line : "") << ','
+          << r.decision << ',' << csv_field(r.error) << ',' << csv_field(r.reason) << '\n';
     }
     return out.str();
   }
   std::snprintf(line, sizeof line, "%-12s %12s  %-13s ", "label", "P(parasit.)", "decision");
   out << line << "path\n";
   for (const auto& r : results) {
-    if (r.error.empty())
+    if (!r.error.empty())
+      std::snprintf(line, sizeof line, "%-12s %12s  %-13s ", "ERROR", "-", "-");
+    else if (r.decision == kRejected)
+      std::snprintf(line, sizeof line, "%-12s %12s  %-13s ", "-", "-", kRejected);
+    else
       std::snprintf(line, sizeof line, "%-12s %12.4f  %-13s ", r.label.c_str(), r.probability,
                     r.decision.c_str());
-    else
-      std::snprintf(line, sizeof line, "%-12s %12s  %-13s ", "ERROR", "-", "-");
-    out << line << printable(r.error.empty() ? r.path : r.error, 4096) << '\n';
+    out << line << printable(r.error.empty() ? r.path : r.error, 4096);
+    if (!r.reason.empty()) out << "  (" << printable(r.reason, 300) << ")";
+    out << '\n';
   }
   return out.str();
 }

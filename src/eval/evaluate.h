@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "eval/decision.h"
 #include "eval/metrics.h"
 #include "model/classifier.h"
 
@@ -24,6 +25,13 @@ struct Evaluation {
   // flagged share and the errors it holds.
   nlohmann::json operating_points;
   double seconds = 0, images_per_second = 0;
+  // Images the model refused (eval/cell_check.h, typicality): counted here, left out of every
+  // figure above and of `samples`.
+  struct RejectedImage {
+    Sample sample;
+    std::string reason;
+  };
+  std::vector<RejectedImage> rejected;
   nlohmann::json to_json() const;
   std::string to_text() const;  // terminal report: metrics, confusion matrix, report, patients
   // One row per image: path, patient, true label, P(Parasitized), predicted label, decision, and
@@ -49,8 +57,18 @@ struct FilePrediction {
   std::string error;  // empty when the image was classified
   float probability = 0;
   std::string label;
-  std::string decision;  // label, or Inconclusive inside the operating point's band
+  std::string decision;  // label, Inconclusive inside the operating point's band, or Rejected
+  std::string reason;    // why Rejected
 };
+
+// Decoded cell images through the cheap check (eval/cell_check.h), the model (probability and
+// typicality) and the decision rule. Rejected images get no probability (NaN).
+struct AssessedCell {
+  float probability = 0;
+  CellDecision decision;
+};
+std::vector<AssessedCell> assess_cells(const Classifier& model, const std::vector<cv::Mat>& bgr,
+                                       const OperatingPoint& point);
 
 // Every image file in `paths` (folders are walked recursively); unreadable files get an error
 // instead of stopping the rest.

@@ -32,8 +32,24 @@ class Classifier {
   void set_flip_tta(bool on);
 
   // P(Parasitized) for n preprocessed images (n x 3 x S x S floats in [0,1]), calibrated with
-  // the file's temperature. Thread-safe.
+  // the file's temperature. Thread-safe. An ensemble averages its members' logits.
   std::vector<float> predict(const float* chw, size_t n) const;
+
+  struct Scores {
+    std::vector<float> logits;       // as logits gives them
+    std::vector<float> probability;  // as predict gives it
+    // Distance of each image's features from the training cells', over the file's rejection
+    // threshold: above 1 is "Rejected". Empty when the file has no typicality model.
+    std::vector<float> atypicality;
+  };
+  // Both from one forward pass.
+  Scores score(const float* chw, size_t n) const;
+  bool has_typicality() const;
+  // The features the typicality model is fitted on: each member's globally pooled last
+  // convolution stage, side by side (n x feature_size floats).
+  std::vector<float> features(const float* chw, size_t n) const;
+  int feature_size() const;
+  size_t members() const;
   // The network's raw outputs, before temperature and sigmoid (what calibration is fitted on).
   std::vector<float> logits(const float* chw, size_t n) const;
   // Decoded 8-bit BGR images of any size, preprocessed exactly as in training.
@@ -41,6 +57,7 @@ class Classifier {
 
   struct Explanation {
     float probability = 0;  // calibrated P(Parasitized)
+    float atypicality = 0;  // as score gives it (0 without a typicality model)
     cv::Mat heatmap;        // Grad-CAM, CV_32F in [0,1], image_size x image_size
   };
   // Grad-CAM on the last convolution stage: where the evidence for Parasitized lies, for decoded
@@ -58,6 +75,11 @@ class Classifier {
   explicit Classifier(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Joins model files of one architecture and input size into one ensemble file (the members'
+// logits averaged) with `metadata`, atomically. Throws when they do not match.
+void write_ensemble_file(const std::vector<std::string>& members, const std::string& out,
+                         const nlohmann::json& metadata);
 
 // Copies a model file with `patch` merged into its metadata (same weights), atomically.
 void write_model_copy(const std::string& from, const std::string& to, const nlohmann::json& patch);

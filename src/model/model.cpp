@@ -173,6 +173,38 @@ void save_model_file(const std::string& path, CellClassifier& model,
   });
 }
 
+void save_model_file(const std::string& path, std::vector<CellClassifier>& members,
+                     nlohmann::json metadata) {
+  if (members.empty()) throw std::invalid_argument("an ensemble needs at least one member");
+  if (members.size() == 1) {
+    metadata.erase("ensemble");
+    return save_model_file(path, members[0], metadata);
+  }
+  metadata["ensemble"] = {{"members", members.size()},
+                          {"combine", "mean of the members' logits"}};
+  write_file_atomic(path, [&](const std::string& tmp) {
+    torch::serialize::OutputArchive archive;
+    archive.write("malaria_metadata", c10::IValue(metadata.dump()));
+    for (size_t i = 0; i < members.size(); ++i) {
+      torch::serialize::OutputArchive member;
+      members[i]->save(member);
+      archive.write("member" + std::to_string(i + 1), member);
+    }
+    archive.save_to(tmp);
+  });
+}
+
+// Members in the file: 1 for an ordinary model; an ensemble's recorded count (bounded).
+static size_t member_count(const nlohmann::json& metadata, const std::string& path) {
+  const auto ensemble = metadata.find("ensemble");
+  if (ensemble == metadata.end()) return 1;
+  const auto members = ensemble->is_object() ? ensemble->find("members") : ensemble->end();
+  if (members == ensemble->end() || !members->is_number_unsigned() || *members < 1 ||
+      *members > 32)
+    throw ModelFileError(path + ": the ensemble's member count is missing or out of range");
+  return members->get<size_t>();
+}
+
 nlohmann::json open_model_archive(const std::string& path, const std::string& format,
                                   torch::serialize::InputArchive& archive) {
   namespace fs = std::filesystem;
@@ -264,15 +296,27 @@ LoadedModel load_model_file(const std::string& path) {
   } catch (const ModelFileError& e) {
     throw ModelFileError(path + ": " + e.what());
   }
-  try {
-    loaded.model = build_model(info.arch, info.image_size);
-    load_weights(*loaded.model, archive);
-  } catch (const std::exception& e) {
-    throw ModelFileError(path + ": weights do not match the recorded architecture (" +
-                         std::string(e.what()).substr(0, 200) + ")");
+  const size_t members = member_count(loaded.metadata, path);
+  for (size_t i = 0; i < members; ++i) {
+    CellClassifier net{nullptr};
+    try {
+      net = build_model(info.arch, info.image_size);
+      if (members == 1) {
+        load_weights(*net, archive);
+      } else {
+        torch::serialize::InputArchive member;
+        if (!archive.try_read("member" + std::to_string(i + 1), member))
+          throw std::runtime_error("member " + std::to_string(i + 1) + " is missing");
+        load_weights(*net, member);
+      }
+    } catch (const std::exception& e) {
+      throw ModelFileError(path + ": weights do not match the recorded architecture (" +
+                           std::string(e.what()).substr(0, 200) + ")");
+    }
+    check_finite_weights(*net, path);
+    net->eval();
+    loaded.members.push_back(net);
   }
-  check_finite_weights(*loaded.model, path);
-  loaded.model->eval();
   return loaded;
 }
 

@@ -25,10 +25,16 @@ CellClassifier build_model(const std::string& arch, int image_size);
 // Written atomically (temporary file, then rename).
 void save_model_file(const std::string& path, CellClassifier& model,
                      const nlohmann::json& metadata);
+// An ensemble: several networks of one architecture in one file, each in its own sub-archive
+// ("member1", ...), metadata "ensemble": {"members": n}; the classifier averages their logits.
+// One member is written as an ordinary file.
+void save_model_file(const std::string& path, std::vector<CellClassifier>& members,
+                     nlohmann::json metadata);
 
 struct LoadedModel {
-  CellClassifier model{nullptr};
+  std::vector<CellClassifier> members;  // one, or an ensemble's
   nlohmann::json metadata;
+  CellClassifier& model() { return members.at(0); }
 };
 // Throws ModelFileError (classifier.h) for a missing, truncated, corrupt or foreign file, and for
 // anything that is not a regular file (a FIFO, a device).

@@ -22,6 +22,7 @@
 
 #include "data/dataset.h"
 #include "data/image.h"
+#include "eval/cell_check.h"
 #include "eval/decision.h"
 #include "explain/explanation.h"
 #include "field/screening.h"
@@ -52,6 +53,8 @@ struct FileOutcome {
   int status = 200;  // 415 not an image, 422 undecodable or refused
   std::string error;
   float probability = 0;
+  float atypicality = 0;  // the model's typicality check: above 1 is Rejected
+  CellCheck check;        // the cheap checks on the decoded image, made before the model runs
   std::string format;
   CellDecision decision;  // set once classified
   cv::Mat preview;        // with ?explain=1: the image, at most kPreviewSide px, for the overlay
@@ -259,7 +262,7 @@ class App {
                       "gauge");
     metrics_.set("malaria_model_info", "id=\"" + model_id_ + "\",arch=\"" + model_.arch() + "\"",
                  1);
-    for (const char* d : {"Parasitized", "Uninfected", "Inconclusive"})
+    for (const char* d : {"Parasitized", "Uninfected", "Inconclusive", "Rejected"})
       metrics_.count("malaria_predictions_total", std::string("decision=\"") + d + "\"", 0);
   }
 
@@ -357,6 +360,8 @@ class App {
         const DecodedUpload image = decode_upload(uploads[i], kCellImageLimits, SIZE_MAX,
                                                   explain ? explain_gate_ : cell_gate_);
         o.format = image.format;
+        o.check = check_cell_image(image.bgr);
+        if (!o.check.ok) continue;  // Rejected before the model: no work for the queue
         if (explain) o.preview = fit_within(image.bgr, kPreviewSide);
         pixels.resize((good.size() + 1) * plane);
         to_chw_float(resize_rgb(image.bgr, s), pixels.data() + good.size() * plane);
@@ -368,15 +373,19 @@ class App {
     }
     if (good.empty()) return true;
     if (!explain) {
-      const std::vector<float> prob =
+      const Classifier::Scores scores =
           queue_.predict(*ticket, model_, std::move(pixels), good.size()).get();
-      for (size_t k = 0; k < good.size(); ++k) out[good[k]].probability = prob[k];
+      for (size_t k = 0; k < good.size(); ++k) {
+        out[good[k]].probability = scores.probability[k];
+        if (!scores.atypicality.empty()) out[good[k]].atypicality = scores.atypicality[k];
+      }
       return true;
     }
     const auto explanations = queue_.explain(*ticket, model_, std::move(pixels), good.size()).get();
     for (size_t k = 0; k < good.size(); ++k) {
       auto& o = out[good[k]];
       o.probability = explanations[k].probability;
+      o.atypicality = explanations[k].atypicality;
       o.explanation = {
           {"heatmap", heatmap_json(explanations[k].heatmap)},
           {"overlay_png",
@@ -400,7 +409,7 @@ class App {
 
   // A model output that is not a number is never turned into a label.
   static void refuse_non_finite(FileOutcome& o) {
-    if (o.error.empty() && !std::isfinite(o.probability)) {
+    if (o.error.empty() && o.check.ok && !std::isfinite(o.probability)) {
       o.status = 500;
       o.error = o.filename + ": the model produced no valid probability (not a number)";
     }
@@ -410,6 +419,14 @@ class App {
     if (!o.error.empty())
       return {{"filename", o.filename}, {"error", o.error}, {"status", o.status}};
     const CellDecision& d = o.decision;
+    if (d.rejected())  // no label, no probability: nothing that could be read as an answer
+      return {{"filename", o.filename},
+              {"label", nullptr},
+              {"probability_parasitized", nullptr},
+              {"confidence", nullptr},
+              {"decision", d.decision},
+              {"reason", d.reason},
+              {"screen_instead", d.whole_field}};
     json r = {{"filename", o.filename},
               {"label", d.label},
               {"probability_parasitized", o.probability},
@@ -464,7 +481,8 @@ class App {
     for (auto& o : outcomes) {
       refuse_non_finite(o);
       if (!o.error.empty()) continue;
-      o.decision = decide(o.probability, *point);
+      o.decision = decide_cell(o.check, o.probability, o.atypicality, *point);
+      if (o.decision.rejected()) o.explanation = nullptr;  // no evidence map for a non-cell
       metrics_.count("malaria_predictions_total", "decision=\"" + o.decision.decision + "\"");
     }
     return true;
@@ -475,13 +493,15 @@ class App {
     std::vector<FileOutcome> outcomes;
     if (!classify_request(req, res, uploads, outcomes)) return;
     json results = json::array();
-    size_t parasitized = 0, uninfected = 0, inconclusive = 0, errors = 0;
+    size_t parasitized = 0, uninfected = 0, inconclusive = 0, rejected = 0, errors = 0;
     std::set<int> error_statuses;
     for (const auto& o : outcomes) {
       json r = result_json(o);
       if (!o.error.empty()) {
         errors++;
         error_statuses.insert(o.status);
+      } else if (o.decision.rejected()) {
+        rejected++;
       } else {
         (r["label"] == kClassNames[kParasitized] ? parasitized : uninfected)++;
         inconclusive += r["decision"] == kInconclusive;
@@ -499,10 +519,11 @@ class App {
                    {"parasitized", parasitized},
                    {"uninfected", uninfected},
                    {"inconclusive", inconclusive},
+                   {"rejected", rejected},
                    {"errors", errors},
                    {"parasitized_percent", cells ? 100.0 * parasitized / cells : 0.0}}}};
     int status = 200;
-    if (cells == 0) {
+    if (cells == 0 && rejected == 0) {
       status = error_statuses.count(500)   ? 500
                : error_statuses.count(422) ? 422
                : error_statuses.count(413) ? 413
@@ -530,6 +551,11 @@ class App {
       }
       any_ok = true;
       const json r = result_json(o);
+      if (o.decision.rejected()) {
+        html << "<p class=\"badge Rejected\">Rejected: " << html_escape(o.decision.reason)
+             << "</p></article>";
+        continue;
+      }
       char confidence[32];
       std::snprintf(confidence, sizeof confidence, "%.2f", 100.0 * r["confidence"].get<double>());
       html << "<img class=\"result-image\" alt=\"uploaded cell\" src=\"data:"
@@ -552,7 +578,7 @@ class App {
     return [this, &ticket](std::vector<float> pixels, size_t n) {
       const size_t batch = std::max<size_t>(1, opt_.work.max_batch);
       const size_t plane = n ? pixels.size() / n : 0;
-      std::vector<std::future<std::vector<float>>> parts;
+      std::vector<std::future<Classifier::Scores>> parts;
       for (size_t first = 0; first < n; first += batch) {
         const size_t count = std::min(batch, n - first);
         parts.push_back(queue_.predict(ticket, *field_model_,
@@ -562,7 +588,7 @@ class App {
       }
       std::vector<float> probabilities;
       for (auto& part : parts) {
-        const std::vector<float> p = part.get();
+        const std::vector<float> p = part.get().probability;
         probabilities.insert(probabilities.end(), p.begin(), p.end());
       }
       return probabilities;

@@ -62,7 +62,7 @@ void WorkQueue::release(WorkKind kind, size_t cost) {
   stats_.admitted[index_of(kind)] -= cost;
 }
 
-std::future<std::vector<float>> WorkQueue::predict(const Ticket& ticket, const Classifier& model,
+std::future<Classifier::Scores> WorkQueue::predict(const Ticket& ticket, const Classifier& model,
                                                    std::vector<float> pixels, size_t n) {
   Job job{ticket.kind() == WorkKind::explain ? WorkKind::classify : ticket.kind(),
           &model,
@@ -71,8 +71,9 @@ std::future<std::vector<float>> WorkQueue::predict(const Ticket& ticket, const C
           {},
           {},
           nullptr,
+          {},
           {}};
-  auto future = job.probabilities.get_future();
+  auto future = job.scores.get_future();
   enqueue(std::move(job));
   return future;
 }
@@ -80,8 +81,8 @@ std::future<std::vector<float>> WorkQueue::predict(const Ticket& ticket, const C
 std::future<std::vector<float>> WorkQueue::detect(const Ticket& ticket,
                                                   const CellDetector& detector,
                                                   std::vector<float> input, cv::Size size) {
-  Job job{ticket.kind(), nullptr, std::move(input), 1, {}, {}, &detector, size};
-  auto result = job.probabilities.get_future();
+  Job job{ticket.kind(), nullptr, std::move(input), 1, {}, {}, &detector, {}, size};
+  auto result = job.maps.get_future();
   enqueue(std::move(job));
   return result;
 }
@@ -90,7 +91,7 @@ std::future<std::vector<Classifier::Explanation>> WorkQueue::explain(const Ticke
                                                                      const Classifier& model,
                                                                      std::vector<float> pixels,
                                                                      size_t n) {
-  Job job{WorkKind::explain, &model, std::move(pixels), n, {}, {}, nullptr, {}};
+  Job job{WorkKind::explain, &model, std::move(pixels), n, {}, {}, nullptr, {}, {}};
   auto future = job.explanations.get_future();
   enqueue(std::move(job));
   return future;
@@ -133,10 +134,12 @@ void WorkQueue::cancel() {
   cv_.notify_all();
   for (auto& job : dropped) {
     const auto error = std::make_exception_ptr(kShuttingDown);
-    if (job.kind == WorkKind::explain)
+    if (job.detector)
+      job.maps.set_exception(error);
+    else if (job.kind == WorkKind::explain)
       job.explanations.set_exception(error);
     else
-      job.probabilities.set_exception(error);
+      job.scores.set_exception(error);
   }
 }
 
@@ -188,7 +191,7 @@ void WorkQueue::run(std::vector<Job>& batch) {
     if (const CellDetector* detector = batch.front().detector) {  // always alone in its batch
       // Not reported to on_batch_: its histogram is of cell crops per forward pass.
       auto maps = detector->forward(batch.front().pixels.data(), 1, batch.front().size);
-      batch.front().probabilities.set_value(std::move(maps));
+      batch.front().maps.set_value(std::move(maps));
       return;
     }
     const Classifier& model = *batch.front().model;
@@ -208,25 +211,32 @@ void WorkQueue::run(std::vector<Job>& batch) {
         joined.insert(joined.end(), job.pixels.begin(), job.pixels.end());
       input = joined.data();
     }
-    const std::vector<float> prob = model.predict(input, images);
+    const Classifier::Scores scores = model.score(input, images);
     if (on_batch_) on_batch_(batch.front().kind, images);
     // Every result is built before any promise is set, so a failure (bad_alloc) can still go
     // to all of them.
-    std::vector<std::vector<float>> results;
+    std::vector<Classifier::Scores> results;
     size_t offset = 0;
     for (const auto& job : batch) {
-      results.emplace_back(prob.begin() + offset, prob.begin() + offset + job.n);
+      Classifier::Scores part;
+      part.probability.assign(scores.probability.begin() + offset,
+                              scores.probability.begin() + offset + job.n);
+      if (!scores.atypicality.empty())
+        part.atypicality.assign(scores.atypicality.begin() + offset,
+                                scores.atypicality.begin() + offset + job.n);
+      results.push_back(std::move(part));
       offset += job.n;
     }
-    for (size_t j = 0; j < batch.size(); ++j)
-      batch[j].probabilities.set_value(std::move(results[j]));
+    for (size_t j = 0; j < batch.size(); ++j) batch[j].scores.set_value(std::move(results[j]));
     return;
   } catch (...) {
     for (auto& job : batch) {
-      if (job.kind == WorkKind::explain)
+      if (job.detector)
+        job.maps.set_exception(std::current_exception());
+      else if (job.kind == WorkKind::explain)
         job.explanations.set_exception(std::current_exception());
       else
-        job.probabilities.set_exception(std::current_exception());
+        job.scores.set_exception(std::current_exception());
     }
   }
 }

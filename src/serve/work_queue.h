@@ -72,9 +72,10 @@ class WorkQueue {
   // nullopt when that kind's budget is full (or the queue is cancelled).
   std::optional<Ticket> admit(WorkKind kind, size_t cost);
 
-  // P(Parasitized) for n preprocessed images (n x 3 x S x S), in one forward pass with whatever
-  // else of the same model and kind is waiting (up to max_batch images).
-  std::future<std::vector<float>> predict(const Ticket& ticket, const Classifier& model,
+  // P(Parasitized) (and atypicality, when the model has a typicality model) for n preprocessed
+  // images (n x 3 x S x S), in one forward pass with whatever else of the same model and kind is
+  // waiting (up to max_batch images).
+  std::future<Classifier::Scores> predict(const Ticket& ticket, const Classifier& model,
                                           std::vector<float> pixels, size_t n);
   // The cell detector's output maps for one prepared field (CellDetector::prepare), under a
   // screen ticket: a forward pass of its own.
@@ -104,9 +105,10 @@ class WorkQueue {
     const Classifier* model;
     std::vector<float> pixels;
     size_t n;
-    std::promise<std::vector<float>> probabilities;                   // classify, screen
+    std::promise<Classifier::Scores> scores;                          // classify, screen
     std::promise<std::vector<Classifier::Explanation>> explanations;  // explain
     const CellDetector* detector = nullptr;  // a detection job (model is null): maps
+    std::promise<std::vector<float>> maps;   // the detector's output
     cv::Size size;                           // its prepared input's size
   };
   void enqueue(Job job);

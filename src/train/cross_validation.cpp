@@ -404,7 +404,7 @@ bool train_final_model(const TrainOptions& recorded, const json& summary) {
   fs::path folder = fs::path(recorded.out_dir).lexically_normal();
   if (folder.filename().empty()) folder = folder.parent_path();  // "runs/cv/"
   loaded.metadata["name"] = folder.filename().string();          // the recipe's name, not "final"
-  save_model_file(dir + "/model.pt", loaded.model, loaded.metadata);
+  save_model_file(dir + "/model.pt", loaded.members, loaded.metadata);
   spdlog::info("final model with its cross-validated figures: {}/model.pt", dir);
   return true;
 }
