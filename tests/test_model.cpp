@@ -166,3 +166,64 @@ TEST(ModelFile, FoldingBatchNormKeepsPredictions) {
   const auto x = torch::rand({6, 3, 32, 32});
   EXPECT_TRUE(torch::allclose(model->forward(x), folded->forward(x), 1e-4, 1e-5));
 }
+
+namespace {
+// A cellnet with its BatchNorm statistics moved off their defaults, saved to `path`.
+CellClassifier saved_cellnet(const std::string& path, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto model = build_model("cellnet", 32);
+  model->train();
+  model->forward(torch::rand({8, 3, 32, 32}));
+  model->eval();
+  save_model_file(path, model, test_metadata("cellnet", 32));
+  return model;
+}
+}  // namespace
+
+TEST(ModelFile, EnsembleAveragesItsMembersLogits) {
+  TempDir dir;
+  auto a = saved_cellnet(dir / "a.pt", 1), b = saved_cellnet(dir / "b.pt", 2);
+  nlohmann::json meta = test_metadata("cellnet", 32);
+  write_ensemble_file({dir / "a.pt", dir / "b.pt"}, dir / "ab.pt", meta);
+  const Classifier ensemble = Classifier::load(dir / "ab.pt");
+  EXPECT_EQ(ensemble.members(), 2u);
+  EXPECT_EQ(ensemble.metadata()["ensemble"]["members"], 2);
+  const auto x = torch::rand({3, 3, 32, 32});
+  const auto got = ensemble.logits(x.data_ptr<float>(), 3);
+  torch::NoGradGuard no_grad;
+  const auto expected = ((a->forward(x) + b->forward(x)) / 2).reshape({-1});
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(got[i], expected[i].item<float>(), 1e-4);
+  // Grad-CAM works over the members; a copy keeps both members.
+  EXPECT_EQ(ensemble.explain(x.data_ptr<float>(), 3).size(), 3u);
+  write_model_copy(dir / "ab.pt", dir / "copy.pt", {{"name", "copy"}});
+  EXPECT_EQ(Classifier::load(dir / "copy.pt").members(), 2u);
+  // Another architecture cannot join.
+  auto seed_net = build_model("seed", 32);
+  save_model_file(dir / "s.pt", seed_net, test_metadata("seed", 32));
+  EXPECT_THROW(write_ensemble_file({dir / "a.pt", dir / "s.pt"}, dir / "bad.pt", meta),
+               std::invalid_argument);
+}
+
+TEST(ModelFile, EnsembleWithAWrongMemberCountIsRefused) {
+  TempDir dir;
+  auto a = saved_cellnet(dir / "a.pt", 1);
+  // Written by hand: metadata that promises more members than the archive holds, or absurdly many.
+  auto write = [&](const std::string& path, nlohmann::json members) {
+    nlohmann::json meta = test_metadata("cellnet", 32);
+    meta["ensemble"] = {{"members", members}};
+    torch::serialize::OutputArchive archive, member;
+    archive.write("malaria_metadata", c10::IValue(meta.dump()));
+    a->save(member);
+    archive.write("member1", member);
+    archive.write("member2", member);
+    archive.save_to(path);
+  };
+  write(dir / "three.pt", 3);
+  write(dir / "many.pt", 1000);
+  write(dir / "text.pt", "two");
+  write(dir / "two.pt", 2);
+  EXPECT_THROW(Classifier::load(dir / "three.pt"), ModelFileError);  // member 3 is missing
+  EXPECT_THROW(Classifier::load(dir / "many.pt"), ModelFileError);
+  EXPECT_THROW(Classifier::load(dir / "text.pt"), ModelFileError);
+  EXPECT_EQ(Classifier::load(dir / "two.pt").members(), 2u);
+}

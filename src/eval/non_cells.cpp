@@ -146,20 +146,26 @@ void damaged_cells(const NonCellSources& src, std::vector<NonCell>& out, std::mt
   std::vector<Sample> cells = src.cells;
   std::shuffle(cells.begin(), cells.end(), rng);
   cells.resize(std::min(cells.size(), src.damaged_per_kind));
+  // Where a cell is cut and how hard it is blurred vary, so that no single cut is what is measured.
+  std::uniform_real_distribution<double> cut(0.4, 0.6), blur(0.12, 0.25);
+  std::uniform_int_distribution<int> side(0, 3);
   for (const auto& s : cells) {
     const cv::Mat cell = read_image(s.path);
     const std::string name = fs::path(s.path).filename().string();
     add(out, "damaged-cell", "blank-" + name, cv::Mat::zeros(cell.size(), CV_8UC3));
     cv::Mat half = cell.clone();
-    half(cv::Rect(half.cols / 2, 0, half.cols - half.cols / 2, half.rows)).setTo(0);
+    const int w = half.cols, h = half.rows, at_x = static_cast<int>(cut(rng) * w),
+              at_y = static_cast<int>(cut(rng) * h);
+    const cv::Rect halves[] = {{at_x, 0, w - at_x, h}, {0, 0, at_x, h}, {0, at_y, w, h - at_y},
+                               {0, 0, w, at_y}};
+    half(halves[side(rng)]).setTo(0);
     add(out, "damaged-cell", "half-" + name, half);
     cv::Mat quarter = cell.clone();
-    quarter(cv::Rect(0, 0, quarter.cols, quarter.rows / 2)).setTo(0);
-    quarter(cv::Rect(0, 0, quarter.cols / 2, quarter.rows)).setTo(0);
+    quarter(cv::Rect(0, 0, w, at_y)).setTo(0);
+    quarter(cv::Rect(0, 0, at_x, h)).setTo(0);
     add(out, "damaged-cell", "quarter-" + name, quarter);
     cv::Mat blurred;
-    const double sigma = 0.15 * std::max(cell.cols, cell.rows);  // ~10 px at 64 px
-    cv::GaussianBlur(cell, blurred, {0, 0}, sigma);
+    cv::GaussianBlur(cell, blurred, {0, 0}, blur(rng) * std::max(w, h));  // 8-16 px at 64 px
     add(out, "damaged-cell", "blurred-" + name, blurred);
   }
 }
