@@ -131,6 +131,7 @@ struct RejectionTestOptions {
   std::string cells = default_data_dir();
   std::string out;
   int damaged = 100;
+  uint64_t seed = 7;
 };
 
 // The share of non-cells Rejected, per kind, and a contact sheet of those that were not.
@@ -141,6 +142,7 @@ int run_rejection_test(const RejectionTestOptions& o, const GlobalOptions& globa
   sources.fields_dir = o.fields;
   sources.photo_dirs = o.photos;
   sources.damaged_per_kind = static_cast<size_t>(o.damaged);
+  sources.seed = o.seed;
   if (!o.cells.empty())
     sources.cells = std::filesystem::path(o.cells).extension() == ".csv"
                         ? read_split_csv(o.cells).test
@@ -203,6 +205,8 @@ Command add_rejection_test(CLI::App& app, const GlobalOptions& global) {
                   "real cells to damage: a dataset folder, or a split.csv's test part")
       ->capture_default_str();
   add_number(sub, "--damaged", o->damaged, 0, 100000, "cells damaged per kind of damage");
+  sub->add_option("--seed", o->seed, "seed of the set (cells, cuts, blur, crops)")
+      ->capture_default_str();
   sub->add_option("--out", o->out, "folder for non_cells.json and a sheet of those accepted");
   return {sub, [o, &global] { return run_rejection_test(*o, global); }};
 }

@@ -41,6 +41,18 @@ void print_model_info(const json& meta) {
                 name == info.operating_points.begin()->first ? "points" : "", name.c_str(),
                 p.threshold, p.inconclusive_low, p.inconclusive_high,
                 name == info.operating_point ? " (default)" : "");
+  if (meta.contains("ensemble"))
+    std::printf("ensemble     %s members, logits averaged\n",
+                meta["ensemble"].value("members", json()).dump().c_str());
+  if (meta.contains("typicality") && meta["typicality"].is_object()) {
+    const json& t = meta["typicality"];
+    std::printf("rejects      images whose features lie beyond %.3f (quantile %s of %s training "
+                "cells' distances)\n",
+                t.value("threshold", 0.0), t.value("quantile", json()).dump().c_str(),
+                t.value("fitted_on_cells", json()).dump().c_str());
+  } else {
+    std::printf("rejects      by the image checks only (no typicality model)\n");
+  }
   std::printf("created      %s by malaria %s\n", meta.value("created", "").c_str(),
               meta.contains("program") ? meta["program"].value("version", "").c_str() : "");
   if (meta.contains("data") && meta["data"].is_object()) {

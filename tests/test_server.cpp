@@ -432,6 +432,45 @@ TEST_F(ServerTest, NoiseAndTextAreNeverGivenAParasitemia) {
   EXPECT_EQ(body["slide"]["fields_failed"].size(), 2u);
 }
 
+// Images that are not one stained red cell get "Rejected" with a reason and no label or
+// probability; a whole field points to screening; the real cell beside them is still classified.
+TEST_F(ServerTest, NonCellsAreRejectedWithAReasonAndNoLabel) {
+  cv::Mat noise(96, 96, CV_8UC3), purple(64, 64, CV_8UC3, cv::Scalar(150, 60, 120));
+  cv::randu(noise, 0, 256);
+  std::vector<uint8_t> a, b;
+  cv::imencode(".png", noise, a);
+  cv::imencode(".png", purple, b);
+  const auto real = real_images(1);
+  auto c = server_->client();
+  auto r = c.Post("/api/v1/predict", form({{"noise.png", std::string(a.begin(), a.end())},
+                                           {"purple.png", std::string(b.begin(), b.end())},
+                                           {"field.jpg", field_photo("PA171690.JPG")},
+                                           {"cell.png", read_bytes(real[0])}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const auto body = json::parse(r->body);
+  for (int i : {0, 1, 2}) {
+    const auto& x = body["results"][i];
+    EXPECT_EQ(x["decision"], "Rejected") << x;
+    EXPECT_TRUE(x["label"].is_null());
+    EXPECT_TRUE(x["probability_parasitized"].is_null());
+    EXPECT_FALSE(x["reason"].get<std::string>().empty());
+  }
+  EXPECT_FALSE(body["results"][0]["screen_instead"].get<bool>());
+  EXPECT_TRUE(body["results"][2]["screen_instead"].get<bool>());
+  EXPECT_NE(body["results"][2]["reason"].get<std::string>().find("screen"), std::string::npos);
+  EXPECT_NE(body["results"][3]["decision"], "Rejected");
+  EXPECT_EQ(body["summary"]["rejected"], 3);
+  EXPECT_EQ(body["summary"]["cells"], 1);
+  // The same with explanations asked for: no heat map for what is not a cell.
+  auto e = c.Post("/api/v1/predict?explain=1",
+                  form({{"noise.png", std::string(a.begin(), a.end())}}));
+  ASSERT_TRUE(e);
+  ASSERT_EQ(e->status, 200) << e->body;
+  EXPECT_EQ(json::parse(e->body)["results"][0]["decision"], "Rejected");
+  EXPECT_FALSE(json::parse(e->body)["results"][0].contains("explanation"));
+}
+
 // The exposition text is checked by the Prometheus project's own parser after every kind of
 // route has been used (issue 21, defect 4: a family without TYPE after the first screening).
 TEST_F(ServerTest, MetricsParseWithTheReferenceParserAfterEveryRoute) {
@@ -628,8 +667,8 @@ TEST(WorkQueue, EachKindHasItsOwnBudget) {
   const int s = model.image_size();
   std::vector<float> pixels(3ull * s * s, 0.5f);
   const auto p = queue.predict(*classify, model, pixels, 1).get();
-  ASSERT_EQ(p.size(), 1u);
-  EXPECT_FLOAT_EQ(p[0], model.predict(pixels.data(), 1)[0]);
+  ASSERT_EQ(p.probability.size(), 1u);
+  EXPECT_FLOAT_EQ(p.probability[0], model.predict(pixels.data(), 1)[0]);
   const auto e = queue.explain(*explain, model, pixels, 1).get();
   ASSERT_EQ(e.size(), 1u);
   classify.reset();

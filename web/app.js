@@ -74,7 +74,8 @@ function openCellView(r, src) {
   const image = document.getElementById("cell-view-image");
   image.src = heat ? "data:image/png;base64," + r.explanation.overlay_png : src;
   image.alt = heat ? `${r.filename} with its heat map` : r.filename;
-  document.getElementById("cell-view-caption").textContent =
+  document.getElementById("cell-view-caption").textContent = r.decision === "Rejected" ?
+    `Rejected: ${r.reason}` :
     `${r.decision}: P(Parasitized) ${(100 * r.probability_parasitized).toFixed(2)}%` +
     (heat ? ". Red marks where the model sees the strongest evidence of a parasite." : "");
   cellView.showModal();
@@ -103,6 +104,13 @@ function renderResults(files, response) {
       rows.append(element("tr", {}, [element("td", {}, [thumb]), element("td", { className: "file", textContent: r.filename }), labelCell, decisionCell]));
       return;
     }
+    if (r.decision === "Rejected") {  // no label and no probability: the model refused the image
+      const why = r.screen_instead ? `${r.reason}.` : `Not classified: ${r.reason}.`;
+      labelCell = element("td", { className: "rejected", textContent: why, colSpan: 2 });
+      decisionCell = element("td", {}, [element("span", { className: "badge Rejected", textContent: "Rejected" })]);
+      rows.append(element("tr", { className: "result" }, [element("td", {}, [thumb]), element("td", { className: "file", textContent: r.filename }), labelCell, decisionCell]));
+      return;
+    }
     const bar = element("span", { className: "bar", title: "probability of Parasitized" }, [element("span")]);
     bar.firstChild.style.width = (100 * r.probability_parasitized).toFixed(1) + "%";
     labelCell = element("td", { textContent: r.label });
@@ -116,6 +124,7 @@ function renderResults(files, response) {
     element("span", {}, [element("b", { textContent: s.parasitized }), " parasitized"]),
     element("span", {}, [element("b", { textContent: s.parasitized_percent.toFixed(1) + "%" }), " parasitized (parasitemia estimate)"]),
     element("span", {}, [element("b", { textContent: s.inconclusive }), " inconclusive"]),
+    element("span", {}, [element("b", { textContent: s.rejected }), " rejected (not a cell)"]),
     element("span", {}, [element("b", { textContent: s.errors }), " errors"]));
   results.hidden = false;
 }
@@ -148,7 +157,7 @@ function csvField(value) {
 }
 
 document.getElementById("download-csv").addEventListener("click", () => {
-  const header = ["filename", "label", "probability_parasitized", "confidence", "decision", "error"];
+  const header = ["filename", "label", "probability_parasitized", "confidence", "decision", "reason", "error"];
   const lines = [header.join(",")].concat(lastResults.map((r) => header.map((k) => csvField(r[k])).join(",")));
   const url = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
   const a = element("a", { href: url, download: "malaria-results.csv" });

@@ -19,7 +19,8 @@ nlohmann::json CellImageSignals::to_json() const {
           {"red_over_green", red_over_green},
           {"texture", texture},
           {"spread", spread},
-          {"rim_width", rim_width}};
+          {"rim_width", rim_width},
+          {"straight_cut", straight_cut}};
 }
 
 namespace {
@@ -42,6 +43,7 @@ constexpr double kMinRedOverGreen = -30;  // NIH: at least -20
 constexpr double kMinSpread = 1.0;        // NIH: at least 1.4; a flat colour: 0
 constexpr double kMaxTexture = 0.6;       // NIH: at most 0.35
 constexpr double kMaxRimWidth = 1.6;  // NIH: at most 1.31; a cell blurred by 10 px: 2.3+
+constexpr double kMaxStraightCut = 0.85;  // NIH: at most 0.81; a cut cell: 1.2
 constexpr int kSide = 64;  // signals are measured at the model's input scale
 
 cv::Mat largest_component(const cv::Mat& mask, double& share_of_mask) {
@@ -106,6 +108,19 @@ void measure_object(const cv::Mat& small, const cv::Mat& brightest, const cv::Ma
   std::vector<cv::Point> hull;
   cv::convexHull(c, hull);
   const double area = cv::countNonZero(object), hull_area = cv::contourArea(hull);
+  // A straight stretch of rim away from the image border is a cut, not a cell's edge (the crop's
+  // border may truncate a cell; that side lies on the border and is not counted).
+  std::vector<cv::Point> poly;
+  cv::approxPolyDP(c, poly, 1.0, true);
+  auto on_border = [](const cv::Point& p) {
+    return p.x <= 1 || p.y <= 1 || p.x >= kSide - 2 || p.y >= kSide - 2;
+  };
+  double longest = 0;
+  for (size_t i = 0; i < poly.size(); ++i) {
+    const cv::Point &a = poly[i], &b = poly[(i + 1) % poly.size()];
+    if (!(on_border(a) && on_border(b))) longest = std::max(longest, cv::norm(a - b));
+  }
+  s.straight_cut = area > 0 ? longest / std::sqrt(4 * area / M_PI) : 0.0;
   s.object_fill = hull_area > 0 ? std::min(1.0, area / hull_area) : 0.0;
   const cv::RotatedRect box = cv::minAreaRect(c);
   const double lo = std::min(box.size.width, box.size.height);
@@ -198,6 +213,8 @@ CellCheck check_cell_image(const cv::Mat& bgr) {
   if (s.object_fill < kMinFill || s.object_aspect > kMaxAspect)
     return refuse(check, "the object's shape is not that of a whole red cell (cut, torn or "
                          "not a cell)");
+  if (s.straight_cut > kMaxStraightCut)
+    return refuse(check, "the cell has a straight cut edge: part of it is missing");
   if (s.centre_offset > kMaxCentreOffset)
     return refuse(check, "the cell is not in the middle of the image (cut off or misplaced)");
   if (s.spread < kMinSpread)

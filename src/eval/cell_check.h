@@ -23,6 +23,7 @@ struct CellImageSignals {
   double texture = 0;         // mean |Laplacian| of the object's green channel over its spread
   double spread = 0;          // standard deviation of the green level inside the rim (0-255)
   double rim_width = 0;       // pixels fading from the surround into the cell, per rim pixel
+  double straight_cut = 0;    // longest straight rim stretch off the border / object diameter
   nlohmann::json to_json() const;
 };
 

@@ -702,6 +702,10 @@ class App {
   json model_json() const {
     json j = model_.metadata();
     j["id"] = model_id_;
+    if (j.contains("typicality")) {  // the rule, not its matrices (a few hundred KB)
+      j["typicality"].erase("means");
+      j["typicality"].erase("precision");
+    }
     if (field_model_) j["field_model"] = field_model_json();
     // The decision rule as the server applies it (older files store only a threshold and band).
     const json rule = model_.info().to_metadata();
