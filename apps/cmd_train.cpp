@@ -188,7 +188,7 @@ void write_label_suspects(const OutOfFold& oof, const CvReportOptions& o) {
     paths += sample.path + '\n';
     if (static_cast<int>(sheet.size()) < o.sheet)
       sheet.push_back({sample.path, std::string("label ") + kClassNames[sample.label],
-                       std::string("P(Par.)=") + p + " " + printable(sample.patient, 10),
+                       std::string("P(Parasitized) ") + p,
                        sample.label == kUninfected});
   }
   write_text_atomic(o.out + "/label_suspects.csv", csv);
@@ -197,11 +197,11 @@ void write_label_suspects(const OutOfFold& oof, const CvReportOptions& o) {
   std::snprintf(title, sizeof title,
                 "%zu cells whose out-of-fold P contradicts the label by >= %.2f (first %zu)",
                 suspects.size(), o.suspect_confidence, sheet.size());
-  draw_contact_sheet(sheet, 10, title, o.out + "/label_suspects.png");
+  draw_contact_sheet(sheet, 10, title, o.out + "/label_suspects_sheet.png");
   long labelled_uninfected = 0;
   for (const auto& s : suspects) labelled_uninfected += s.cell.sample.label == kUninfected;
   std::printf("\n%zu suspected label errors (%ld labelled Uninfected, %ld Parasitized): %s/"
-              "label_suspects.{csv,txt,png}\n",
+              "label_suspects.{csv,txt}, label_suspects_sheet.png\n",
               suspects.size(), labelled_uninfected,
               static_cast<long>(suspects.size()) - labelled_uninfected, o.out.c_str());
 }
