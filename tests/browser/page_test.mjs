@@ -1,7 +1,7 @@
 // Browser test: Playwright drives Debian's Chromium against the real server.
 // Usage: node page_test.mjs BASE_URL WEB_DIR IMAGE... (last image may be a non-image file)
 import { createRequire } from "node:module";
-import { readFileSync, mkdirSync } from "node:fs";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import assert from "node:assert/strict";
 
@@ -46,6 +46,10 @@ await check("upload page shows the same results as the API", async () => {
   await page.locator("#model-info dd").nth(1).waitFor();
   assert.match(await page.locator("#model-info").innerText(), /cellnet|seed/);
 
+  // Beside the real cells, an image that is no cell at all (8x8 of solid purple): Rejected.
+  const notACell = `${screenshotDir}/not-a-cell.png`;
+  writeFileSync(notACell, Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAK0lEQVQIHW3BAQEAAADBMHoJ9iTyKmAzqR6T6jGpHpPqMakek+oxqR6T6hl3IApZPIs5TgAAAABJRU5ErkJggg==", "base64"));
+  images.push(notACell);
   await page.setInputFiles("#file-input", images);
   await page.click("#submit");
   await page.locator("#result-rows tr").nth(images.length - 1).waitFor();
@@ -56,22 +60,28 @@ await check("upload page shows the same results as the API", async () => {
     assert.ok(rows[i].includes(r.filename), `row ${i} names ${r.filename}`);
     if (r.error) {
       assert.ok(rows[i].includes("Error"), `row ${i} shows the error`);
+    } else if (r.decision === "Rejected") {
+      assert.ok(rows[i].includes("Rejected") && rows[i].includes(r.reason), `row ${i} shows why it was rejected: ${rows[i]}`);
+      assert.ok(!rows[i].includes("%"), `row ${i} shows no probability: ${rows[i]}`);
     } else {
       assert.ok(rows[i].includes(r.decision), `row ${i} shows decision ${r.decision}: ${rows[i]}`);
       assert.ok(rows[i].includes((100 * r.probability_parasitized).toFixed(2) + "%"), `row ${i} probability: ${rows[i]}`);
     }
   });
-  const good = expected.filter((r) => !r.error);
+  const decoded = expected.filter((r) => !r.error);
+  const good = decoded.filter((r) => r.decision !== "Rejected");
+  assert.equal(expected[expected.length - 1].decision, "Rejected", "the solid square is rejected");
   const parasitized = good.filter((r) => r.label === "Parasitized").length;
   const summary = await page.locator("#summary").innerText();
   assert.match(summary, new RegExp(`${good.length}\\s+cells`));
   assert.match(summary, new RegExp(`${parasitized}\\s+parasitized`));
-  assert.equal(await page.locator("#result-rows img").count(), good.length, "a thumbnail per decoded image");
+  assert.match(summary, /1\s+rejected/);
+  assert.equal(await page.locator("#result-rows img").count(), decoded.length, "a thumbnail per decoded image");
   await page.screenshot({ path: `${screenshotDir}/upload-results.png`, fullPage: true });
 
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download-csv")]);
   const csv = readFileSync(await download.path(), "utf8").trim().split("\n");
-  assert.equal(csv[0], "filename,label,probability_parasitized,confidence,decision,error");
+  assert.equal(csv[0], "filename,label,probability_parasitized,confidence,decision,reason,error");
   assert.equal(csv.length, images.length + 1);
 
   // "Show where": the page asks again with ?explain=1 and lays a heat map over each thumbnail.
