@@ -12,6 +12,7 @@
 #include "eval/evaluate.h"
 #include "model/classifier.h"
 #include "test_helpers.h"
+#include "train/cross_validation.h"
 #include "train/trainer.h"
 #include "util/files.h"
 
@@ -180,6 +181,8 @@ TEST(Training, AnInterruptedAndResumedRunEqualsAnUninterruptedOne) {
   o.cache = true;
   o.threads = 1;      // one thread: reductions in a fixed order
   o.image_size = 32;  // small and fast; cellnet has dropout, whose generator must survive
+  o.ema_decay = 0.9;  // the average is checkpointed too (validation is measured on it)
+  o.mixup_alpha = 0.4;  // mixup draws from the same generator
   o.out_dir = dir / "straight";
   run_training(o);
 
@@ -210,4 +213,51 @@ TEST(Training, AnInterruptedAndResumedRunEqualsAnUninterruptedOne) {
   for (size_t e = 0; e < a.size(); ++e)
     for (const char* key : {"train_loss", "val_loss", "val_accuracy"})
       EXPECT_DOUBLE_EQ(a[e][key].get<double>(), b[e][key].get<double>()) << key << " epoch " << e;
+}
+
+// The fixed-schedule recipe: folds without validation patients train to the end of their
+// schedule; figures and the final model's calibration come from out-of-fold predictions.
+TEST(Training, FixedScheduleCrossValidationCalibratesOnOutOfFoldPredictions) {
+  TempDir dir;
+  testing_support::link_subset(dir / "data", 90);
+  TrainOptions o;
+  o.data_dir = dir / "data";
+  o.out_dir = dir / "cv";
+  o.epochs = 2;
+  o.batch_size = 16;
+  o.image_size = 32;
+  o.quiet = true;
+  o.cache = true;
+  o.fractions = {1.0, 0.0, 0.0};  // --val-share 0
+  o.ema_decay = 0.9;
+  o.label_smoothing = 0.1;
+  o.mixup_alpha = 0.2;
+  const auto outcome = run_cross_validation(o, 3, /*final_model=*/true);
+  ASSERT_FALSE(outcome.interrupted);
+  for (int k = 1; k <= 3; ++k) {
+    const std::string fold = dir / ("cv/fold-" + std::to_string(k));
+    const std::string header = read_text(fold + "/test_predictions.csv").substr(0, 80);
+    EXPECT_NE(header.find(",logit"), std::string::npos) << header;
+    EXPECT_TRUE(std::filesystem::exists(fold + "/test_predictions_raw.csv"));  // without EMA
+    const auto split = read_split_csv(fold + "/split.csv");
+    EXPECT_TRUE(split.val.empty());
+    EXPECT_FALSE(split.test.empty());
+  }
+  const auto& fitted = outcome.summary.at("cross_fitted");
+  EXPECT_EQ(fitted.at("folds"), 3);
+  EXPECT_TRUE(fitted["metrics"].contains("balanced_sensitivity"));
+  // The final model: every patient trains, the rule comes from the folds' predictions.
+  const Classifier final_model = Classifier::load(dir / "cv/final/model.pt");
+  const auto& meta = final_model.metadata();
+  EXPECT_NE(meta["calibration"]["fitted_on"].get<std::string>().find("out-of-fold"),
+            std::string::npos);
+  EXPECT_TRUE(meta["operating_points"].contains("balanced"));
+  EXPECT_TRUE(meta["operating_points"].contains("screening"));
+  EXPECT_TRUE(meta["cross_validation"].contains("cross_fitted"));
+  EXPECT_EQ(meta["training"]["ema_decay"], 0.9);
+  EXPECT_EQ(meta["training"]["label_smoothing"], 0.1);
+  EXPECT_EQ(meta["training"]["early_stopping"], "none: the fixed schedule runs to its end");
+  const auto final_split = read_split_csv(dir / "cv/final/split.csv");
+  EXPECT_TRUE(final_split.val.empty() && final_split.test.empty());
+  EXPECT_EQ(final_split.train.size(), 180u);
 }

@@ -272,7 +272,17 @@ RunState EpochLoop::load_checkpoint(const std::string& cp) {
     load_module(cp + "/best.pt", *best);
     best_weights_ = snapshot_state(*best);
   }
-  if (!average_.empty()) torch::load(average_, cp + "/average.pt");
+  if (!average_.empty()) {
+    const size_t expected = average_.size();
+    average_.clear();  // torch::load appends to a vector: it would keep the initial weights first
+    torch::load(average_, cp + "/average.pt");
+    if (average_.size() != expected)
+      throw std::runtime_error(cp + "/average.pt holds " + std::to_string(average_.size()) +
+                               " tensors, not the model's " + std::to_string(expected));
+    // The same memory order as the weights it follows, so each update rounds as it did before.
+    for (auto& t : average_)
+      if (t.dim() == 4) t = t.contiguous(at::MemoryFormat::ChannelsLast);
+  }
   // Last: building the model above draws from the generator too.
   if (std::filesystem::exists(cp + "/rng.pt")) {
     torch::Tensor rng;
