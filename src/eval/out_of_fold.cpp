@@ -72,8 +72,6 @@ OutOfFold average_runs(const std::vector<OutOfFold>& runs) {
   return out;
 }
 
-namespace {
-
 json mean_sd(const std::vector<double>& v) {
   double mean = 0, sd = 0;
   for (double x : v) mean += x;
@@ -82,6 +80,26 @@ json mean_sd(const std::vector<double>& v) {
   sd = v.size() > 1 ? std::sqrt(sd / (v.size() - 1)) : 0.0;
   return {{"mean", mean}, {"sd", sd}, {"per_fold", v}};
 }
+
+std::string format_weakest_patients(const json& patients, size_t n) {
+  std::ostringstream out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-26s %5s %6s %9s %12s %10s\n", "patient", "fold", "cells",
+                "accuracy", "parasitemia", "predicted");
+  out << line;
+  for (size_t i = 0; i < std::min(n, patients.size()); ++i) {
+    const auto& p = patients[i];
+    std::snprintf(line, sizeof line, "%-26s %5d %6ld %9.4f %11.1f%% %9.1f%%\n",
+                  printable(p.value("patient", ""), 26).c_str(), p.value("fold", 0),
+                  p.value("cells", 0L), p.value("accuracy", 0.0),
+                  100 * p.value("true_parasitemia", 0.0),
+                  100 * p.value("predicted_parasitemia", 0.0));
+    out << line;
+  }
+  return out.str();
+}
+
+namespace {
 
 std::vector<float> logits_of(const std::vector<OutOfFoldCell>& cells) {
   std::vector<float> v;
@@ -206,18 +224,7 @@ std::string format_cross_fitted(const json& s) {
                 pooled.value("cells", 0L), pooled.value("accuracy", 0.0),
                 pooled.value("roc_auc", 0.0), c.value("tn", 0L), c.value("fp", 0L),
                 c.value("fn", 0L), c.value("tp", 0L), s.value("temperature_choice", "").c_str());
-  out << line << "\nLeast accurate patients\n";
-  const auto& patients = s.at("patients");
-  for (size_t i = 0; i < std::min<size_t>(10, patients.size()); ++i) {
-    const auto& p = patients[i];
-    std::snprintf(line, sizeof line, "  %-26s fold %d  %4ld cells  accuracy %.3f  parasitemia "
-                  "%.1f%% -> %.1f%%\n",
-                  printable(p.value("patient", ""), 26).c_str(), p.value("fold", 0),
-                  p.value("cells", 0L), p.value("accuracy", 0.0),
-                  100 * p.value("true_parasitemia", 0.0),
-                  100 * p.value("predicted_parasitemia", 0.0));
-    out << line;
-  }
+  out << line << "\nLeast accurate patients\n" << format_weakest_patients(s.at("patients"));
   return out.str();
 }
 

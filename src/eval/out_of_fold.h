@@ -25,6 +25,12 @@ using OutOfFold = std::vector<std::vector<OutOfFoldCell>>;
 // predictions have no logit column.
 OutOfFold read_out_of_fold(const std::string& cv_dir, bool raw_weights = false);
 
+// {"mean", "sd" (sample), "per_fold"} of the values.
+nlohmann::json mean_sd(const std::vector<double>& values);
+// The first `n` rows of a per-patient table (patient, fold, cells, accuracy, true and predicted
+// parasitemia; least accurate first), aligned, with a header line.
+std::string format_weakest_patients(const nlohmann::json& patients, size_t n = 10);
+
 // Several runs on the same folds as one ensemble: logits averaged per cell. Throws when the runs'
 // folds hold other cells (another --fold-seed).
 OutOfFold average_runs(const std::vector<OutOfFold>& runs);

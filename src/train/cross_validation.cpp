@@ -39,15 +39,6 @@ json comparable(const TrainOptions& o) {
   return j;
 }
 
-json mean_sd(const std::vector<double>& v) {
-  double mean = 0, sd = 0;
-  for (double x : v) mean += x;
-  mean /= std::max<size_t>(1, v.size());
-  for (double x : v) sd += (x - mean) * (x - mean);
-  sd = v.size() > 1 ? std::sqrt(sd / (v.size() - 1)) : 0.0;  // sample standard deviation
-  return {{"mean", mean}, {"sd", sd}, {"per_fold", v}};
-}
-
 // A number at a JSON path such as {"calibration", "ece"}; NaN when absent.
 double at_path(const json& j, const std::vector<const char*>& path) {
   const json* node = &j;
@@ -233,18 +224,7 @@ std::string format_cv_summary(const json& s) {
   out << line;
   const auto& patients = s.value("patients", json::array());
   out << "\nLeast accurate patients (of " << patients.size() << ")\n";
-  std::snprintf(line, sizeof line, "%-26s %5s %6s %9s %12s %10s\n", "patient", "fold", "cells",
-                "accuracy", "parasitemia", "predicted");
-  out << line;
-  for (size_t i = 0; i < std::min<size_t>(10, patients.size()); ++i) {
-    const auto& p = patients[i];
-    std::snprintf(line, sizeof line, "%-26s %5d %6ld %9.4f %11.1f%% %9.1f%%\n",
-                  printable(p.value("patient", ""), 26).c_str(), p.value("fold", 0),
-                  p.value("cells", 0L), p.value("accuracy", 0.0),
-                  100 * p.value("true_parasitemia", 0.0),
-                  100 * p.value("predicted_parasitemia", 0.0));
-    out << line;
-  }
+  out << format_weakest_patients(patients);
   return out.str();
 }
 
