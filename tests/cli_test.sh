@@ -69,6 +69,14 @@ cp "$data/Parasitized/$(ls "$data/Parasitized" | head -1)" "$work/we\"ird, name.
 grep -q '"we""ird, name.png",Parasitized\|"we""ird, name.png",Uninfected' "$work/pred3.csv" || \
   grep -q 'we""ird, name.png",' "$work/pred3.csv" || fail "CSV quoting: $(cat "$work/pred3.csv")"
 
+# An image that is no cell (8x8 of flat purple) is Rejected with its reason, never labelled.
+echo 'iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAK0lEQVQIHW3BAQEAAADBMHoJ9iTyKmAzqR6T6jGpHpPqMakek+oxqR6T6hl3IApZPIs5TgAAAABJRU5ErkJggg==' \
+  | base64 -d >"$work/flat.png"
+"$bin" predict --model "$work/run/model.pt" --csv "$work/flat.png" >"$work/pred4.csv"
+grep -q '^[^,]*flat.png,,,Rejected,,too small' "$work/pred4.csv" || fail "flat image not Rejected: $(cat "$work/pred4.csv")"
+"$bin" predict --model "$work/run/model.pt" --json "$work/flat.png" >"$work/pred4.json"
+grep -q '"label": null' "$work/pred4.json" || fail "a Rejected image has a label: $(cat "$work/pred4.json")"
+
 # Operating points: the model file holds both, and predict can use either.
 "$bin" info "$work/run/model.pt" >"$work/info.txt"
 grep -q "balanced threshold" "$work/info.txt" || fail "no balanced operating point: $(cat "$work/info.txt")"
