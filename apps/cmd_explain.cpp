@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "data/dataset.h"
 #include "data/image.h"
+#include "eval/cell_check.h"
 #include "eval/decision.h"
 #include "explain/explanation.h"
 #include "model/classifier.h"
@@ -63,7 +64,15 @@ int explain_images(const Classifier& model, const ExplainOptions& o) {
     const auto explanations = model.explain(images);
     for (size_t k = 0; k < images.size(); ++k) {
       const auto& e = explanations[k];
-      const CellDecision d = decide(e.probability, model.operating_point());
+      const CellDecision d =
+          decide_cell(check_cell_image(images[k]), e.probability, e.atypicality,
+                      model.operating_point());
+      if (d.rejected()) {  // no heat map and no probability for what is not a cell
+        records.push_back({{"file", paths[k]}, {"decision", d.decision}, {"reason", d.reason}});
+        if (!o.json) std::printf("%-12s %6s  %s (%s)\n", d.decision.c_str(), "-",
+                                 paths[k].c_str(), d.reason.c_str());
+        continue;
+      }
       if (!o.out_dir.empty()) {
         const std::string png = overlay_path(o.out_dir, paths[k]);
         write_text_atomic(png, encode_png(heatmap_overlay(images[k], e.heatmap)));

@@ -76,6 +76,9 @@ echo 'iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAK0lEQVQIHW3BAQEAAADBMHoJ9i
 grep -q '^[^,]*flat.png,,,Rejected,,too small' "$work/pred4.csv" || fail "flat image not Rejected: $(cat "$work/pred4.csv")"
 "$bin" predict --model "$work/run/model.pt" --json "$work/flat.png" >"$work/pred4.json"
 grep -q '"label": null' "$work/pred4.json" || fail "a Rejected image has a label: $(cat "$work/pred4.json")"
+"$bin" explain --model "$work/run/model.pt" --json "$work/flat.png" >"$work/explain-flat.json"
+grep -q '"decision":"Rejected"' "$work/explain-flat.json" || fail "explain labelled a non-cell: $(cat "$work/explain-flat.json")"
+if grep -q '"heatmap"' "$work/explain-flat.json"; then fail "explain drew a heat map of a non-cell"; fi
 
 # Operating points: the model file holds both, and predict can use either.
 "$bin" info "$work/run/model.pt" >"$work/info.txt"
