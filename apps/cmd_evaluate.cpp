@@ -8,11 +8,11 @@
 
 #include "commands.h"
 #include "data/dataset.h"
+#include "data/image.h"
 #include "eval/decision.h"
 #include "eval/evaluate.h"
 #include "eval/non_cells.h"
 #include "explain/explanation.h"
-#include "data/image.h"
 #include "model/classifier.h"
 #include "report/figures.h"
 #include "report/report.h"
@@ -163,8 +163,8 @@ int run_rejection_test(const RejectionTestOptions& o, const GlobalOptions& globa
       auto& [rejected, all] = per_kind[nc.kind];
       ++all;
       rejected += d.rejected();
-      rows.push_back({{"kind", nc.kind}, {"name", nc.name}, {"decision", d.decision},
-                      {"reason", d.reason}});
+      rows.push_back(
+          {{"kind", nc.kind}, {"name", nc.name}, {"decision", d.decision}, {"reason", d.reason}});
       if (!d.rejected() && !o.out.empty()) {
         const std::string path = o.out + "/accepted/" + std::to_string(accepted.size()) + ".png";
         std::filesystem::create_directories(o.out + "/accepted");
@@ -181,7 +181,8 @@ int run_rejection_test(const RejectionTestOptions& o, const GlobalOptions& globa
     rejected += counts.first;
     all += counts.second;
   }
-  std::printf("%-14s %8ld %8ld %8.2f%%\n", "all", all, rejected, 100.0 * rejected / std::max(1L, all));
+  std::printf("%-14s %8ld %8ld %8.2f%%\n", "all", all, rejected,
+              100.0 * rejected / std::max(1L, all));
   if (!o.out.empty()) {
     write_text_atomic(o.out + "/non_cells.json", rows.dump(1));
     draw_contact_sheet(accepted, 10, std::to_string(accepted.size()) + " non-cells not Rejected",

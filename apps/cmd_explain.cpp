@@ -64,13 +64,13 @@ int explain_images(const Classifier& model, const ExplainOptions& o) {
     const auto explanations = model.explain(images);
     for (size_t k = 0; k < images.size(); ++k) {
       const auto& e = explanations[k];
-      const CellDecision d =
-          decide_cell(check_cell_image(images[k]), e.probability, e.atypicality,
-                      model.operating_point());
+      const CellDecision d = decide_cell(check_cell_image(images[k]), e.probability, e.atypicality,
+                                         model.operating_point());
       if (d.rejected()) {  // no heat map and no probability for what is not a cell
         records.push_back({{"file", paths[k]}, {"decision", d.decision}, {"reason", d.reason}});
-        if (!o.json) std::printf("%-12s %6s  %s (%s)\n", d.decision.c_str(), "-",
-                                 paths[k].c_str(), d.reason.c_str());
+        if (!o.json)
+          std::printf("%-12s %6s  %s (%s)\n", d.decision.c_str(), "-", paths[k].c_str(),
+                      d.reason.c_str());
         continue;
       }
       if (!o.out_dir.empty()) {

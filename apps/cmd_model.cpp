@@ -7,16 +7,16 @@
 
 #include "commands.h"
 #include "data/image.h"
+#include "data/loader.h"
 #include "detect/detector.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
 #include "model/model_info.h"
 #include "model/typicality.h"
-#include "data/loader.h"
-#include "train/cross_validation.h"
-#include "util/files.h"
 #include "report/figures.h"
 #include "report/report.h"
+#include "train/cross_validation.h"
+#include "util/files.h"
 
 namespace malaria::cli {
 
@@ -46,10 +46,11 @@ void print_model_info(const json& meta) {
                 meta["ensemble"].value("members", json()).dump().c_str());
   if (meta.contains("typicality") && meta["typicality"].is_object()) {
     const json& t = meta["typicality"];
-    std::printf("rejects      images whose features lie beyond %.3f (quantile %s of %s training "
-                "cells' distances)\n",
-                t.value("threshold", 0.0), t.value("quantile", json()).dump().c_str(),
-                t.value("fitted_on_cells", json()).dump().c_str());
+    std::printf(
+        "rejects      images whose features lie beyond %.3f (quantile %s of %s training "
+        "cells' distances)\n",
+        t.value("threshold", 0.0), t.value("quantile", json()).dump().c_str(),
+        t.value("fitted_on_cells", json()).dump().c_str());
   } else {
     std::printf("rejects      by the image checks only (no typicality model)\n");
   }
@@ -194,12 +195,11 @@ void report_held_out_rejection(const std::string& fitted, const std::vector<Samp
   while (auto batch = loader.next())
     for (float a : model.score(batch->pixels.data(), batch->size()).atypicality)
       distances.push_back(a * threshold);
-  std::printf("held-out cells (%zu) beyond each training quantile's distance:\n",
-              distances.size());
+  std::printf("held-out cells (%zu) beyond each training quantile's distance:\n", distances.size());
   for (const auto& [q, value] : t.at("training_distance_quantiles").items()) {
     const double v = value;
-    const long beyond = std::count_if(distances.begin(), distances.end(),
-                                      [&](double d) { return d > v; });
+    const long beyond =
+        std::count_if(distances.begin(), distances.end(), [&](double d) { return d > v; });
     std::printf("  quantile %-7s distance %8.3f  rejects %5ld (%.3f%%)\n", q.c_str(), v, beyond,
                 100.0 * beyond / std::max<size_t>(1, distances.size()));
   }
@@ -271,9 +271,10 @@ int run_ensemble(const EnsembleOptions& o) {
 
 Command add_ensemble(CLI::App& app) {
   auto o = std::make_shared<EnsembleOptions>();
-  auto* sub = app.add_subcommand(
-      "ensemble", "Join model files into one ensemble (logits averaged), calibrated on the "
-                  "out-of-fold predictions of the cross-validations of the same recipes");
+  auto* sub =
+      app.add_subcommand("ensemble",
+                         "Join model files into one ensemble (logits averaged), calibrated on the "
+                         "out-of-fold predictions of the cross-validations of the same recipes");
   sub->add_option("models", o->models, "model files of one architecture")
       ->required()
       ->check(CLI::ExistingFile);

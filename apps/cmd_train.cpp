@@ -3,13 +3,13 @@
 
 #include "commands.h"
 #include "eval/out_of_fold.h"
-#include "report/figures.h"
-#include "util/files.h"
-#include "util/text.h"
 #include "model/architecture.h"
 #include "model/classifier.h"
+#include "report/figures.h"
 #include "train/cross_validation.h"
 #include "train/trainer.h"
+#include "util/files.h"
+#include "util/text.h"
 
 namespace malaria::cli {
 
@@ -188,8 +188,7 @@ void write_label_suspects(const OutOfFold& oof, const CvReportOptions& o) {
     paths += sample.path + '\n';
     if (static_cast<int>(sheet.size()) < o.sheet)
       sheet.push_back({sample.path, std::string("label ") + kClassNames[sample.label],
-                       std::string("P(Parasitized) ") + p,
-                       sample.label == kUninfected});
+                       std::string("P(Parasitized) ") + p, sample.label == kUninfected});
   }
   write_text_atomic(o.out + "/label_suspects.csv", csv);
   write_text_atomic(o.out + "/label_suspects.txt", paths);
@@ -200,10 +199,11 @@ void write_label_suspects(const OutOfFold& oof, const CvReportOptions& o) {
   draw_contact_sheet(sheet, 10, title, o.out + "/label_suspects_sheet.png");
   long labelled_uninfected = 0;
   for (const auto& s : suspects) labelled_uninfected += s.cell.sample.label == kUninfected;
-  std::printf("\n%zu suspected label errors (%ld labelled Uninfected, %ld Parasitized): %s/"
-              "label_suspects.{csv,txt}, label_suspects_sheet.png\n",
-              suspects.size(), labelled_uninfected,
-              static_cast<long>(suspects.size()) - labelled_uninfected, o.out.c_str());
+  std::printf(
+      "\n%zu suspected label errors (%ld labelled Uninfected, %ld Parasitized): %s/"
+      "label_suspects.{csv,txt}, label_suspects_sheet.png\n",
+      suspects.size(), labelled_uninfected,
+      static_cast<long>(suspects.size()) - labelled_uninfected, o.out.c_str());
 }
 
 int run_cv_report(const CvReportOptions& o) {
@@ -231,8 +231,9 @@ Command add_cv_report(CLI::App& app) {
   sub->add_option("runs", o->runs, "cv run folders (several: their logits averaged per cell)")
       ->required()
       ->check(CLI::ExistingDirectory);
-  sub->add_option("--out", o->out, "folder for oof_summary.* and label_suspects.* (default: the "
-                                   "first run)");
+  sub->add_option("--out", o->out,
+                  "folder for oof_summary.* and label_suspects.* (default: the "
+                  "first run)");
   sub->add_flag("--raw", o->raw, "the last weights of runs with --ema, without the average");
   add_number(sub, "--suspect-confidence", o->suspect_confidence, 0.5, 1,
              "list cells whose out-of-fold P contradicts their label by at least this");

@@ -463,8 +463,8 @@ TEST_F(ServerTest, NonCellsAreRejectedWithAReasonAndNoLabel) {
   EXPECT_EQ(body["summary"]["rejected"], 3);
   EXPECT_EQ(body["summary"]["cells"], 1);
   // The same with explanations asked for: no heat map for what is not a cell.
-  auto e = c.Post("/api/v1/predict?explain=1",
-                  form({{"noise.png", std::string(a.begin(), a.end())}}));
+  auto e =
+      c.Post("/api/v1/predict?explain=1", form({{"noise.png", std::string(a.begin(), a.end())}}));
   ASSERT_TRUE(e);
   ASSERT_EQ(e->status, 200) << e->body;
   EXPECT_EQ(json::parse(e->body)["results"][0]["decision"], "Rejected");

@@ -179,9 +179,9 @@ TEST(Training, AnInterruptedAndResumedRunEqualsAnUninterruptedOne) {
   o.batch_size = 8;
   o.quiet = true;
   o.cache = true;
-  o.threads = 1;      // one thread: reductions in a fixed order
-  o.image_size = 32;  // small and fast; cellnet has dropout, whose generator must survive
-  o.ema_decay = 0.9;  // the average is checkpointed too (validation is measured on it)
+  o.threads = 1;        // one thread: reductions in a fixed order
+  o.image_size = 32;    // small and fast; cellnet has dropout, whose generator must survive
+  o.ema_decay = 0.9;    // the average is checkpointed too (validation is measured on it)
   o.mixup_alpha = 0.4;  // mixup draws from the same generator
   o.out_dir = dir / "straight";
   run_training(o);

@@ -34,17 +34,17 @@ constexpr int kSurroundLevel = 25;
 constexpr double kBlank = 0.985;           // surround share: nothing there
 constexpr double kSurroundPresent = 0.04;  // NIH crops: at least 0.12
 constexpr double kMaxSurround = 0.70;      // NIH: at most 0.67; half a small cell: 0.72+
-constexpr double kMinObjectShare = 0.80;  // NIH: 0.05% below 0.955
-constexpr double kMinFill = 0.62;        // NIH: 0.05% below 0.72
-constexpr double kMaxAspect = 2.6;       // NIH: at most 2.23
-constexpr double kMaxCentreOffset = 0.17; // NIH: 4 of 22,080 above; a cell cut in half: 0.2+
-constexpr double kMinSaturation = 0.008;  // NIH: at least 0.013 (some are grey)
-constexpr double kMinRedOverGreen = -30;  // NIH: at least -20
-constexpr double kMinSpread = 1.0;        // NIH: at least 1.4; a flat colour: 0
-constexpr double kMaxTexture = 0.6;       // NIH: at most 0.35
-constexpr double kMaxRimWidth = 1.6;  // NIH: at most 1.31; a cell blurred by 10 px: 2.3+
-constexpr double kMaxStraightCut = 0.85;  // NIH: at most 0.81; a cut cell: 1.2
-constexpr int kSide = 64;  // signals are measured at the model's input scale
+constexpr double kMinObjectShare = 0.80;   // NIH: 0.05% below 0.955
+constexpr double kMinFill = 0.62;          // NIH: 0.05% below 0.72
+constexpr double kMaxAspect = 2.6;         // NIH: at most 2.23
+constexpr double kMaxCentreOffset = 0.17;  // NIH: 4 of 22,080 above; a cell cut in half: 0.2+
+constexpr double kMinSaturation = 0.008;   // NIH: at least 0.013 (some are grey)
+constexpr double kMinRedOverGreen = -30;   // NIH: at least -20
+constexpr double kMinSpread = 1.0;         // NIH: at least 1.4; a flat colour: 0
+constexpr double kMaxTexture = 0.6;        // NIH: at most 0.35
+constexpr double kMaxRimWidth = 1.6;       // NIH: at most 1.31; a cell blurred by 10 px: 2.3+
+constexpr double kMaxStraightCut = 0.85;   // NIH: at most 0.81; a cut cell: 1.2
+constexpr int kSide = 64;                  // signals are measured at the model's input scale
 
 cv::Mat largest_component(const cv::Mat& mask, double& share_of_mask) {
   cv::Mat labels, stats, centroids;
@@ -199,8 +199,9 @@ CellCheck check_cell_image(const cv::Mat& bgr) {
   // The model has only seen cells cut out onto black (as the NIH crops and screen's own crops
   // are): a cell on its smear background, or anything else without that surround, is not one.
   if (!nih_style)
-    return refuse(check, "not a cell cut out on a black background, as the model knows cells "
-                         "(for a photo of a smear, screen it instead)");
+    return refuse(check,
+                  "not a cell cut out on a black background, as the model knows cells "
+                  "(for a photo of a smear, screen it instead)");
   cv::Mat foreground = ~surround;
   cv::morphologyEx(foreground, foreground, cv::MORPH_OPEN,
                    cv::getStructuringElement(cv::MORPH_ELLIPSE, {3, 3}));
@@ -211,14 +212,14 @@ CellCheck check_cell_image(const cv::Mat& bgr) {
   if (s.object_share < kMinObjectShare)
     return refuse(check, "several separate objects: not a single red cell");
   if (s.object_fill < kMinFill || s.object_aspect > kMaxAspect)
-    return refuse(check, "the object's shape is not that of a whole red cell (cut, torn or "
-                         "not a cell)");
+    return refuse(check,
+                  "the object's shape is not that of a whole red cell (cut, torn or "
+                  "not a cell)");
   if (s.straight_cut > kMaxStraightCut)
     return refuse(check, "the cell has a straight cut edge: part of it is missing");
   if (s.centre_offset > kMaxCentreOffset)
     return refuse(check, "the cell is not in the middle of the image (cut off or misplaced)");
-  if (s.spread < kMinSpread)
-    return refuse(check, "a uniform colour with no cell structure");
+  if (s.spread < kMinSpread) return refuse(check, "a uniform colour with no cell structure");
   if (s.saturation < kMinSaturation || s.red_over_green < kMinRedOverGreen)
     return refuse(check, "colours unlike a Giemsa-stained red cell");
   if (s.texture > kMaxTexture) return refuse(check, "grainy like noise, not a cell");

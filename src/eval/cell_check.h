@@ -29,8 +29,8 @@ struct CellImageSignals {
 
 struct CellCheck {
   bool ok = true;
-  std::string reason;         // why not, in words a user can act on
-  bool whole_field = false;   // it looks like a smear field: screen it instead
+  std::string reason;        // why not, in words a user can act on
+  bool whole_field = false;  // it looks like a smear field: screen it instead
   CellImageSignals signals;
 };
 

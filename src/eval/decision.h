@@ -26,7 +26,7 @@ CellDecision decide(double probability_parasitized, const OperatingPoint& point)
 // The decision on one cell image: the cheap check's refusal first (made before the model ran),
 // then the model's own (atypicality above 1: features unlike any training cell's), else decide().
 struct CellCheck;
-CellDecision decide_cell(const CellCheck& check, double probability_parasitized,
-                         float atypicality, const OperatingPoint& point);
+CellDecision decide_cell(const CellCheck& check, double probability_parasitized, float atypicality,
+                         const OperatingPoint& point);
 
 }  // namespace malaria

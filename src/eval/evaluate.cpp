@@ -304,8 +304,8 @@ std::string format_predictions(const std::vector<FilePrediction>& results,
     for (const auto& r : results) {
       std::snprintf(line, sizeof line, "%.6f", r.probability);
       const bool scored = r.error.empty() && r.decision != kRejected;
-      out << csv_field(r.path) << ',' << r.label << ',' << (scored ? line : "") << ','
-          << r.decision << ',' << csv_field(r.error) << ',' << csv_field(r.reason) << '\n';
+      out << csv_field(r.path) << ',' << r.label << ',' << (scored ? line : "") << ',' << r.decision
+          << ',' << csv_field(r.error) << ',' << csv_field(r.reason) << '\n';
     }
     return out.str();
   }

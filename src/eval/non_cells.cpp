@@ -48,8 +48,8 @@ void synthetic(std::vector<NonCell>& out, std::mt19937_64& rng) {
     cv::Mat gradient(side, side, CV_8UC3), radial(side, side, CV_8UC3);
     for (int y = 0; y < side; ++y)
       for (int x = 0; x < side; ++x) {
-        const int v = 255 * x / side, r = static_cast<int>(
-                                          255 * std::hypot(x - side / 2.0, y - side / 2.0) / side);
+        const int v = 255 * x / side,
+                  r = static_cast<int>(255 * std::hypot(x - side / 2.0, y - side / 2.0) / side);
         gradient.at<cv::Vec3b>(y, x) = {static_cast<uchar>(v), static_cast<uchar>(255 - v), 128};
         radial.at<cv::Vec3b>(y, x) = {static_cast<uchar>(std::min(255, 120 + r)),
                                       static_cast<uchar>(std::min(255, 80 + r)),
@@ -69,8 +69,8 @@ void synthetic(std::vector<NonCell>& out, std::mt19937_64& rng) {
     cv::Mat checker(side, side, CV_8UC3);
     for (int y = 0; y < side; ++y)
       for (int x = 0; x < side; ++x)
-        checker.at<cv::Vec3b>(y, x) = ((x / 8 + y / 8) % 2) ? cv::Vec3b(160, 90, 140)
-                                                            : cv::Vec3b(0, 0, 0);
+        checker.at<cv::Vec3b>(y, x) =
+            ((x / 8 + y / 8) % 2) ? cv::Vec3b(160, 90, 140) : cv::Vec3b(0, 0, 0);
     add(out, "synthetic", "checkerboard-" + std::to_string(side), checker);
     cv::Mat shapes(side, side, CV_8UC3, cv::Scalar(0, 0, 0));
     std::uniform_int_distribution<int> pos(0, side - 1);
@@ -93,22 +93,22 @@ void fields_and_crops(const NonCellSources& src, std::vector<NonCell>& out, std:
     add(out, "field", fields[i].name, read_image(fields[i].path, kFieldImageLimits));
   size_t made = 0;
   std::uniform_int_distribution<size_t> pick(0, fields.empty() ? 0 : fields.size() - 1);
-  for (size_t attempt = 0; made < src.field_crops && attempt < src.field_crops * 200 &&
-                           !fields.empty();
-       ++attempt) {
+  for (size_t attempt = 0;
+       made < src.field_crops && attempt < src.field_crops * 200 && !fields.empty(); ++attempt) {
     const auto& f = fields[pick(rng)];
     const cv::Mat image = read_image(f.path, kFieldImageLimits);
     const int side = std::uniform_int_distribution<int>(40, 140)(rng);
     if (image.cols <= side || image.rows <= side) continue;
     const cv::Rect window(std::uniform_int_distribution<int>(0, image.cols - side - 1)(rng),
-                          std::uniform_int_distribution<int>(0, image.rows - side - 1)(rng),
-                          side, side);
+                          std::uniform_int_distribution<int>(0, image.rows - side - 1)(rng), side,
+                          side);
     const bool touches_cell = std::any_of(f.cells.begin(), f.cells.end(), [&](const auto& c) {
       return (window & c.box).area() > 0.02 * c.box.area();
     });
     if (touches_cell) continue;
-    add(out, "field-crop", f.name + "@" + std::to_string(window.x) + "," +
-                               std::to_string(window.y) + "+" + std::to_string(side),
+    add(out, "field-crop",
+        f.name + "@" + std::to_string(window.x) + "," + std::to_string(window.y) + "+" +
+            std::to_string(side),
         image(window).clone());
     ++made;
   }
@@ -156,8 +156,8 @@ void damaged_cells(const NonCellSources& src, std::vector<NonCell>& out, std::mt
     cv::Mat half = cell.clone();
     const int w = half.cols, h = half.rows, at_x = static_cast<int>(cut(rng) * w),
               at_y = static_cast<int>(cut(rng) * h);
-    const cv::Rect halves[] = {{at_x, 0, w - at_x, h}, {0, 0, at_x, h}, {0, at_y, w, h - at_y},
-                               {0, 0, w, at_y}};
+    const cv::Rect halves[] = {
+        {at_x, 0, w - at_x, h}, {0, 0, at_x, h}, {0, at_y, w, h - at_y}, {0, 0, w, at_y}};
     half(halves[side(rng)]).setTo(0);
     add(out, "damaged-cell", "half-" + name, half);
     cv::Mat quarter = cell.clone();
@@ -184,8 +184,8 @@ std::vector<NonCell> make_non_cells(const NonCellSources& sources) {
 
 std::vector<std::string> default_photo_dirs() {
   std::vector<std::string> dirs;
-  for (const char* d : {"/usr/lib/python3/dist-packages/skimage/data",
-                        "/usr/share/doc/opencv-doc/examples/data"})
+  for (const char* d :
+       {"/usr/lib/python3/dist-packages/skimage/data", "/usr/share/doc/opencv-doc/examples/data"})
     if (fs::is_directory(d)) dirs.push_back(d);
   return dirs;
 }

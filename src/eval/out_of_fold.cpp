@@ -181,20 +181,19 @@ json cross_fitted_summary(const OutOfFold& oof) {
   for (const auto& fold : oof)
     for (const auto& c : fold) all_logits.push_back(c.logit), all_labels.push_back(c.sample.label);
   const double n = static_cast<double>(pooled.total());
-  return {
-      {"folds", oof.size()},
-      {"method",
-       "cross-fitted: each fold's temperature and operating points fitted on the other folds' "
-       "out-of-fold predictions"},
-      {"metrics", metrics},
-      {"temperature_choice", with < without ? "temperature scaling" : "none"},
-      {"pooled",
-       {{"cells", pooled.total()},
-        {"accuracy", n > 0 ? (pooled.tp + pooled.tn) / n : 0.0},
-        {"roc_auc", roc_auc(apply_temperature(all_logits, 1.0), all_labels)},
-        {"confusion_matrix",
-         {{"tp", pooled.tp}, {"fn", pooled.fn}, {"fp", pooled.fp}, {"tn", pooled.tn}}}}},
-      {"patients", patients}};
+  return {{"folds", oof.size()},
+          {"method",
+           "cross-fitted: each fold's temperature and operating points fitted on the other folds' "
+           "out-of-fold predictions"},
+          {"metrics", metrics},
+          {"temperature_choice", with < without ? "temperature scaling" : "none"},
+          {"pooled",
+           {{"cells", pooled.total()},
+            {"accuracy", n > 0 ? (pooled.tp + pooled.tn) / n : 0.0},
+            {"roc_auc", roc_auc(apply_temperature(all_logits, 1.0), all_labels)},
+            {"confusion_matrix",
+             {{"tp", pooled.tp}, {"fn", pooled.fn}, {"fp", pooled.fp}, {"tn", pooled.tn}}}}},
+          {"patients", patients}};
 }
 
 std::string format_cross_fitted(const json& s) {

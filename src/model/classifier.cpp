@@ -36,7 +36,8 @@ int last_conv_channels(CellClassifier& net) {
 
 // Only networks that pool globally before their head (cellnet) have features to fit on.
 bool pools_globally(CellClassifier& net) {
-  return !net->head->is_empty() && net->head->children().front()->as<torch::nn::AdaptiveAvgPool2d>();
+  return !net->head->is_empty() &&
+         net->head->children().front()->as<torch::nn::AdaptiveAvgPool2d>();
 }
 
 torch::Tensor json_matrix(const nlohmann::json& j, int64_t rows, int64_t cols,
@@ -76,8 +77,8 @@ std::optional<TypicalityModel> read_typicality(const nlohmann::json& metadata, i
                          std::to_string(j.value("features", 0)) + " features, not the network's " +
                          std::to_string(feature_size));
   t.means = json_matrix(j.value("means", nlohmann::json()), 2, feature_size, "means");
-  t.precision = json_matrix(j.value("precision", nlohmann::json()), feature_size, feature_size,
-                            "precision");
+  t.precision =
+      json_matrix(j.value("precision", nlohmann::json()), feature_size, feature_size, "precision");
   return t;
 }
 
@@ -141,8 +142,8 @@ struct ForwardPass {
   torch::Tensor pooled;  // members' pooled features side by side (undefined unless asked)
 };
 
-ForwardPass run_members(std::vector<CellClassifier>& members, const torch::Tensor& x,
-                        bool flip_tta, bool with_features) {
+ForwardPass run_members(std::vector<CellClassifier>& members, const torch::Tensor& x, bool flip_tta,
+                        bool with_features) {
   ForwardPass out;
   std::vector<torch::Tensor> pooled;
   for (auto& net : members) {
@@ -168,7 +169,7 @@ std::vector<float> to_vector(const torch::Tensor& t) {
 
 // Smallest Mahalanobis distance to a class mean, over the threshold.
 torch::Tensor atypicality_of(const torch::Tensor& pooled, const TypicalityModel& t) {
-  const auto diff = pooled.unsqueeze(1) - t.means.unsqueeze(0);                // n x 2 x D
+  const auto diff = pooled.unsqueeze(1) - t.means.unsqueeze(0);                   // n x 2 x D
   const auto d2 = (torch::matmul(diff, t.precision) * diff).sum(2).clamp_min(0);  // n x 2
   return std::get<0>(d2.min(1)).sqrt() / t.threshold;
 }

@@ -62,8 +62,7 @@ CellClassifier seed_network(int image_size) {
 // the head has one weight per channel and the parameter count does not grow with the image size.
 CellClassifier cellnet(int base_width) {
   nn::Sequential f;
-  const std::vector<int64_t> widths = {base_width, 2 * base_width, 4 * base_width,
-                                       8 * base_width};
+  const std::vector<int64_t> widths = {base_width, 2 * base_width, 4 * base_width, 8 * base_width};
   int64_t in = 3;
   int conv = 0;
   auto conv_bn_relu = [&](int64_t out) {
@@ -180,8 +179,7 @@ void save_model_file(const std::string& path, std::vector<CellClassifier>& membe
     metadata.erase("ensemble");
     return save_model_file(path, members[0], metadata);
   }
-  metadata["ensemble"] = {{"members", members.size()},
-                          {"combine", "mean of the members' logits"}};
+  metadata["ensemble"] = {{"members", members.size()}, {"combine", "mean of the members' logits"}};
   write_file_atomic(path, [&](const std::string& tmp) {
     torch::serialize::OutputArchive archive;
     archive.write("malaria_metadata", c10::IValue(metadata.dump()));
@@ -199,8 +197,7 @@ static size_t member_count(const nlohmann::json& metadata, const std::string& pa
   const auto ensemble = metadata.find("ensemble");
   if (ensemble == metadata.end()) return 1;
   const auto members = ensemble->is_object() ? ensemble->find("members") : ensemble->end();
-  if (members == ensemble->end() || !members->is_number_unsigned() || *members < 1 ||
-      *members > 32)
+  if (members == ensemble->end() || !members->is_number_unsigned() || *members < 1 || *members > 32)
     throw ModelFileError(path + ": the ensemble's member count is missing or out of range");
   return members->get<size_t>();
 }

@@ -346,12 +346,12 @@ void calibrate_from_out_of_fold(const std::vector<std::string>& cv_dirs, json& m
   info.operating_point = c.default_point;
   metadata.update(info.to_metadata());
   json summary = c.summary;
-  summary["fitted_on"] = "out-of-fold predictions of every patient (" +
-                         std::to_string(logits.size()) + " cells)";
-  summary["choice"] = "lower cross-validated ECE: " + cross_fitted.at("temperature_choice").get<std::string>();
-  summary["cross_validated_ece"] = {
-      {"with_temperature", cross_fitted["metrics"]["ece"]},
-      {"without", cross_fitted["metrics"]["ece_uncalibrated"]}};
+  summary["fitted_on"] =
+      "out-of-fold predictions of every patient (" + std::to_string(logits.size()) + " cells)";
+  summary["choice"] =
+      "lower cross-validated ECE: " + cross_fitted.at("temperature_choice").get<std::string>();
+  summary["cross_validated_ece"] = {{"with_temperature", cross_fitted["metrics"]["ece"]},
+                                    {"without", cross_fitted["metrics"]["ece_uncalibrated"]}};
   metadata["calibration"] = summary;
   json figures = cross_fitted;
   figures.erase("patients");

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <set>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "field/field_cells.h"
@@ -178,12 +178,11 @@ RunData prepare_run_data(const TrainOptions& opt, bool resuming) {
                  cells.samples.size(), cells.summary.per_class[kParasitized],
                  fields.value("fields", 0), fields.value("groups", 0));
   }
-  data.split = opt.cv_folds > 0
-                   ? cross_validation_split(
-                         ds.samples, opt.cv_folds, opt.cv_fold,
-                         opt.fractions.val / (opt.fractions.train + opt.fractions.val),
-                         opt.fold_seed)
-                   : split_dataset(ds.samples, opt.split, opt.fractions, opt.seed);
+  data.split = opt.cv_folds > 0 ? cross_validation_split(
+                                      ds.samples, opt.cv_folds, opt.cv_fold,
+                                      opt.fractions.val / (opt.fractions.train + opt.fractions.val),
+                                      opt.fold_seed)
+                                : split_dataset(ds.samples, opt.split, opt.fractions, opt.seed);
   if (!opt.exclude_list.empty()) leave_out_of_training(data.split, opt.exclude_list);
   data.summary = {{"root", ds.root},
                   {"dataset", ds.summary.to_json()},
