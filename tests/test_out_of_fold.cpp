@@ -52,6 +52,12 @@ TEST(OutOfFold, EnsembleAveragesLogitsAndRefusesOtherFolds) {
   auto shuffled = b;
   std::swap(shuffled[0][0].sample.path, shuffled[1][0].sample.path);
   EXPECT_THROW(average_runs({a, shuffled}), std::runtime_error);
+  // One cell missing from one run (Rejected there) is left out of the ensemble, not an error.
+  auto a_big = synthetic(3, 400, 1.0, 1), b_big = synthetic(3, 400, 1.0, 2);
+  b_big[2].erase(b_big[2].begin() + 5);
+  const auto joined = average_runs({a_big, b_big});
+  EXPECT_EQ(joined[2].size(), 399u);
+  EXPECT_EQ(joined[0].size(), 400u);
 }
 
 TEST(OutOfFold, ContradictedLabelsMostConfidentFirst) {

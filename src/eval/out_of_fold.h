@@ -31,8 +31,9 @@ nlohmann::json mean_sd(const std::vector<double>& values);
 // parasitemia; least accurate first), aligned, with a header line.
 std::string format_weakest_patients(const nlohmann::json& patients, size_t n = 10);
 
-// Several runs on the same folds as one ensemble: logits averaged per cell. Throws when the runs'
-// folds hold other cells (another --fold-seed).
+// Several runs on the same folds as one ensemble: logits averaged per cell, over the cells every
+// run scored (one may have Rejected a cell). Throws when a fold's cells differ by more than 1%
+// (another --fold-seed).
 OutOfFold average_runs(const std::vector<OutOfFold>& runs);
 
 // Per fold, a temperature (or none) and the operating points fitted on the other folds' cells,
