@@ -396,6 +396,27 @@ Losses train_step(DetectorNet& net, torch::optim::AdamW& optimizer, const Window
 
 }  // namespace
 
+namespace {
+// What the detector file records about its run (the threshold is provisional until chosen).
+nlohmann::json detector_metadata(const DetectorTrainOptions& o, const FieldParts& parts,
+                                 const TrainingData& data, int steps, double seconds, bool bf16) {
+  return {{"format", kDetectorFormat},
+          {"format_version", kModelFormatVersion},
+          {"name", fs::path(o.out_dir).filename().string()},
+          {"width", o.width},
+          {"input_scale", o.input_scale},
+          {"score_threshold", 0.3},
+          {"classes", kDetectorClassNames},
+          {"stride", kDetectorStride},
+          {"training", options_json(o)},
+          {"class_weights", data.class_weights},
+          {"steps_run", steps},
+          {"train_seconds", seconds},
+          {"bf16", bf16},
+          {"data", data_json(parts, data)}};
+}
+}  // namespace
+
 nlohmann::json train_detector(const DetectorTrainOptions& o) {
   if (o.threads > 0) torch::set_num_threads(o.threads);
   torch::manual_seed(o.seed);
@@ -455,20 +476,7 @@ nlohmann::json train_detector(const DetectorTrainOptions& o) {
 
   // The model file first with a provisional threshold, so the detector can be run as shipped.
   net->eval();
-  nlohmann::json meta = {{"format", kDetectorFormat},
-                         {"format_version", kModelFormatVersion},
-                         {"name", out.filename().string()},
-                         {"width", o.width},
-                         {"input_scale", o.input_scale},
-                         {"score_threshold", 0.3},
-                         {"classes", kDetectorClassNames},
-                         {"stride", kDetectorStride},
-                         {"training", options_json(o)},
-                         {"class_weights", data.class_weights},
-                         {"steps_run", step},
-                         {"train_seconds", seconds},
-                         {"bf16", bf16},
-                         {"data", data_json(parts, data)}};
+  nlohmann::json meta = detector_metadata(o, parts, data, step, seconds, bf16);
   const fs::path model_path = out / "detector.pt";
   save_detector_file(model_path.string(), net, meta);
   const float threshold =

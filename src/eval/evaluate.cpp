@@ -210,12 +210,7 @@ std::vector<AssessedCell> assess_cells(const Classifier& model, const std::vecto
     checks.push_back(check_cell_image(bgr[i]));
     if (checks.back().ok) slot[i] = static_cast<long>(passed.size()), passed.push_back(bgr[i]);
   }
-  const int side = model.image_size();
-  const size_t plane = 3ull * side * side;
-  std::vector<float> pixels(passed.size() * plane);
-  for (size_t k = 0; k < passed.size(); ++k)
-    to_chw_float(resize_rgb(passed[k], side), pixels.data() + k * plane);
-  const Classifier::Scores scores = model.score(pixels.data(), passed.size());
+  const Classifier::Scores scores = model.score_images(passed);
   for (size_t i = 0; i < bgr.size(); ++i) {
     const long k = slot[i];
     const float atypicality = k >= 0 && !scores.atypicality.empty() ? scores.atypicality[k] : 0.0f;

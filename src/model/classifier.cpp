@@ -225,6 +225,10 @@ std::vector<float> preprocess(const std::vector<cv::Mat>& bgr, int side) {
 }
 }  // namespace
 
+Classifier::Scores Classifier::score_images(const std::vector<cv::Mat>& bgr) const {
+  return score(preprocess(bgr, impl_->info.image_size).data(), bgr.size());
+}
+
 std::vector<float> Classifier::predict_images(const std::vector<cv::Mat>& bgr) const {
   return predict(preprocess(bgr, impl_->info.image_size).data(), bgr.size());
 }

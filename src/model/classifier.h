@@ -44,6 +44,8 @@ class Classifier {
   };
   // Both from one forward pass.
   Scores score(const float* chw, size_t n) const;
+  // The same for decoded 8-bit BGR images of any size, preprocessed exactly as in training.
+  Scores score_images(const std::vector<cv::Mat>& bgr) const;
   bool has_typicality() const;
   // The features the typicality model is fitted on: each member's globally pooled last
   // convolution stage, side by side (n x feature_size floats).
