@@ -12,6 +12,7 @@ packages=(
   gnuplot-nox python3 python3-prometheus-client
   nodejs chromium wrk graphviz fonts-dejavu-core
   libcurl4-openssl-dev libarchive-dev libssl-dev
+  libsqlite3-dev libpqxx-dev libsodium-dev postgresql haproxy
 )
 
 missing=()
