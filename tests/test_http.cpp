@@ -41,6 +41,35 @@ TEST(Router, Answers404And405WithAllow) {
   EXPECT_EQ(router.route_label("/anything/else"), "other");
 }
 
+TEST(Router, PatternsHandTheirSegmentsByName) {
+  Router router;
+  std::string seen;
+  router.add("POST", "/api/v1/slides/{id}/sign",
+             [&](const HttpRequest&, HttpResponse&, const PathParams& p) { seen = p.at("id"); });
+  router.add("GET", "/api/v1/slides", [](const HttpRequest&, HttpResponse& res) { res.body = "L"; });
+  HttpRequest req;
+  HttpResponse res;
+  req.method = "POST";
+  req.path = "/api/v1/slides/s123/sign";
+  router.dispatch(req, res, render_error);
+  EXPECT_EQ(seen, "s123");
+  EXPECT_EQ(router.route_label(req.path), "/api/v1/slides/{id}/sign");
+  req.method = "GET";
+  router.dispatch(req, res, render_error);
+  EXPECT_EQ(res.status, 405);
+  EXPECT_EQ(res.header("Allow"), "POST");
+  for (const char* path : {"/api/v1/slides//sign", "/api/v1/slides/s1/sign/x", "/api/v1/slides/s1"}) {
+    req.path = path;
+    res = {};
+    router.dispatch(req, res, render_error);
+    EXPECT_EQ(res.status, 404) << path;
+  }
+  req.path = "/api/v1/slides";
+  res = {};
+  router.dispatch(req, res, render_error);
+  EXPECT_EQ(res.body, "L");  // exact paths still win
+}
+
 TEST(Render, HtmlForBrowsersJsonForApisAndPrograms) {
   HttpRequest req;
   req.path = "/predict/";

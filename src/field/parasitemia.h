@@ -61,5 +61,7 @@ nlohmann::json corrected_parasitemia(const ParasitemiaSummary& summary,
                                      const FieldErrorRates& rates, double rbc_per_ul,
                                      bool rbc_assumed);
 inline constexpr double kDefaultRbcPerMicrolitre = 5e6;
+// A slide's parasitemia over fewer cells than this is mostly counting noise: it is flagged.
+inline constexpr size_t kSlideMinimumCells = 1000;
 
 }  // namespace malaria

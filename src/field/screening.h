@@ -70,8 +70,6 @@ FieldSegmenter classic_segmenter(const SegmentationOptions& options = Segmentati
 // through its work queue; empty runs the network directly.
 using DetectorRunner = std::function<std::vector<float>(std::vector<float> input, cv::Size size)>;
 FieldSegmenter detector_segmenter(const CellDetector& detector, DetectorRunner runner = {});
-// A slide's parasitemia over fewer cells than this is mostly counting noise: it is flagged.
-inline constexpr size_t kSlideMinimumCells = 1000;
 // Crops per forward pass: a field's memory stays flat whatever its number of cells.
 inline constexpr size_t kScreenBatch = 64;
 

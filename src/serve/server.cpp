@@ -33,7 +33,9 @@
 #include "serve/prometheus.h"
 #include "serve/render.h"
 #include "serve/router.h"
+#include "serve/slide_api.h"
 #include "serve/work_queue.h"
+#include "store/slide_store.h"
 #include "util/files.h"
 #include "util/text.h"
 
@@ -213,6 +215,7 @@ class App {
             fnv1a_hex(read_regular_file(options.detector_path, kMaxModelFileBytes)).substr(0, 12);
       }
     }
+    if (!options.store_url.empty()) open_store();
     describe_metrics();
     warm_up();
     add_routes();
@@ -224,6 +227,85 @@ class App {
   const std::string& model_id() const { return model_id_; }
 
  private:
+  void open_store() {
+    store_ = std::make_unique<SlideStore>(opt_.store_url);
+    spdlog::info("records: {} (schema version {}, {} users)", store_->database().describe(),
+                 store_->schema_version(), store_->user_count());
+    SlideApiOptions options;
+    options.api_key = opt_.api_key;
+    options.max_files = opt_.http.max_parts;
+    options.model_facts = field_model_ ? field_model_json() : json::object();
+    if (field_model_) {
+      json validated = json::array();
+      if (field_error_rates_) {
+        char line[256];
+        std::snprintf(line, sizeof line,
+                      "infected cells found %.1f%%, uninfected cells called infected %.2f%% "
+                      "(held-out fields: %s)",
+                      100 * field_error_rates_->sensitivity(),
+                      100 * field_error_rates_->false_positive_rate(),
+                      field_error_rates_->measured_on.c_str());
+        validated.push_back(line);
+      }
+      options.model_facts["validated"] = validated;
+    }
+    slides_ = std::make_unique<SlideApi>(
+        *store_, options,
+        [this](const std::string& name, const std::string& bytes, const HttpRequest& req) {
+          return screen_for_records(name, bytes, req);
+        },
+        [this](const auto& req, auto& res, int status, const auto& msg) {
+          on_error(req, res, status, msg);
+        });
+  }
+
+  // One field screened for the records: the same steps as /api/v1/screen, one field.
+  ScreenedUpload screen_for_records(const std::string& name, const std::string& bytes,
+                                    const HttpRequest&) {
+    ScreenedUpload out;
+    if (!field_model_) {
+      out.status = 404;
+      out.error = "no field model loaded: start the server with --field-model FILE";
+      return out;
+    }
+    const Upload upload{name, &bytes};
+    std::optional<WorkQueue::Ticket> ticket =
+        queue_.admit(WorkKind::screen, field_megapixels(upload));
+    if (!ticket) throw WorkCancelled("server busy: too many fields are being screened");
+    try {
+      const DecodedUpload image = decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+      const ScreenedField field = screen_field(*field_model_, *default_field_point_,
+                                               queue_segmenter(*ticket), image.bgr, name,
+                                               queue_scorer(*ticket));
+      metrics_.count("malaria_fields_screened_total", "verdict=\"" + field.quality.verdict + "\"");
+      out.field.filename = name;
+      out.field.image_format = image.format;
+      out.field.image = bytes;
+      out.field.width = field.width;
+      out.field.height = field.height;
+      out.field.quality_verdict = field.quality.verdict;
+      out.field.result = field.to_json();
+      out.field.result.erase("cells");
+      out.field.model_id = field_model_id_ + (detector_ ? "+" + detector_id_ : "");
+      for (const ScreenedCell& c : field.cells) {
+        StoredCell cell;
+        cell.x = c.box.x;
+        cell.y = c.box.y;
+        cell.width = c.box.width;
+        cell.height = c.box.height;
+        cell.probability = c.probability;
+        cell.label = c.decision.label;
+        cell.decision = c.decision.decision;
+        if (c.stage >= 0) cell.stage = kStageNames[size_t(c.stage)];
+        out.field.cells.push_back(std::move(cell));
+      }
+    } catch (const UploadError& e) {
+      out.status = e.status;
+      out.error = e.message;
+    }
+    return out;
+  }
+
   // One forward pass before listening: the first request should not pay for lazy initialisation.
   void warm_up() {
     const int side = model_.image_size();
@@ -324,7 +406,19 @@ class App {
       add_default_headers(res);
       return true;
     }
-    if (opt_.api_key.empty() || !is_api_route(req.path)) return false;
+    if (!is_api_route(req.path)) return false;
+    if (slides_) {  // with records: the API key or a user's token (see SlideApi::user_of)
+      try {
+        if (slides_->user_of(req)) return false;
+      } catch (const SqlUnavailable&) {
+        on_error(req, res, 503, "the record database is unavailable, retry shortly");
+        return true;
+      }
+      res.set_header("WWW-Authenticate", "Bearer");
+      on_error(req, res, 401, "missing or wrong token (Authorization: Bearer TOKEN)");
+      return true;
+    }
+    if (opt_.api_key.empty()) return false;
     if (constant_time_equal(bearer_token(req.header("Authorization")), opt_.api_key)) return false;
     res.set_header("WWW-Authenticate", "Bearer");
     on_error(req, res, 401, "missing or wrong API key (Authorization: Bearer KEY)");
@@ -742,6 +836,7 @@ class App {
     router_.add("POST", "/predict", form_predict);
     router_.add("GET", "/api/v1/model",
                 [this](const auto&, auto& res) { send_json(res, 200, model_json()); });
+    if (slides_) slides_->add_routes(router_);
     router_.add("GET", "/health", [](const auto&, auto& res) {
       send_json(res, 200, {{"status", "ok"}});
     });
@@ -768,6 +863,8 @@ class App {
   std::string detector_id_;
   const OperatingPoint* default_field_point_ = nullptr;
   std::string field_model_id_;
+  std::unique_ptr<SlideStore> store_;
+  std::unique_ptr<SlideApi> slides_;
   Router router_;
   std::string model_id_;
   MetricsRegistry metrics_;

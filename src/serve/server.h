@@ -21,6 +21,9 @@ struct ServerOptions {
   std::string api_key;          // when set, /api/ routes need "Authorization: Bearer KEY"
   std::string cors_origin;      // when set, allowed cross-origin caller of the API
   std::string operating_point;  // empty: the model file's default
+  // Where slides, fields, reviews and users are kept (sqlite:PATH or postgresql://...); empty:
+  // nothing is kept and the /api/v1/slides routes answer 404.
+  std::string store_url;
 };
 
 // Loads the model, serves until SIGINT or SIGTERM, then answers every request it accepted

@@ -39,7 +39,7 @@ const std::vector<std::vector<std::string>> kMigrations = {
         "data {blob} NOT NULL)",
         "CREATE TABLE cells (id TEXT PRIMARY KEY, field_id TEXT NOT NULL REFERENCES fields (id), "
         "seq INTEGER NOT NULL, x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, "
-        "h INTEGER NOT NULL, probability {real} NOT NULL, decision TEXT NOT NULL, "
+        "h INTEGER NOT NULL, probability {real} NOT NULL, label TEXT NOT NULL, decision TEXT NOT NULL, "
         "stage TEXT NOT NULL, review_decision TEXT, review_stage TEXT, reviewed_by TEXT, "
         "reviewed_at TEXT)",
         "CREATE INDEX cells_field ON cells (field_id, seq)",
@@ -152,8 +152,9 @@ Slide slide_of(const SqlRow& r) {
 }
 
 const char* kCellColumns =
-    "cells.id, cells.x, cells.y, cells.w, cells.h, cells.probability, cells.decision, "
-    "cells.stage, cells.review_decision, cells.review_stage, cells.reviewed_by, cells.reviewed_at";
+    "cells.id, cells.x, cells.y, cells.w, cells.h, cells.probability, cells.label, "
+    "cells.decision, cells.stage, cells.review_decision, cells.review_stage, cells.reviewed_by, "
+    "cells.reviewed_at";
 
 StoredCell cell_of(const SqlRow& r, size_t first = 0) {
   StoredCell c;
@@ -163,11 +164,12 @@ StoredCell cell_of(const SqlRow& r, size_t first = 0) {
   c.width = int(int_of(r, first + 3));
   c.height = int(int_of(r, first + 4));
   c.probability = real_of(r, first + 5);
-  c.decision = text_of(r, first + 6);
-  c.stage = text_of(r, first + 7);
-  if (r[first + 8])
-    c.review = CellReview{text_of(r, first + 8), text_of(r, first + 9), text_of(r, first + 10),
-                          text_of(r, first + 11)};
+  c.label = text_of(r, first + 6);
+  c.decision = text_of(r, first + 7);
+  c.stage = text_of(r, first + 8);
+  if (r[first + 9])
+    c.review = CellReview{text_of(r, first + 9), text_of(r, first + 10), text_of(r, first + 11),
+                          text_of(r, first + 12)};
   return c;
 }
 
@@ -251,6 +253,7 @@ json StoredCell::to_json() const {
   json j = {{"id", id},
             {"box", {{"x", x}, {"y", y}, {"w", width}, {"h", height}}},
             {"probability_parasitized", probability},
+            {"label", label.empty() ? json(nullptr) : json(label)},
             {"decision", decision},
             {"stage", stage.empty() ? json(nullptr) : json(stage)},
             {"review", nullptr}};
@@ -486,11 +489,11 @@ std::string SlideStore::add_field(const std::string& slide_id, const FieldInput&
       s.query("INSERT INTO field_images (field_id, data) VALUES ($1, $2)",
               {SqlValue::text(field_id), SqlValue::blob(field.image)});
       // Many rows per statement: a field's few hundred cells in a few round trips.
-      constexpr size_t kRowsPerInsert = 100, kColumns = 10;
+      constexpr size_t kRowsPerInsert = 100, kColumns = 11;
       for (size_t first = 0; first < field.cells.size(); first += kRowsPerInsert) {
         std::string sql =
-            "INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, decision, stage) "
-            "VALUES ";
+            "INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, "
+            "stage) VALUES ";
         SqlParams params;
         const size_t last = std::min(field.cells.size(), first + kRowsPerInsert);
         for (size_t i = first; i < last; ++i) {
@@ -504,7 +507,8 @@ std::string SlideStore::add_field(const std::string& slide_id, const FieldInput&
                          SqlValue::text(field_id), SqlValue::number(long(i + 1)),
                          SqlValue::number(c.x), SqlValue::number(c.y), SqlValue::number(c.width),
                          SqlValue::number(c.height), SqlValue::real(c.probability),
-                         SqlValue::text(c.decision), SqlValue::text(c.stage)});
+                         SqlValue::text(c.label), SqlValue::text(c.decision),
+                         SqlValue::text(c.stage)});
         }
         s.query(sql, params);
       }

@@ -60,10 +60,12 @@ struct StoredCell {
   std::string id;
   int x = 0, y = 0, width = 0, height = 0;
   double probability = 0;
-  std::string decision, stage;  // the model's call; stage empty when unknown
+  // The model's call: its side of the threshold (empty when Rejected), the decision
+  // (Parasitized, Uninfected, Inconclusive or Rejected) and the stage (empty when unknown).
+  std::string label, decision, stage;
   std::optional<CellReview> review;
-  // The reviewed decision when there is one, else the model's.
-  const std::string& final_decision() const { return review ? review->decision : decision; }
+  // The reviewed class when there is one ("Not a cell" included), else the model's side.
+  const std::string& final_label() const { return review ? review->decision : label; }
   nlohmann::json to_json() const;
 };
 

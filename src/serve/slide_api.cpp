@@ -1,0 +1,290 @@
+#include "serve/slide_api.h"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+#include "report/pdf.h"
+#include "report/slide_report.h"
+#include "serve/http_util.h"
+#include "serve/render.h"
+#include "util/files.h"
+#include "util/text.h"
+
+namespace malaria {
+
+using json = nlohmann::json;
+
+namespace {
+
+json parse_body(const HttpRequest& req) {
+  if (req.multipart) throw StoreError(415, "send JSON (Content-Type: application/json)");
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded()) throw StoreError(400, "the body is not valid JSON");
+  if (!body.is_object()) throw StoreError(400, "the body must be a JSON object");
+  return body;
+}
+
+size_t query_number(const HttpRequest& req, const std::string& name, size_t fallback,
+                    size_t max) {
+  const auto it = req.query.find(name);
+  if (it == req.query.end()) return fallback;
+  size_t value = 0;
+  const char* end = it->second.data() + it->second.size();
+  const auto parsed = std::from_chars(it->second.data(), end, value);
+  if (parsed.ec != std::errc() || parsed.ptr != end || value > max)
+    throw StoreError(400, "'" + name + "' must be a whole number up to " + std::to_string(max));
+  return value;
+}
+
+std::string query_text(const HttpRequest& req, const std::string& name) {
+  const auto it = req.query.find(name);
+  return it == req.query.end() ? "" : it->second;
+}
+
+std::string string_field(const json& body, const char* key) {
+  if (!body.contains(key) || body[key].is_null()) return "";
+  if (!body[key].is_string()) throw StoreError(400, std::string("'") + key + "' must be a string");
+  return body[key].get<std::string>();
+}
+
+}  // namespace
+
+SlideApi::SlideApi(SlideStore& store, SlideApiOptions options, FieldScreener screen,
+                   HttpServer::ErrorRenderer on_error)
+    : store_(store),
+      opt_(std::move(options)),
+      screen_(std::move(screen)),
+      on_error_(std::move(on_error)) {}
+
+std::optional<User> SlideApi::user_of(const HttpRequest& req) {
+  const std::string token = bearer_token(req.header("Authorization"));
+  if (!opt_.api_key.empty() && !token.empty() && constant_time_equal(token, opt_.api_key))
+    return User{"api-key", "api-key", kRoleAdmin, {}, ""};
+  if (token.rfind("mal_", 0) == 0) return store_.authenticate(token);
+  if (opt_.api_key.empty() && store_.user_count() == 0) return User{"local", "local", kRoleAdmin, {}, ""};
+  return std::nullopt;
+}
+
+Router::ParamHandler SlideApi::guarded(Handler handler) {
+  return [this, handler = std::move(handler)](const HttpRequest& req, HttpResponse& res,
+                                              const PathParams& params) {
+    try {
+      const std::optional<User> user = user_of(req);
+      if (!user) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        return on_error_(req, res, 401, "sign in: send Authorization: Bearer TOKEN");
+      }
+      handler(req, res, params, *user);
+    } catch (const StoreError& e) {
+      res = HttpResponse{};
+      on_error_(req, res, e.status, e.what());
+    } catch (const SqlUnavailable& e) {
+      spdlog::error("records: {}", e.what());
+      res = HttpResponse{};
+      on_error_(req, res, 503, "the record database is unavailable, retry shortly");
+    }
+  };
+}
+
+void SlideApi::add_routes(Router& router) {
+  router.add("POST", "/api/v1/slides", guarded([this](auto& req, auto& res, auto&, auto& by) {
+               create_slide(req, res, by);
+             }));
+  router.add("GET", "/api/v1/slides", guarded([this](auto& req, auto& res, auto&, auto& by) {
+               list_slides(req, res, by);
+             }));
+  router.add("GET", "/api/v1/me", guarded([](auto&, auto& res, auto&, auto& by) {
+               json sites = by.sites;
+               send_json(res, 200,
+                         {{"name", by.name},
+                          {"role", by.role},
+                          {"sites", sites},
+                          {"may_review", by.may_review()}});
+             }));
+  router.add("GET", "/api/v1/slides/{id}", guarded([this](auto& req, auto& res, auto& p, auto& by) {
+               get_slide(req, res, p.at("id"), by);
+             }));
+  router.add("POST", "/api/v1/slides/{id}/fields",
+             guarded([this](auto& req, auto& res, auto& p, auto& by) {
+               add_fields(req, res, p.at("id"), by);
+             }));
+  router.add("POST", "/api/v1/cells/{id}/review",
+             guarded([this](auto& req, auto& res, auto& p, auto& by) {
+               review(req, res, p.at("id"), by);
+             }));
+  router.add("POST", "/api/v1/slides/{id}/sign",
+             guarded([this](auto&, auto& res, auto& p, auto& by) {
+               // Every flagged cell and the quality-control sample are looked at before a
+               // signature.
+               const Slide before = store_.slide(p.at("id"), by);
+               const size_t pending =
+                   slide_summary(before, store_.fields(before.id, by))["reviewed"]["pending"];
+               if (pending > 0 && before.status != "amended")
+                 throw StoreError(409, std::to_string(pending) +
+                                           " flagged cells are not reviewed yet: review them "
+                                           "before signing");
+               const Slide slide = store_.sign_slide(p.at("id"), by);
+               send_json(res, 200, slide_json(slide, store_.fields(slide.id, by)));
+             }));
+  router.add("GET", "/api/v1/slides/{id}/audit",
+             guarded([this](auto&, auto& res, auto& p, auto& by) {
+               json events = json::array();
+               for (const auto& e : store_.audit(p.at("id"), by)) events.push_back(e.to_json());
+               send_json(res, 200, {{"slide_id", p.at("id")}, {"events", events}});
+             }));
+  router.add("GET", "/api/v1/slides/{id}/report",
+             guarded([this](auto& req, auto& res, auto& p, auto& by) {
+               report(req, res, p.at("id"), by);
+             }));
+  router.add("GET", "/api/v1/slides/{id}/annotations.csv",
+             guarded([this](auto&, auto& res, auto& p, auto& by) {
+               const Slide slide = store_.slide(p.at("id"), by);
+               res.content_type = "text/csv; charset=utf-8";
+               res.set_header("Content-Disposition",
+                              "attachment; filename=\"" + slide.id + "-annotations.csv\"");
+               res.body = slide_annotations_csv(slide, store_.fields(slide.id, by));
+             }));
+  router.add("GET", "/api/v1/fields/{id}/image",
+             guarded([this](auto&, auto& res, auto& p, auto& by) {
+               auto [format, bytes] = store_.field_image(p.at("id"), by);
+               res.content_type = mime_for_format(format);
+               res.set_header("Cache-Control", "private, max-age=3600");
+               res.body = std::move(bytes);
+             }));
+}
+
+json SlideApi::slide_json(const Slide& slide, const std::vector<StoredField>& fields) const {
+  json j = slide.to_json();
+  j["summary"] = slide_summary(slide, fields);
+  j["review_queue"] = review_queue(fields);
+  j["fields"] = json::array();
+  for (const auto& f : fields) j["fields"].push_back(f.to_json());
+  return j;
+}
+
+void SlideApi::create_slide(const HttpRequest& req, HttpResponse& res, const User& by) {
+  const Slide slide = store_.create_slide(SlideInfo::from_json(parse_body(req)), by);
+  res.set_header("Location", "/api/v1/slides/" + slide.id);
+  send_json(res, 201, slide.to_json());
+}
+
+void SlideApi::list_slides(const HttpRequest& req, HttpResponse& res, const User& by) {
+  SlideFilter filter;
+  filter.status = query_text(req, "status");
+  filter.site = query_text(req, "site");
+  filter.from = query_text(req, "from");
+  filter.to = query_text(req, "to");
+  filter.limit = query_number(req, "limit", 50, 500);
+  filter.offset = query_number(req, "offset", 0, 1u << 30);
+  for (const std::string* date : {&filter.from, &filter.to})
+    if (!date->empty() && (date->size() != 10 || (*date)[4] != '-' || (*date)[7] != '-'))
+      throw StoreError(400, "'from' and 'to' are dates, YYYY-MM-DD");
+  size_t total = 0;
+  json slides = json::array();
+  for (const auto& s : store_.list_slides(filter, by, &total)) slides.push_back(s.to_json());
+  send_json(res, 200,
+            {{"slides", slides}, {"total", total}, {"limit", filter.limit}, {"offset", filter.offset}});
+}
+
+void SlideApi::get_slide(const HttpRequest&, HttpResponse& res, const std::string& id,
+                         const User& by) {
+  const Slide slide = store_.slide(id, by);
+  send_json(res, 200, slide_json(slide, store_.fields(id, by)));
+}
+
+// Each file is screened and then stored in its own transaction. With an Idempotency-Key, the
+// i-th file of a retried request is found under KEY#i and answered from the records, not
+// screened again.
+void SlideApi::add_fields(const HttpRequest& req, HttpResponse& res, const std::string& id,
+                          const User& by) {
+  store_.slide(id, by);  // 404 before any screening
+  const std::string key = req.header("Idempotency-Key");
+  if (key.size() > 200 || printable(key, 200) != key)
+    throw StoreError(400, "Idempotency-Key must be at most 200 printable characters");
+  std::vector<const FormPart*> files;
+  for (const auto& part : req.parts)
+    if (part.name == "file") files.push_back(&part);
+  if (files.empty()) throw StoreError(400, "no field image: send multipart field 'file'");
+  if (files.size() > opt_.max_files) throw StoreError(413, "too many files in one request");
+  json stored_ids = json::array(), errors = json::array();
+  bool replayed = !key.empty();
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string file_key = key.empty() ? "" : key + "#" + std::to_string(i);
+    if (auto existing = store_.field_for_key(id, file_key)) {
+      stored_ids.push_back(*existing);
+      continue;
+    }
+    replayed = false;
+    const std::string name = files[i]->filename.empty() ? "field" : printable(files[i]->filename, 200);
+    const ScreenedUpload screened = screen_(name, files[i]->data, req);
+    if (screened.status != 200) {
+      errors.push_back({{"filename", name}, {"error", screened.error}, {"status", screened.status}});
+      continue;
+    }
+    stored_ids.push_back(store_.add_field(id, screened.field, file_key, by));
+  }
+  const Slide slide = store_.slide(id, by);
+  const std::vector<StoredField> fields = store_.fields(id, by);
+  json answer = {{"slide_id", id}, {"fields", json::array()}, {"errors", errors},
+                 {"slide", slide.to_json()}};
+  answer["slide"]["summary"] = slide_summary(slide, fields);
+  for (const auto& f : fields)
+    if (std::find(stored_ids.begin(), stored_ids.end(), f.id) != stored_ids.end())
+      answer["fields"].push_back(f.to_json());
+  if (replayed) res.set_header("Idempotent-Replayed", "true");
+  int status = replayed ? 200 : 201;
+  if (stored_ids.empty()) {
+    status = errors.empty() ? 400 : errors[0]["status"].get<int>();
+    answer["error"] = "no field could be screened";
+  }
+  send_json(res, status, answer);
+}
+
+void SlideApi::review(const HttpRequest& req, HttpResponse& res, const std::string& cell,
+                      const User& by) {
+  const json body = parse_body(req);
+  const StoredCell reviewed = store_.review_cell(cell, string_field(body, "decision"),
+                                                 string_field(body, "stage"),
+                                                 string_field(body, "reason"), by);
+  send_json(res, 200, reviewed.to_json());
+}
+
+void SlideApi::report(const HttpRequest& req, HttpResponse& res, const std::string& id,
+                      const User& by) {
+  const std::string format = query_text(req, "format").empty() ? "html" : query_text(req, "format");
+  if (format != "html" && format != "pdf" && format != "fhir")
+    throw StoreError(400, "format must be html, pdf or fhir");
+  const Slide slide = store_.slide(id, by);
+  const std::vector<StoredField> fields = store_.fields(id, by);
+  ReportContext context{opt_.model_facts, now_iso8601(), ""};
+  if (format == "fhir") {
+    res.content_type = "application/fhir+json";
+    res.body = slide_report_fhir(slide, fields, context).dump(2);
+    return;
+  }
+  std::map<std::string, std::string> images;
+  for (const auto& f : fields) {
+    if (!f.image_kept) continue;
+    try {
+      images[f.id] = store_.field_image(f.id, by).second;
+    } catch (const StoreError&) {  // purged meanwhile: no thumbnails from it
+    }
+  }
+  const std::string html = slide_report_html(slide, fields, images, context);
+  if (format == "html") {
+    res.content_type = "text/html; charset=utf-8";
+    res.set_header("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'unsafe-inline'");
+    res.body = html;
+    return;
+  }
+  try {
+    res.body = html_to_pdf(html);
+  } catch (const std::runtime_error& e) {
+    throw StoreError(503, std::string("the PDF could not be made: ") + e.what());
+  }
+  res.content_type = "application/pdf";
+  res.set_header("Content-Disposition", "inline; filename=\"" + slide.id + ".pdf\"");
+}
+
+}  // namespace malaria
