@@ -17,6 +17,8 @@
 #include "field/field_evaluation.h"
 #include "field/screening.h"
 #include "model/classifier.h"
+#include "serve/http_util.h"
+#include "store/slide_store.h"
 #include "util/files.h"
 #include "util/progress.h"
 #include "util/text.h"
@@ -36,6 +38,8 @@ struct ScreenOptions {
   std::string out_dir;
   std::string json_file;
   std::string operating_point;
+  std::string store;  // records to keep the slide in; empty: none
+  SlideInfo info;     // the slide's details for the records
 };
 
 // The field images named on the command line: files as given, folders' images sorted by name.
@@ -182,6 +186,20 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   int status = field_files(o.inputs, files);
   if (!o.out_dir.empty()) fs::create_directories(o.out_dir);
   std::vector<ScreenedField> fields;
+  // With --store, the slide is created first and each field stored once screened: an
+  // interrupted run keeps the fields it finished.
+  std::unique_ptr<SlideStore> store;
+  Slide slide;
+  const User by{"cli", "cli", kRoleAdmin, {}, ""};
+  std::string model_id;
+  if (!o.store.empty()) {
+    store = std::make_unique<SlideStore>(o.store == "default" ? default_store_url() : o.store);
+    o.info.sample_id = slide_name(o);
+    if (o.rbc_per_ul > 0) o.info.rbc_per_ul = o.rbc_per_ul;
+    slide = store->create_slide(SlideInfo::from_json(o.info.to_json()), by);  // validated
+    model_id = model_file_id(model.arch(), o.model.empty() ? default_field_model() : o.model);
+    if (detector) model_id += "+detector";
+  }
   ProgressBar bar(files.size(), "screening", "field");
   ParasitemiaSummary running;
   for (const auto& file : files) {
@@ -189,6 +207,13 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
       const cv::Mat bgr = read_image(file, kFieldImageLimits);
       fields.push_back(screen_field(model, point, segmenter, bgr, file));
       if (!fields.back().quality.failed()) running += fields.back().summary;
+      if (store) {
+        const std::string bytes = read_regular_file(file, 64u << 20);
+        FieldInput record = field_record(fields.back(), bytes,
+                                         sniff_image_format(bytes.data(), bytes.size()), model_id);
+        record.filename = fs::path(file).filename().string();
+        store->add_field(slide.id, record, "", by);
+      }
       if (!o.out_dir.empty())
         write_text_atomic(o.out_dir + "/" + fs::path(file).stem().string() + "_screen.png",
                           encode_png(draw_screening_overlay(bgr, fields.back())));
@@ -218,6 +243,9 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   else if (!o.json_file.empty())
     write_text_atomic(o.json_file, result.dump(2, ' ', false, json::error_handler_t::replace));
   if (o.json_file != "-") print_screening(fields, running, result);
+  if (store)
+    std::fprintf(stderr, "stored as slide %s in %s (malaria slides show %s)\n", slide.id.c_str(),
+                 store->database().describe().c_str(), slide.id.c_str());
   return status;
 }
 
@@ -236,6 +264,13 @@ Command add_screen(CLI::App& app, const GlobalOptions& global) {
   add_number(sub, "--rbc-per-ul", o->rbc_per_ul, 1e5, 1e7,
              "the patient's red cells per microlitre, for parasites/uL (default: 5,000,000 "
              "assumed, and said so)");
+  sub->add_option("--store", o->store,
+                  "keep the slide and its fields in these records (sqlite:PATH, "
+                  "postgresql://..., or 'default' for the embedded default)");
+  sub->add_option("--site", o->info.site, "with --store: the slide's site");
+  sub->add_option("--operator", o->info.operator_name, "with --store: who made the slide");
+  sub->add_option("--stain", o->info.stain, "with --store: the stain");
+  sub->add_option("--collected-on", o->info.collected_on, "with --store: YYYY-MM-DD");
   return {sub, [o, &global] { return run_screen(*o, global); }};
 }
 

@@ -56,5 +56,10 @@ std::vector<Command> add_model_commands(CLI::App& app, const GlobalOptions& glob
 std::vector<Command> add_serve_commands(CLI::App& app, const GlobalOptions& global);
 std::vector<Command> add_explain_commands(CLI::App& app, const GlobalOptions& global);
 std::vector<Command> add_field_commands(CLI::App& app, const GlobalOptions& global);
+std::vector<Command> add_records_commands(CLI::App& app, const GlobalOptions& global);
+
+// $MALARIA_STORE, else sqlite:$XDG_DATA_HOME/malaria/records.db (~/.local/share by default; the
+// folder is created).
+std::string default_store_url();
 
 }  // namespace malaria::cli

@@ -263,4 +263,31 @@ nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const st
   return {{"fields", list}, {"slide", summary}};
 }
 
+FieldInput field_record(const ScreenedField& field, const std::string& image_bytes,
+                        const std::string& image_format, const std::string& model_id) {
+  FieldInput record;
+  record.filename = field.file;
+  record.image_format = image_format;
+  record.image = image_bytes;
+  record.width = field.width;
+  record.height = field.height;
+  record.quality_verdict = field.quality.verdict;
+  record.result = field.to_json();
+  record.result.erase("cells");
+  record.model_id = model_id;
+  for (const ScreenedCell& c : field.cells) {
+    StoredCell cell;
+    cell.x = c.box.x;
+    cell.y = c.box.y;
+    cell.width = c.box.width;
+    cell.height = c.box.height;
+    cell.probability = c.probability;
+    cell.label = c.decision.label;
+    cell.decision = c.decision.decision;
+    if (c.stage >= 0) cell.stage = kStageNames[size_t(c.stage)];
+    record.cells.push_back(std::move(cell));
+  }
+  return record;
+}
+
 }  // namespace malaria

@@ -14,6 +14,7 @@
 #include "field/parasitemia.h"
 #include "field/quality.h"
 #include "field/segmentation.h"
+#include "store/slide_store.h"
 
 namespace malaria {
 
@@ -94,6 +95,11 @@ ScreenedField classify_regions(const Classifier& classifier, const OperatingPoin
 // Boxes coloured by decision (red Parasitized, amber Inconclusive, green Uninfected, grey not
 // counted), Parasitized cells numbered, and the field's count in a banner.
 cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field);
+
+// A screened field as the records keep it: the uploaded bytes, its answer without the cells, and
+// each counted cell's box, probability, decision and stage.
+FieldInput field_record(const ScreenedField& field, const std::string& image_bytes,
+                        const std::string& image_format, const std::string& model_id);
 
 struct SlideOptions {
   std::optional<FieldErrorRates> error_rates;  // the field model's; none: no correction

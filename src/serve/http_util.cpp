@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "model/model_info.h"
+#include "util/files.h"
+
 namespace malaria {
 
 nlohmann::json json_error(const std::string& message, int status) {
@@ -38,6 +41,10 @@ std::string bearer_token(const std::string& authorization) {
   if (authorization.size() < 7 || strncasecmp(authorization.c_str(), "Bearer ", 7) != 0) return {};
   const size_t start = authorization.find_first_not_of(' ', 7);
   return start == std::string::npos ? std::string() : authorization.substr(start);
+}
+
+std::string model_file_id(const std::string& arch, const std::string& path) {
+  return arch + "-" + fnv1a_hex(read_regular_file(path, kMaxModelFileBytes)).substr(0, 12);
 }
 
 }  // namespace malaria

@@ -172,10 +172,6 @@ size_t field_megapixels(const Upload& upload) {
 
 // "cellnet-6ced267f98d9": the architecture and a digest of the file's bytes (read once more at
 // start; the file was read with the same rules by Classifier::load).
-std::string model_id_of(const Classifier& model, const std::string& path) {
-  return model.arch() + "-" + fnv1a_hex(read_regular_file(path, kMaxModelFileBytes)).substr(0, 12);
-}
-
 // tcmalloc keeps freed pages for reuse; after a large screening they are handed back so that a
 // burst does not stay resident. Weak: sanitizer builds use another allocator.
 extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
@@ -201,11 +197,11 @@ class App {
                              [this](const auto& req, const auto& res, double s, size_t in) {
                                observe(req, res, s, in);
                              }}) {
-    model_id_ = model_id_of(model_, options.model_path);
+    model_id_ = model_file_id(model_.arch(), options.model_path);
     default_point_ = &model_.operating_point(opt_.operating_point);
     if (!options.field_model_path.empty()) {
       field_model_ = std::make_unique<Classifier>(Classifier::load(options.field_model_path));
-      field_model_id_ = model_id_of(*field_model_, options.field_model_path);
+      field_model_id_ = model_file_id(field_model_->arch(), options.field_model_path);
       default_field_point_ = &field_model_->operating_point(field_operating_point(*field_model_));
       field_error_rates_ = FieldErrorRates::from_json(field_model_->metadata());
       if (!options.detector_path.empty()) {
@@ -278,27 +274,8 @@ class App {
                                                queue_segmenter(*ticket), image.bgr, name,
                                                queue_scorer(*ticket));
       metrics_.count("malaria_fields_screened_total", "verdict=\"" + field.quality.verdict + "\"");
-      out.field.filename = name;
-      out.field.image_format = image.format;
-      out.field.image = bytes;
-      out.field.width = field.width;
-      out.field.height = field.height;
-      out.field.quality_verdict = field.quality.verdict;
-      out.field.result = field.to_json();
-      out.field.result.erase("cells");
-      out.field.model_id = field_model_id_ + (detector_ ? "+" + detector_id_ : "");
-      for (const ScreenedCell& c : field.cells) {
-        StoredCell cell;
-        cell.x = c.box.x;
-        cell.y = c.box.y;
-        cell.width = c.box.width;
-        cell.height = c.box.height;
-        cell.probability = c.probability;
-        cell.label = c.decision.label;
-        cell.decision = c.decision.decision;
-        if (c.stage >= 0) cell.stage = kStageNames[size_t(c.stage)];
-        out.field.cells.push_back(std::move(cell));
-      }
+      out.field = field_record(field, bytes, image.format,
+                               field_model_id_ + (detector_ ? "+" + detector_id_ : ""));
     } catch (const UploadError& e) {
       out.status = e.status;
       out.error = e.message;
