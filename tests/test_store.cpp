@@ -86,6 +86,7 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
       c.height = 31;
       c.probability = i % 3 == 0 ? 0.97 : 0.02;
       c.decision = i % 3 == 0 ? "Parasitized" : "Uninfected";
+      c.label = c.decision;
       c.stage = i % 3 == 0 ? "ring" : "";
       f.cells.push_back(c);
     }
@@ -198,10 +199,10 @@ TEST_P(StoreTest, FailedTransactionLeavesNothing) {
   // A field refused after its first rows were written (a duplicate cell id in the second
   // batch of 100) leaves no field row, no image and no cell.
   EXPECT_THROW(store_->database().transaction([&](SqlSession& s) {
-    s.query("INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, decision, stage) "
-            "VALUES ('dup', 'f', 1, 0, 0, 1, 1, 0.5, 'Uninfected', '')");
-    s.query("INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, decision, stage) "
-            "VALUES ('dup', 'f', 2, 0, 0, 1, 1, 0.5, 'Uninfected', '')");
+    s.query("INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, stage) "
+            "VALUES ('dup', 'f', 1, 0, 0, 1, 1, 0.5, 'Uninfected', 'Uninfected', '')");
+    s.query("INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, stage) "
+            "VALUES ('dup', 'f', 2, 0, 0, 1, 1, 0.5, 'Uninfected', 'Uninfected', '')");
   }),
                std::exception);
   EXPECT_THROW(store_->add_field("no-such-slide", field(150), "", tech_), StoreError);

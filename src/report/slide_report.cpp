@@ -381,8 +381,8 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
            (slide.status == "signed" ? "reviewed and signed" : "not signed: preliminary") +
            "). Assistive tool: confirm with a microscopist."}};
   if (!slide.signed_by.empty()) report["resultsInterpreter"] = {{{"display", slide.signed_by}}};
-  entries.insert(entries.begin(), {{"fullUrl", base + "DiagnosticReport/report-" + slide.id},
-                                   {"resource", report}});
+  entries.insert(entries.begin(), json{{"fullUrl", base + "DiagnosticReport/report-" + slide.id},
+                                       {"resource", report}});
   return {{"resourceType", "Bundle"},
           {"type", "collection"},
           {"timestamp", context.generated_at},

@@ -117,6 +117,8 @@ void SlideApi::add_routes(Router& router) {
              guarded([this](auto&, auto& res, auto& p, auto& by) {
                // Every flagged cell and the quality-control sample are looked at before a
                // signature.
+               if (!by.may_review())
+                 throw StoreError(403, by.name + " is a " + by.role + ": only a reviewer may sign");
                const Slide before = store_.slide(p.at("id"), by);
                const size_t pending =
                    slide_summary(before, store_.fields(before.id, by))["reviewed"]["pending"];
