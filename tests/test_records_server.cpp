@@ -184,6 +184,12 @@ TEST_F(Records, SlideFromUploadToSignedReportAndCorrections) {
   ASSERT_FALSE(s["review_queue"].empty());
   EXPECT_EQ(s["summary"]["model"]["cells"], s["summary"]["reviewed"]["cells"]);
 
+  const auto gradcam = c.Get(("/api/v1/cells/" + s["review_queue"][0]["cell_id"].get<std::string>() +
+                               "/explanation").c_str());
+  ASSERT_EQ(gradcam->status, 200) << gradcam->body;
+  EXPECT_EQ(gradcam->body.substr(1, 3), "PNG");
+  EXPECT_EQ(c.Get("/api/v1/cells/nope/explanation")->status, 404);
+
   // Signing waits for the review of every flagged cell.
   EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), "", "application/json")->status, 409);
   std::string flipped;

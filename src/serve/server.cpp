@@ -250,6 +250,9 @@ class App {
         [this](const std::string& name, const std::string& bytes, const HttpRequest& req) {
           return screen_for_records(name, bytes, req);
         },
+        [this](const std::string& image, const StoredCell& cell) {
+          return explain_stored_cell(image, cell);
+        },
         [this](const auto& req, auto& res, int status, const auto& msg) {
           on_error(req, res, status, msg);
         });
@@ -281,6 +284,32 @@ class App {
       out.error = e.message;
     }
     return out;
+  }
+
+  // Grad-CAM of the field model on a stored cell: its box cut from the kept field image, black
+  // outside an inscribed ellipse (the screening's exact mask is not kept), as a PNG overlay.
+  std::string explain_stored_cell(const std::string& image, const StoredCell& cell) {
+    if (!field_model_) throw StoreError(404, "no field model loaded: no explanation");
+    std::optional<WorkQueue::Ticket> ticket = queue_.admit(WorkKind::explain, 1);
+    if (!ticket) throw WorkCancelled("server busy: too many explanations waiting");
+    std::string bytes = image;
+    const Upload upload{"field", &bytes};
+    const DecodedUpload field = decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+    const cv::Rect box =
+        cv::Rect(cell.x, cell.y, cell.width, cell.height) & cv::Rect(0, 0, field.bgr.cols, field.bgr.rows);
+    if (box.area() <= 0) throw StoreError(422, "the cell's box lies outside its field image");
+    cv::Mat crop = cv::Mat::zeros(box.size(), field.bgr.type());
+    cv::Mat mask = cv::Mat::zeros(box.size(), CV_8U);
+    cv::ellipse(mask, cv::Point(box.width / 2, box.height / 2), cv::Size(box.width / 2, box.height / 2), 0,
+                0, 360, cv::Scalar(255), cv::FILLED);
+    field.bgr(box).copyTo(crop, mask);
+    const int side = field_model_->image_size();
+    std::vector<float> pixels(3ull * side * side);
+    to_chw_float(resize_rgb(crop, side), pixels.data());
+    const auto explanations = queue_.explain(*ticket, *field_model_, std::move(pixels), 1).get();
+    cv::Mat large;
+    cv::resize(crop, large, cv::Size(kPreviewSide, kPreviewSide), 0, 0, cv::INTER_CUBIC);
+    return encode_png(heatmap_overlay(large, explanations.at(0).heatmap));
   }
 
   // One forward pass before listening: the first request should not pay for lazy initialisation.

@@ -51,10 +51,11 @@ std::string string_field(const json& body, const char* key) {
 }  // namespace
 
 SlideApi::SlideApi(SlideStore& store, SlideApiOptions options, FieldScreener screen,
-                   HttpServer::ErrorRenderer on_error)
+                   CellExplainer explain, HttpServer::ErrorRenderer on_error)
     : store_(store),
       opt_(std::move(options)),
       screen_(std::move(screen)),
+      explain_(std::move(explain)),
       on_error_(std::move(on_error)) {}
 
 std::optional<User> SlideApi::user_of(const HttpRequest& req) {
@@ -112,6 +113,13 @@ void SlideApi::add_routes(Router& router) {
   router.add("POST", "/api/v1/cells/{id}/review",
              guarded([this](auto& req, auto& res, auto& p, auto& by) {
                review(req, res, p.at("id"), by);
+             }));
+  router.add("GET", "/api/v1/cells/{id}/explanation",
+             guarded([this](auto&, auto& res, auto& p, auto& by) {
+               const auto [cell, field_id] = store_.cell(p.at("id"), by);
+               res.content_type = "image/png";
+               res.set_header("Cache-Control", "private, max-age=3600");
+               res.body = explain_(store_.field_image(field_id, by).second, cell);
              }));
   router.add("POST", "/api/v1/slides/{id}/sign",
              guarded([this](auto&, auto& res, auto& p, auto& by) {

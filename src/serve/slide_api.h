@@ -26,6 +26,10 @@ using FieldScreener =
     std::function<ScreenedUpload(const std::string& filename, const std::string& bytes,
                                  const HttpRequest& req)>;
 
+// A stored cell's Grad-CAM overlay as PNG bytes, from its field's kept image.
+using CellExplainer =
+    std::function<std::string(const std::string& field_image, const StoredCell& cell)>;
+
 struct SlideApiOptions {
   std::string api_key;  // when set, it acts as an admin ("api-key")
   // The models that make the calls, for reports: {"id", "name", "validated": [lines]}.
@@ -36,7 +40,7 @@ struct SlideApiOptions {
 class SlideApi {
  public:
   SlideApi(SlideStore& store, SlideApiOptions options, FieldScreener screen,
-           HttpServer::ErrorRenderer on_error);
+           CellExplainer explain, HttpServer::ErrorRenderer on_error);
   void add_routes(Router& router);
 
   // Who sends this request: the API key's holder, a user's token, or, while no user exists and
@@ -61,6 +65,7 @@ class SlideApi {
   SlideStore& store_;
   SlideApiOptions opt_;
   FieldScreener screen_;
+  CellExplainer explain_;
   HttpServer::ErrorRenderer on_error_;
 };
 

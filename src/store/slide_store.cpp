@@ -541,6 +541,20 @@ std::pair<std::string, std::string> SlideStore::field_image(const std::string& f
   return image;
 }
 
+std::pair<StoredCell, std::string> SlideStore::cell(const std::string& cell_id, const User& by) {
+  std::pair<StoredCell, std::string> found;
+  db_->transaction([&](SqlSession& s) {
+    const SqlRows rows = s.query(std::string("SELECT f.id, sl.site, ") + kCellColumns +
+                                     " FROM cells JOIN fields f ON f.id = cells.field_id "
+                                     "JOIN slides sl ON sl.id = f.slide_id WHERE cells.id = $1",
+                                 {SqlValue::text(cell_id)});
+    if (rows.empty() || !by.may_see_site(text_of(rows[0], 1)))
+      throw StoreError(404, "no cell '" + printable(cell_id, 64) + "'");
+    found = {cell_of(rows[0], 2), text_of(rows[0], 0)};
+  });
+  return found;
+}
+
 StoredCell SlideStore::review_cell(const std::string& cell_id, const std::string& decision,
                                    const std::string& stage, const std::string& amendment_reason,
                                    const User& by) {

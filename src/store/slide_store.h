@@ -123,6 +123,8 @@ class SlideStore {
   // {format, bytes}; StoreError(404) when unknown, 410 when purged.
   std::pair<std::string, std::string> field_image(const std::string& field_id, const User& by);
 
+  // A cell and the id of its field; StoreError(404) when unknown or on a site `by` may not see.
+  std::pair<StoredCell, std::string> cell(const std::string& cell_id, const User& by);
   // A reviewer's call on a cell ("Parasitized", "Uninfected"; stage for a Parasitized cell).
   // On a signed slide it is an amendment and needs a reason; the slide becomes "amended".
   StoredCell review_cell(const std::string& cell_id, const std::string& decision,
