@@ -174,12 +174,14 @@
         const png = await api(`/api/v1/cells/${c.id}/explanation`);
         const bmp = await createImageBitmap(png);
         canvas.getContext("2d").drawImage(bmp, 0, 0, canvas.width, canvas.height);
+        canvas.dataset.shows = "gradcam";
         return;
       } catch (err) {
         $("focus-caption").textContent += " (Grad-CAM: " + err.message + ")";
       }
     }
     drawCell(canvas, await fieldImage(item.field.id), c);
+    canvas.dataset.shows = "cell";
   }
 
   async function review(action, stage) {
