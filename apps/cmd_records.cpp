@@ -26,7 +26,9 @@ void add_store_option(CLI::App* sub, std::string& url) {
                   "else sqlite:~/.local/share/malaria/records.db)");
 }
 
-std::string store_url(const std::string& given) { return given.empty() ? default_store_url() : given; }
+std::string store_url(const std::string& given) {
+  return given.empty() ? default_store_url() : given;
+}
 
 std::string csv_field(std::string s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -43,14 +45,15 @@ std::string slides_csv(SlideStore& store, const std::vector<Slide>& slides) {
     const json sum = slide_summary(s, store.fields(s.id, kCliUser));
     char numbers[256];
     std::snprintf(numbers, sizeof numbers, "%zu,%.4f,%.4f,%.4f,%.4f,%s,%zu",
-                  sum["model"]["cells"].get<size_t>(), sum["model"]["parasitemia_percent"].get<double>(),
+                  sum["model"]["cells"].get<size_t>(),
+                  sum["model"]["parasitemia_percent"].get<double>(),
                   sum["reviewed"]["parasitemia_percent"].get<double>(),
                   sum["reviewed"]["ci_low"].get<double>(), sum["reviewed"]["ci_high"].get<double>(),
                   sum["reviewed"]["gametocytes_present"].get<bool>() ? "yes" : "no",
                   sum["reviewed"]["cells_reviewed"].get<size_t>());
-    for (const std::string& v : {s.id, s.info.sample_id, s.info.site, s.info.operator_name,
-                                 s.info.collected_on, s.info.stain, s.status, s.created_at,
-                                 s.signed_by, s.signed_at, std::to_string(s.fields)})
+    for (const std::string& v :
+         {s.id, s.info.sample_id, s.info.site, s.info.operator_name, s.info.collected_on,
+          s.info.stain, s.status, s.created_at, s.signed_by, s.signed_at, std::to_string(s.fields)})
       csv += csv_field(v) + ",";
     csv += std::string(numbers) + "\n";
   }
@@ -131,8 +134,9 @@ int run_slides_export(const SlidesOptions& o) {
     const auto fields = store.fields(s.id, kCliUser);
     for (const auto& f : fields) {
       if (!f.image_kept) continue;
-      write_text_atomic((fs::path(o.annotations_dir) / "images" / annotation_image_name(f)).string(),
-                        store.field_image(f.id, kCliUser).second);
+      write_text_atomic(
+          (fs::path(o.annotations_dir) / "images" / annotation_image_name(f)).string(),
+          store.field_image(f.id, kCliUser).second);
       images++;
     }
     std::string rows = slide_annotations_csv(s, fields);
@@ -155,8 +159,9 @@ int run_slides_export(const SlidesOptions& o) {
                     "image,x,y,w,h,label,group\n" + csv);
   std::fprintf(stderr, "wrote %zu field images and their cells from %zu slides to %s%s\n", images,
                slides.size(), o.annotations_dir.c_str(),
-               skipped ? (" (" + std::to_string(skipped) + " cells of purged images left out)").c_str()
-                       : "");
+               skipped
+                   ? (" (" + std::to_string(skipped) + " cells of purged images left out)").c_str()
+                   : "");
   return 0;
 }
 
@@ -265,8 +270,8 @@ std::string default_store_url() {
   const char* data_home = std::getenv("XDG_DATA_HOME");
   const char* home = std::getenv("HOME");
   const fs::path base = data_home && *data_home ? fs::path(data_home)
-                        : home && *home          ? fs::path(home) / ".local/share"
-                                                 : fs::path(".");
+                        : home && *home         ? fs::path(home) / ".local/share"
+                                                : fs::path(".");
   fs::create_directories(base / "malaria");
   return "sqlite:" + (base / "malaria" / "records.db").string();
 }

@@ -45,9 +45,10 @@ Command add_serve(CLI::App& app, const GlobalOptions& global) {
   auto max_upload_mb = std::make_shared<double>(o->http.max_body_bytes / double(1 << 20));
   add_limit_options(sub, *o, *max_upload_mb);
   sub->add_option("--api-key", o->api_key, "require 'Authorization: Bearer KEY' on /api/ routes");
-  sub->add_option("--store", o->store_url,
-                  "keep slides, fields, reviews and users: sqlite:PATH or postgresql://USER@HOST/DB "
-                  "(without it the server keeps nothing)");
+  sub->add_option(
+      "--store", o->store_url,
+      "keep slides, fields, reviews and users: sqlite:PATH or postgresql://USER@HOST/DB "
+      "(without it the server keeps nothing)");
   sub->add_option("--cors-origin", o->cors_origin,
                   "allow this origin to call the API from a browser");
   add_operating_point_option(sub, o->operating_point,

@@ -273,4 +273,35 @@ grep -q "not counted (quality: fail)" "$work/out" || fail "noise passed the qual
 grep -q "none usable: no parasitemia" "$work/out" || fail "noise got a parasitemia: $(cat "$work/out")"
 grep -q ",fail," "$work/noise/fields.csv" || fail "fields.csv has no failed verdict"
 
+# The records from the command line: screen --store keeps a slide; slides list/show/export see it;
+# the exported corrections are what train --fields reads; users get a token once; purge.
+store="sqlite:$work/records.db"
+mkdir -p "$work/slide-a"
+ls "$fields/images" | sort | head -2 | while read -r f; do ln -s "$fields/images/$f" "$work/slide-a/$f"; done
+"$bin" screen "$work/slide-a" --store "$store" --site north --operator amy --stain Giemsa \
+  >"$work/out" 2>&1 || fail "screen --store: $(tail -3 "$work/out")"
+grep -q "stored as slide s" "$work/out" || fail "screen --store named no slide: $(tail -3 "$work/out")"
+"$bin" slides list --store "$store" | grep -q "slide-a .*north .*screened .*2" || fail "slides list"
+slide=$("$bin" slides list --store "$store" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+"$bin" slides show "$slide" --store "$store" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["field_count"] == 2 and len(d["fields"]) == 2 and d["fields"][0]["cells"], d.keys()
+assert [e["action"] for e in d["audit"]] == ["create", "add_field", "add_field"], d["audit"]' || fail "slides show"
+"$bin" slides export --store "$store" --format csv | head -1 | grep -q "^id,sample_id,site" || fail "slides export csv"
+"$bin" slides export --store "$store" --slide "$slide" --annotations "$work/corrections" 2>"$work/out" ||
+  fail "export --annotations: $(cat "$work/out")"
+[ "$(ls "$work/corrections/images" | wc -l)" -eq 2 ] || fail "export wrote no field images"
+"$bin" --threads 2 train --data "$work/data" --fields "$work/corrections" --out "$work/corrections-run" \
+  --epochs 1 --max-steps 3 --quiet >"$work/ct.log" 2>&1 || fail "train --fields on exported corrections: $(tail -3 "$work/ct.log")"
+grep -q "$slide" "$work/corrections-run/split.csv" || fail "the slide is not a group of the training split"
+token=$("$bin" users add rita --role reviewer --store "$store" 2>/dev/null | tail -1)
+[[ $token == mal_* ]] || fail "users add printed no token: $token"
+"$bin" users list --store "$store" | grep -q "rita .*reviewer" || fail "users list"
+if "$bin" users add rita --role admin --store "$store" >"$work/out" 2>&1; then fail "a second rita was added"; fi
+if "$bin" users add bob --role owner --store "$store" >"$work/out" 2>&1; then fail "an unknown role was taken"; fi
+"$bin" store purge --older-than 0 --store "$store" | grep -q "purged 2 field images" || fail "purge"
+if "$bin" slides list --store "mysql://x" >"$work/out" 2>&1; then fail "an unknown store was taken"; fi
+grep -q "sqlite:PATH or postgresql://" "$work/out" || fail "no hint for a bad store: $(cat "$work/out")"
+
 echo "cli_test: all checks passed"

@@ -46,7 +46,8 @@ TEST(Router, PatternsHandTheirSegmentsByName) {
   std::string seen;
   router.add("POST", "/api/v1/slides/{id}/sign",
              [&](const HttpRequest&, HttpResponse&, const PathParams& p) { seen = p.at("id"); });
-  router.add("GET", "/api/v1/slides", [](const HttpRequest&, HttpResponse& res) { res.body = "L"; });
+  router.add("GET", "/api/v1/slides",
+             [](const HttpRequest&, HttpResponse& res) { res.body = "L"; });
   HttpRequest req;
   HttpResponse res;
   req.method = "POST";
@@ -58,7 +59,8 @@ TEST(Router, PatternsHandTheirSegmentsByName) {
   router.dispatch(req, res, render_error);
   EXPECT_EQ(res.status, 405);
   EXPECT_EQ(res.header("Allow"), "POST");
-  for (const char* path : {"/api/v1/slides//sign", "/api/v1/slides/s1/sign/x", "/api/v1/slides/s1"}) {
+  for (const char* path :
+       {"/api/v1/slides//sign", "/api/v1/slides/s1/sign/x", "/api/v1/slides/s1"}) {
     req.path = path;
     res = {};
     router.dispatch(req, res, render_error);

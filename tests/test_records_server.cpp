@@ -36,8 +36,9 @@ class Records : public ::testing::Test {
  protected:
   void SetUp() override {
     MALARIA_REQUIRE_DIR(testing_support::data_root() + "/fields/iml/images");
-    dir_ = fs::temp_directory_path() / ("malaria-records-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("malaria-records-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     store_ = "sqlite:" + (dir_ / "records.db").string();
@@ -51,27 +52,33 @@ class Records : public ::testing::Test {
   }
 
   static httplib::Headers auth(const std::string& token) {
-    return token.empty() ? httplib::Headers{} : httplib::Headers{{"Authorization", "Bearer " + token}};
+    return token.empty() ? httplib::Headers{}
+                         : httplib::Headers{{"Authorization", "Bearer " + token}};
   }
 
   static std::string create_slide(httplib::Client& c, const std::string& token = "",
                                   const std::string& site = "north") {
     const auto r = c.Post("/api/v1/slides", auth(token),
-                          json{{"sample_id", "S-42"}, {"site", site}, {"stain", "Giemsa"},
-                               {"operator", "amy"}, {"collected_on", "2026-11-29"}}
+                          json{{"sample_id", "S-42"},
+                               {"site", site},
+                               {"stain", "Giemsa"},
+                               {"operator", "amy"},
+                               {"collected_on", "2026-11-29"}}
                               .dump(),
                           "application/json");
     EXPECT_EQ(r->status, 201) << r->body;
-    EXPECT_EQ(r->get_header_value("Location"), "/api/v1/slides/" + json::parse(r->body)["id"].get<std::string>());
+    EXPECT_EQ(r->get_header_value("Location"),
+              "/api/v1/slides/" + json::parse(r->body)["id"].get<std::string>());
     return json::parse(r->body)["id"];
   }
 
-  static httplib::Result upload(httplib::Client& c, const std::string& slide, const std::string& file,
-                                const std::string& key = "", const std::string& token = "") {
+  static httplib::Result upload(httplib::Client& c, const std::string& slide,
+                                const std::string& file, const std::string& key = "",
+                                const std::string& token = "") {
     httplib::Headers headers = auth(token);
     if (!key.empty()) headers.emplace("Idempotency-Key", key);
-    httplib::MultipartFormDataItems items = {
-        {"file", testing_support::read_bytes(file), fs::path(file).filename().string(), "image/jpeg"}};
+    httplib::MultipartFormDataItems items = {{"file", testing_support::read_bytes(file),
+                                              fs::path(file).filename().string(), "image/jpeg"}};
     return c.Post(("/api/v1/slides/" + slide + "/fields").c_str(), headers, items);
   }
 
@@ -83,8 +90,9 @@ class Records : public ::testing::Test {
 
   static int review(httplib::Client& c, const std::string& cell, const json& body,
                     const std::string& token = "") {
-    return c.Post(("/api/v1/cells/" + cell + "/review").c_str(), auth(token), body.dump(),
-                  "application/json")
+    return c
+        .Post(("/api/v1/cells/" + cell + "/review").c_str(), auth(token), body.dump(),
+              "application/json")
         ->status;
   }
 
@@ -99,14 +107,15 @@ std::vector<std::string> fhir_problems(const json& bundle) {
   auto need = [&](bool ok, const std::string& what) {
     if (!ok) problems.push_back(what);
   };
-  const std::regex date_time(R"(\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?)");
+  const std::regex date_time(
+      R"(\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?)");
   const std::regex instant(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))");
-  const std::set<std::string> report_status = {"registered", "partial", "preliminary", "final",
-                                               "amended", "corrected", "appended", "cancelled",
-                                               "entered-in-error", "unknown"};
-  const std::set<std::string> observation_status = {"registered", "preliminary", "final", "amended",
-                                                    "corrected", "cancelled", "entered-in-error",
-                                                    "unknown"};
+  const std::set<std::string> report_status = {
+      "registered", "partial",   "preliminary",      "final",  "amended", "corrected",
+      "appended",   "cancelled", "entered-in-error", "unknown"};
+  const std::set<std::string> observation_status = {"registered",       "preliminary", "final",
+                                                    "amended",          "corrected",   "cancelled",
+                                                    "entered-in-error", "unknown"};
   auto codeable = [&](const json& c, const std::string& where) {
     need(c.is_object() && c.contains("coding") && c["coding"].is_array() && !c["coding"].empty(),
          where + ": CodeableConcept without coding");
@@ -121,7 +130,8 @@ std::vector<std::string> fhir_problems(const json& bundle) {
   for (const auto& e : bundle.value("entry", json::array())) {
     need(e.contains("fullUrl") && e.contains("resource"), "entry without fullUrl or resource");
     const json& r = e["resource"];
-    need(r.contains("id") && std::regex_match(r.value("id", ""), std::regex(R"([A-Za-z0-9\-\.]{1,64})")),
+    need(r.contains("id") &&
+             std::regex_match(r.value("id", ""), std::regex(R"([A-Za-z0-9\-\.]{1,64})")),
          "resource id");
     by_reference[r.value("resourceType", "") + "/" + r.value("id", "")] = r;
   }
@@ -132,7 +142,8 @@ std::vector<std::string> fhir_problems(const json& bundle) {
       reports++;
       need(report_status.count(r.value("status", "")) == 1, ref + ".status");
       codeable(r.value("code", json()), ref + ".code");
-      need(std::regex_match(r.value("effectiveDateTime", ""), date_time), ref + ".effectiveDateTime");
+      need(std::regex_match(r.value("effectiveDateTime", ""), date_time),
+           ref + ".effectiveDateTime");
       need(std::regex_match(r.value("issued", ""), instant), ref + ".issued");
       for (const auto& res : r.value("result", json::array()))
         need(by_reference.count(res.value("reference", "")) == 1 &&
@@ -184,14 +195,16 @@ TEST_F(Records, SlideFromUploadToSignedReportAndCorrections) {
   ASSERT_FALSE(s["review_queue"].empty());
   EXPECT_EQ(s["summary"]["model"]["cells"], s["summary"]["reviewed"]["cells"]);
 
-  const auto gradcam = c.Get(("/api/v1/cells/" + s["review_queue"][0]["cell_id"].get<std::string>() +
-                               "/explanation").c_str());
+  const auto gradcam =
+      c.Get(("/api/v1/cells/" + s["review_queue"][0]["cell_id"].get<std::string>() + "/explanation")
+                .c_str());
   ASSERT_EQ(gradcam->status, 200) << gradcam->body;
   EXPECT_EQ(gradcam->body.substr(1, 3), "PNG");
   EXPECT_EQ(c.Get("/api/v1/cells/nope/explanation")->status, 404);
 
   // Signing waits for the review of every flagged cell.
-  EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), "", "application/json")->status, 409);
+  EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), "", "application/json")->status,
+            409);
   std::string flipped;
   for (const auto& q : s["review_queue"]) {
     const std::string cell = q["cell_id"];
@@ -212,11 +225,13 @@ TEST_F(Records, SlideFromUploadToSignedReportAndCorrections) {
   size_t flagged = 0;
   for (const auto& q : s["review_queue"]) flagged += q["why"] != "quality control";
   EXPECT_EQ(s["summary"]["reviewed"]["parasitized"].get<size_t>(), flagged - 1);
-  EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), "", "application/json")->status, 200);
+  EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), "", "application/json")->status,
+            200);
   EXPECT_EQ(review(c, flipped, {{"decision", "Parasitized"}}), 409);  // frozen
   EXPECT_EQ(review(c, flipped, {{"decision", "Parasitized"}, {"reason", "second look"}}), 200);
   EXPECT_EQ(get(c, "/api/v1/slides/" + slide)["status"], "amended");
-  EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), "", "application/json")->status, 200);
+  EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), "", "application/json")->status,
+            200);
   EXPECT_EQ(upload(c, slide, field_path(2))->status, 409);  // no fields after signing
 
   const json audit = get(c, "/api/v1/slides/" + slide + "/audit");
@@ -267,14 +282,18 @@ TEST_F(Records, SlideFromUploadToSignedReportAndCorrections) {
 
 TEST_F(Records, RolesAndSitesAreEnforced) {
   const std::string bin = MALARIA_BIN;
-  const std::string tech = run(bin + " users add tom --role technician --site north --store " + store_);
-  const std::string rev = run(bin + " users add rita --role reviewer --site north --store " + store_);
-  const std::string south = run(bin + " users add sam --role reviewer --site south --store " + store_);
+  const std::string tech =
+      run(bin + " users add tom --role technician --site north --store " + store_);
+  const std::string rev =
+      run(bin + " users add rita --role reviewer --site north --store " + store_);
+  const std::string south =
+      run(bin + " users add sam --role reviewer --site south --store " + store_);
   auto server = start({"--api-key", "k3y"});
   auto c = server->client();
   c.set_read_timeout(120);
   EXPECT_EQ(c.Get("/api/v1/slides")->status, 401);  // users exist: no anonymous access
-  EXPECT_EQ(c.Get("/api/v1/slides", auth("mal_0000000000000000_" + std::string(64, '0')))->status, 401);
+  EXPECT_EQ(c.Get("/api/v1/slides", auth("mal_0000000000000000_" + std::string(64, '0')))->status,
+            401);
   EXPECT_EQ(c.Post("/api/v1/predict", "", "image/png")->status, 401);
   EXPECT_EQ(get(c, "/api/v1/me", tech)["role"], "technician");
   const std::string slide = create_slide(c, tech);
@@ -282,13 +301,17 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   const json s = get(c, "/api/v1/slides/" + slide, tech);
   const std::string cell = s["review_queue"][0]["cell_id"];
   EXPECT_EQ(review(c, cell, {{"decision", "Uninfected"}}, tech), 403);
-  EXPECT_EQ(c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), auth(tech), "", "application/json")->status, 403);
+  EXPECT_EQ(
+      c.Post(("/api/v1/slides/" + slide + "/sign").c_str(), auth(tech), "", "application/json")
+          ->status,
+      403);
   // Another site's reviewer sees nothing of it.
   EXPECT_EQ(c.Get(("/api/v1/slides/" + slide).c_str(), auth(south))->status, 404);
   EXPECT_EQ(review(c, cell, {{"decision", "Uninfected"}}, south), 404);
   EXPECT_EQ(get(c, "/api/v1/slides", south)["total"], 0);
-  const auto wrong_site = c.Post("/api/v1/slides", auth(tech),
-                                 json{{"sample_id", "X"}, {"site", "south"}}.dump(), "application/json");
+  const auto wrong_site =
+      c.Post("/api/v1/slides", auth(tech), json{{"sample_id", "X"}, {"site", "south"}}.dump(),
+             "application/json");
   EXPECT_EQ(wrong_site->status, 403);
   EXPECT_EQ(review(c, cell, {{"decision", "Uninfected"}}, rev), 200);
   // The API key still works (as an admin) and is named in the audit trail.
@@ -307,7 +330,9 @@ TEST_F(Records, BadInputIsRefusedAndStoresNothing) {
   EXPECT_EQ(c.Post("/api/v1/slides", "[]", "application/json")->status, 400);
   EXPECT_EQ(c.Post("/api/v1/slides", json{{"site", "x"}}.dump(), "application/json")->status, 400);
   EXPECT_EQ(c.Post("/api/v1/slides", json{{"sample_id", "x"}, {"collected_on", "yesterday"}}.dump(),
-                   "application/json")->status, 400);
+                   "application/json")
+                ->status,
+            400);
   const std::string slide = create_slide(c);
   const std::string bad = (dir_ / "bad.jpg").string();
   testing_support::write_bytes(bad, "not an image at all");
@@ -350,7 +375,7 @@ TEST_F(Records, KilledMidUploadLeavesWholeFieldOrNothing) {
   ASSERT_LE(s["field_count"].get<int>(), 1);
   if (s["field_count"] == 1)  // stored whole before the kill: every cell is there
     EXPECT_EQ(s["fields"][0]["cells"].size(), s["fields"][0]["summary"]["cells"].get<size_t>() +
-                                                   s["fields"][0]["summary"].value("rejected", 0));
+                                                  s["fields"][0]["summary"].value("rejected", 0));
   const auto retried = upload(c, slide, field_path(4), "k-1");
   ASSERT_TRUE(retried->status == 200 || retried->status == 201) << retried->body;
   EXPECT_EQ(get(c, "/api/v1/slides/" + slide)["field_count"], 1);

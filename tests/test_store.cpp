@@ -43,14 +43,16 @@ class Postgres : public ::testing::Environment {
 };
 const auto* const kPostgres = ::testing::AddGlobalTestEnvironment(new Postgres);
 
-User person(const std::string& name, const std::string& role,
-            std::vector<std::string> sites = {}) {
+User person(const std::string& name, const std::string& role, std::vector<std::string> sites = {}) {
   return User{"id-" + name, name, role, std::move(sites), ""};
 }
 
 class StoreTest : public ::testing::TestWithParam<std::string> {
  protected:
-  void SetUp() override { url_ = new_url(); store_ = std::make_unique<SlideStore>(url_); }
+  void SetUp() override {
+    url_ = new_url();
+    store_ = std::make_unique<SlideStore>(url_);
+  }
   void TearDown() override {
     store_.reset();
     if (!sqlite_path_.empty()) fs::remove_all(fs::path(sqlite_path_).parent_path());
@@ -60,8 +62,8 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
     static std::atomic<int> counter{0};
     const std::string name = "t" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
     if (GetParam() == "postgres")
-      return run_command("bash " MALARIA_SOURCE_DIR "/tests/pg_temp.sh createdb " +
-                         Postgres::dir + " " + name);
+      return run_command("bash " MALARIA_SOURCE_DIR "/tests/pg_temp.sh createdb " + Postgres::dir +
+                         " " + name);
     const fs::path dir = fs::temp_directory_path() / ("malaria-store-" + name);
     fs::create_directories(dir);
     sqlite_path_ = (dir / "records.db").string();
@@ -181,7 +183,8 @@ TEST_P(StoreTest, IdempotencyKeyStoresOnce) {
   std::vector<std::thread> threads;
   std::vector<std::string> ids(6);
   for (size_t t = 0; t < ids.size(); ++t)
-    threads.emplace_back([&, t] { ids[t] = store_->add_field(slide.id, field(4), "key-2", tech_); });
+    threads.emplace_back(
+        [&, t] { ids[t] = store_->add_field(slide.id, field(4), "key-2", tech_); });
   for (auto& t : threads) t.join();
   for (const auto& id : ids) EXPECT_EQ(id, ids[0]);
   EXPECT_EQ(store_->fields(slide.id, admin_).size(), 2u);
@@ -199,10 +202,12 @@ TEST_P(StoreTest, FailedTransactionLeavesNothing) {
   // A field refused after its first rows were written (a duplicate cell id in the second
   // batch of 100) leaves no field row, no image and no cell.
   EXPECT_THROW(store_->database().transaction([&](SqlSession& s) {
-    s.query("INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, stage) "
-            "VALUES ('dup', 'f', 1, 0, 0, 1, 1, 0.5, 'Uninfected', 'Uninfected', '')");
-    s.query("INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, stage) "
-            "VALUES ('dup', 'f', 2, 0, 0, 1, 1, 0.5, 'Uninfected', 'Uninfected', '')");
+    s.query(
+        "INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, stage) "
+        "VALUES ('dup', 'f', 1, 0, 0, 1, 1, 0.5, 'Uninfected', 'Uninfected', '')");
+    s.query(
+        "INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, stage) "
+        "VALUES ('dup', 'f', 2, 0, 0, 1, 1, 0.5, 'Uninfected', 'Uninfected', '')");
   }),
                std::exception);
   EXPECT_THROW(store_->add_field("no-such-slide", field(150), "", tech_), StoreError);
@@ -227,7 +232,8 @@ TEST_P(StoreTest, ReviewIsForReviewersAndAudited) {
   EXPECT_THROW(store_->review_cell(cell, "Uninfected", "ring", "", reviewer_), StoreError);
   EXPECT_THROW(store_->review_cell(cell, "Parasitized", "blob", "", reviewer_), StoreError);
   EXPECT_THROW(store_->review_cell("c-none", "Parasitized", "", "", reviewer_), StoreError);
-  const StoredCell reviewed = store_->review_cell(cell, "Parasitized", "trophozoite", "", reviewer_);
+  const StoredCell reviewed =
+      store_->review_cell(cell, "Parasitized", "trophozoite", "", reviewer_);
   EXPECT_EQ(reviewed.review->decision, "Parasitized");
   EXPECT_EQ(reviewed.review->stage, "trophozoite");
   EXPECT_EQ(store_->slide(slide.id, admin_).status, "in_review");

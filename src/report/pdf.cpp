@@ -33,9 +33,14 @@ std::string html_to_pdf(const std::string& html, int timeout_s) {
   } cleanup{dir};
   write_text_atomic((dir / "report.html").string(), html);
   const std::string out = (dir / "report.pdf").string();
-  std::vector<std::string> args = {"chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                                   "--no-pdf-header-footer", "--user-data-dir=" + (dir / "profile").string(),
-                                   "--print-to-pdf=" + out, "file://" + (dir / "report.html").string()};
+  std::vector<std::string> args = {"chromium",
+                                   "--headless",
+                                   "--no-sandbox",
+                                   "--disable-gpu",
+                                   "--no-pdf-header-footer",
+                                   "--user-data-dir=" + (dir / "profile").string(),
+                                   "--print-to-pdf=" + out,
+                                   "file://" + (dir / "report.html").string()};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -47,7 +52,8 @@ std::string html_to_pdf(const std::string& html, int timeout_s) {
   pid_t pid = 0;
   const int rc = posix_spawnp(&pid, "chromium", &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error("cannot start chromium to print the PDF (is it installed?)");
+  if (rc != 0)
+    throw std::runtime_error("cannot start chromium to print the PDF (is it installed?)");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   int status = 0;
   while (waitpid(pid, &status, WNOHANG) == 0) {
@@ -62,7 +68,8 @@ std::string html_to_pdf(const std::string& html, int timeout_s) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !fs::exists(out))
     throw std::runtime_error("chromium could not print the PDF");
   std::string pdf = read_regular_file(out, 64u << 20);
-  if (pdf.rfind("%PDF-", 0) != 0) throw std::runtime_error("chromium wrote something that is not a PDF");
+  if (pdf.rfind("%PDF-", 0) != 0)
+    throw std::runtime_error("chromium wrote something that is not a PDF");
   return pdf;
 }
 

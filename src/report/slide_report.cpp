@@ -90,10 +90,10 @@ json slide_summary(const Slide& slide, const std::vector<StoredField>& fields) {
   json failed = json::array();
   for (const auto& f : fields) {
     if (!usable(f)) {
-      failed.push_back({{"field_id", f.id},
-                        {"file", f.filename},
-                        {"reasons", f.result.value("quality", json::object())
-                                        .value("reasons", json::array())}});
+      failed.push_back(
+          {{"field_id", f.id},
+           {"file", f.filename},
+           {"reasons", f.result.value("quality", json::object()).value("reasons", json::array())}});
       continue;
     }
     used++;
@@ -179,9 +179,10 @@ std::string row(const std::string& name, const std::string& value) {
 
 std::string side_cells(const json& side, double rbc, bool assumed) {
   return "<td>" + percent(side["parasitemia_percent"].get<double>()) + " <small>(95% CI " +
-         percent(side["ci_low"].get<double>()) + "&ndash;" + percent(side["ci_high"].get<double>()) +
-         ")</small></td><td>" + count_per_ul(side["parasites_per_ul"]["value"].get<double>()) +
-         " <small>(" + count_per_ul(side["parasites_per_ul"]["ci_low"].get<double>()) + "&ndash;" +
+         percent(side["ci_low"].get<double>()) + "&ndash;" +
+         percent(side["ci_high"].get<double>()) + ")</small></td><td>" +
+         count_per_ul(side["parasites_per_ul"]["value"].get<double>()) + " <small>(" +
+         count_per_ul(side["parasites_per_ul"]["ci_low"].get<double>()) + "&ndash;" +
          count_per_ul(side["parasites_per_ul"]["ci_high"].get<double>()) + "; RBC " +
          count_per_ul(rbc) + "/&micro;L" + (assumed ? ", assumed" : "") + ")</small></td><td>" +
          std::to_string(side["parasitized"].get<size_t>()) + " / " +
@@ -206,13 +207,14 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
       << "</p>\n";
   h << "<table>" << row("Sample", html_escape(slide.info.sample_id))
     << row("Slide record", html_escape(slide.id)) << row("Site", html_escape(slide.info.site))
-    << row("Collected", html_escape(slide.info.collected_on.empty() ? "not recorded"
-                                                                    : slide.info.collected_on))
-    << row("Stain", html_escape(slide.info.stain)) << row("Operator", html_escape(slide.info.operator_name))
+    << row("Collected",
+           html_escape(slide.info.collected_on.empty() ? "not recorded" : slide.info.collected_on))
+    << row("Stain", html_escape(slide.info.stain))
+    << row("Operator", html_escape(slide.info.operator_name))
     << row("Screened", html_escape(slide.created_at) + " by " + html_escape(slide.created_by))
-    << row("Reviewed and signed",
-           slide.signed_by.empty() ? "not signed"
-                                   : html_escape(slide.signed_by) + ", " + html_escape(slide.signed_at))
+    << row("Reviewed and signed", slide.signed_by.empty() ? "not signed"
+                                                          : html_escape(slide.signed_by) + ", " +
+                                                                html_escape(slide.signed_at))
     << row("Report generated", html_escape(context.generated_at)) << "</table>\n";
   h << "<h2>Parasitemia</h2><table class=\"numbers\"><tr><th></th><th>Parasitemia</th>"
        "<th>Parasites per &micro;L</th><th>Infected / red cells</th></tr><tr><th>Model</th>"
@@ -227,7 +229,8 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
   h << "<h2>Stages (reviewed)</h2><table class=\"numbers\"><tr>";
   for (const char* s : kStages) h << "<th>" << s << "</th>";
   h << "<th>gametocytes present</th></tr><tr>";
-  for (const char* s : kStages) h << "<td>" << summary["reviewed"]["stages"][s].get<size_t>() << "</td>";
+  for (const char* s : kStages)
+    h << "<td>" << summary["reviewed"]["stages"][s].get<size_t>() << "</td>";
   h << "<td>" << (summary["reviewed"]["gametocytes_present"].get<bool>() ? "yes" : "no")
     << "</td></tr></table>\n";
   h << "<h2>Fields</h2><p>" << summary["fields_used"].get<size_t>() << " of "
@@ -236,7 +239,8 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
     h << "<table>";
     for (const auto& f : summary["fields_failed"]) {
       std::string reasons;
-      for (const auto& r : f["reasons"]) reasons += (reasons.empty() ? "" : "; ") + r.get<std::string>();
+      for (const auto& r : f["reasons"])
+        reasons += (reasons.empty() ? "" : "; ") + r.get<std::string>();
       h << row("Not used: " + f["file"].get<std::string>(), html_escape(reasons));
     }
     h << "</table>";
@@ -260,8 +264,8 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
       const std::string src = thumbnail(image, c);
       if (src.empty()) continue;
       const std::string stage = c.review ? c.review->stage : c.stage;
-      h << "<figure><img alt=\"infected cell\" src=\"" << src << "\"><figcaption>field "
-        << f.seq << (stage.empty() ? "" : ", " + stage) << (c.review ? ", reviewed" : "")
+      h << "<figure><img alt=\"infected cell\" src=\"" << src << "\"><figcaption>field " << f.seq
+        << (stage.empty() ? "" : ", " + stage) << (c.review ? ", reviewed" : "")
         << "</figcaption></figure>";
       shown++;
     }
@@ -273,7 +277,8 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
                         html_escape(context.model.value("id", "")) + "</small>");
   for (const auto& line : context.model.value("validated", json::array()))
     h << row("Validated", html_escape(line.get<std::string>()));
-  h << "</table>\n<p class=\"statement\"><strong>Assistive tool.</strong> These counts were made by "
+  h << "</table>\n<p class=\"statement\"><strong>Assistive tool.</strong> These counts were made "
+       "by "
        "software that assists and does not replace a trained microscopist. The reviewed figures "
        "include the corrections of the reviewer named above. Interpret with the clinical "
        "picture; confirm doubtful or negative slides with a microscopist.</p>\n</body></html>\n";
@@ -291,8 +296,8 @@ json coding(const char* system, const std::string& code, const std::string& disp
 }
 
 json quantity(double value, const std::string& unit, const std::string& ucum) {
-  return {{"value", value}, {"unit", unit}, {"system", "http://unitsofmeasure.org"},
-          {"code", ucum}};
+  return {
+      {"value", value}, {"unit", unit}, {"system", "http://unitsofmeasure.org"}, {"code", ucum}};
 }
 
 }  // namespace
@@ -306,17 +311,21 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
                              : slide.status == "amended" ? "amended"
                                                          : "preliminary";
   const std::string& observation_status = status;
-  const std::string when = slide.info.collected_on.empty() ? slide.created_at : slide.info.collected_on;
+  const std::string when =
+      slide.info.collected_on.empty() ? slide.created_at : slide.info.collected_on;
   const std::string base = context.base_url.empty() ? "urn:malaria-screen:" : context.base_url;
   json entries = json::array();
   json results = json::array();
   const json specimen = {
       {"resourceType", "Specimen"},
       {"id", "specimen-" + slide.id},
-      {"identifier", {{{"system", "urn:malaria-screen:sample-id"}, {"value", slide.info.sample_id}}}},
+      {"identifier",
+       {{{"system", "urn:malaria-screen:sample-id"}, {"value", slide.info.sample_id}}}},
       {"type", coding("http://terminology.hl7.org/CodeSystem/v2-0487", "BLD", "Whole blood")},
-      {"note", {{{"text", "Thin blood smear, stain: " +
-                              (slide.info.stain.empty() ? std::string("not recorded") : slide.info.stain)}}}}};
+      {"note",
+       {{{"text",
+          "Thin blood smear, stain: " +
+              (slide.info.stain.empty() ? std::string("not recorded") : slide.info.stain)}}}}};
   entries.push_back({{"fullUrl", base + "Specimen/" + specimen["id"].get<std::string>()},
                      {"resource", specimen}});
   auto add_observation = [&](const std::string& key, json code, json value_key, json value) {
@@ -335,11 +344,12 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
                        {"resource", std::move(o)}});
   };
   const bool detected = reviewed["parasitized"].get<size_t>() > 0;
-  add_observation("presence",
-                  coding(kLoinc, "51587-4", "Plasmodium sp [Presence] in Blood by Light microscopy"),
-                  "valueCodeableConcept",
-                  detected ? coding("http://snomed.info/sct", "260373001", "Detected")
-                           : coding("http://snomed.info/sct", "260415000", "Not detected"));
+  add_observation(
+      "presence",
+      coding(kLoinc, "51587-4", "Plasmodium sp [Presence] in Blood by Light microscopy"),
+      "valueCodeableConcept",
+      detected ? coding("http://snomed.info/sct", "260373001", "Detected")
+               : coding("http://snomed.info/sct", "260415000", "Not detected"));
   add_observation("parasitemia",
                   coding(kLoinc, "101343-2", "Erythrocytes.parasite sp infected/Cells in Blood"),
                   "valueQuantity", quantity(reviewed["parasitemia_percent"], "%", "%"));
@@ -349,30 +359,31 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
                     std::to_string(reviewed["cells"].get<size_t>()) + " red cells"}}};
   add_observation("parasite-density",
                   coding(kLocalCodes, "parasites-per-ul", "Plasmodium parasites per microlitre"),
-                  "valueQuantity",
-                  quantity(reviewed["parasites_per_ul"]["value"], "/uL", "/uL"));
+                  "valueQuantity", quantity(reviewed["parasites_per_ul"]["value"], "/uL", "/uL"));
   add_observation("rbc-counted", coding(kLocalCodes, "rbc-counted", "Red blood cells counted"),
-                  "valueQuantity", quantity(double(reviewed["cells"].get<size_t>()), "cells", "{cells}"));
+                  "valueQuantity",
+                  quantity(double(reviewed["cells"].get<size_t>()), "cells", "{cells}"));
   std::string stages;
   for (const char* s : kStages)
     if (reviewed["stages"][s].get<size_t>() > 0)
       stages += (stages.empty() ? "" : ", ") + std::string(s) + " " +
                 std::to_string(reviewed["stages"][s].get<size_t>());
-  add_observation("stages",
-                  coding(kLoinc, "41451-6", "Plasmodium stage [Identifier] in Blood by Light microscopy"),
-                  "valueString", stages.empty() ? std::string("none seen") : stages);
+  add_observation(
+      "stages",
+      coding(kLoinc, "41451-6", "Plasmodium stage [Identifier] in Blood by Light microscopy"),
+      "valueString", stages.empty() ? std::string("none seen") : stages);
   json report = {
       {"resourceType", "DiagnosticReport"},
       {"id", "report-" + slide.id},
       {"identifier", {{{"system", "urn:malaria-screen:slide"}, {"value", slide.id}}}},
       {"status", status},
-      {"category",
-       {coding("http://terminology.hl7.org/CodeSystem/v2-0074", "MB", "Microbiology")}},
+      {"category", {coding("http://terminology.hl7.org/CodeSystem/v2-0074", "MB", "Microbiology")}},
       {"code", coding(kLoinc, "51587-4", "Plasmodium sp [Presence] in Blood by Light microscopy")},
       {"effectiveDateTime", when},
       {"issued", context.generated_at},
-      {"performer", {{{"display", slide.info.operator_name.empty() ? slide.created_by
-                                                                    : slide.info.operator_name}}}},
+      {"performer",
+       {{{"display",
+          slide.info.operator_name.empty() ? slide.created_by : slide.info.operator_name}}}},
       {"specimen", {{{"reference", "Specimen/specimen-" + slide.id}}}},
       {"result", results},
       {"conclusion",
@@ -401,8 +412,10 @@ std::string slide_annotations_csv(const Slide& slide, const std::vector<StoredFi
     for (const auto& c : f.cells) {
       std::string label = c.final_label(), stage = c.review ? c.review->stage : c.stage;
       if (label == "Not a cell") continue;
-      if (!c.review && !counted(c)) label = "difficult";
-      else if (label == "Parasitized" && !stage.empty()) label = stage;
+      if (!c.review && !counted(c))
+        label = "difficult";
+      else if (label == "Parasitized" && !stage.empty())
+        label = stage;
       csv += annotation_image_name(f) + "," + std::to_string(c.x) + "," + std::to_string(c.y) +
              "," + std::to_string(c.width) + "," + std::to_string(c.height) + "," + label + "," +
              slide.id + "\n";

@@ -272,10 +272,11 @@ class App {
         queue_.admit(WorkKind::screen, field_megapixels(upload));
     if (!ticket) throw WorkCancelled("server busy: too many fields are being screened");
     try {
-      const DecodedUpload image = decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
-      const ScreenedField field = screen_field(*field_model_, *default_field_point_,
-                                               queue_segmenter(*ticket), image.bgr, name,
-                                               queue_scorer(*ticket));
+      const DecodedUpload image =
+          decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+      const ScreenedField field =
+          screen_field(*field_model_, *default_field_point_, queue_segmenter(*ticket), image.bgr,
+                       name, queue_scorer(*ticket));
       metrics_.count("malaria_fields_screened_total", "verdict=\"" + field.quality.verdict + "\"");
       out.field = field_record(field, bytes, image.format,
                                field_model_id_ + (detector_ ? "+" + detector_id_ : ""));
@@ -294,14 +295,15 @@ class App {
     if (!ticket) throw WorkCancelled("server busy: too many explanations waiting");
     std::string bytes = image;
     const Upload upload{"field", &bytes};
-    const DecodedUpload field = decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
-    const cv::Rect box =
-        cv::Rect(cell.x, cell.y, cell.width, cell.height) & cv::Rect(0, 0, field.bgr.cols, field.bgr.rows);
+    const DecodedUpload field =
+        decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+    const cv::Rect box = cv::Rect(cell.x, cell.y, cell.width, cell.height) &
+                         cv::Rect(0, 0, field.bgr.cols, field.bgr.rows);
     if (box.area() <= 0) throw StoreError(422, "the cell's box lies outside its field image");
     cv::Mat crop = cv::Mat::zeros(box.size(), field.bgr.type());
     cv::Mat mask = cv::Mat::zeros(box.size(), CV_8U);
-    cv::ellipse(mask, cv::Point(box.width / 2, box.height / 2), cv::Size(box.width / 2, box.height / 2), 0,
-                0, 360, cv::Scalar(255), cv::FILLED);
+    cv::ellipse(mask, cv::Point(box.width / 2, box.height / 2),
+                cv::Size(box.width / 2, box.height / 2), 0, 0, 360, cv::Scalar(255), cv::FILLED);
     field.bgr(box).copyTo(crop, mask);
     const int side = field_model_->image_size();
     std::vector<float> pixels(3ull * side * side);

@@ -25,8 +25,7 @@ json parse_body(const HttpRequest& req) {
   return body;
 }
 
-size_t query_number(const HttpRequest& req, const std::string& name, size_t fallback,
-                    size_t max) {
+size_t query_number(const HttpRequest& req, const std::string& name, size_t fallback, size_t max) {
   const auto it = req.query.find(name);
   if (it == req.query.end()) return fallback;
   size_t value = 0;
@@ -63,7 +62,8 @@ std::optional<User> SlideApi::user_of(const HttpRequest& req) {
   if (!opt_.api_key.empty() && !token.empty() && constant_time_equal(token, opt_.api_key))
     return User{"api-key", "api-key", kRoleAdmin, {}, ""};
   if (token.rfind("mal_", 0) == 0) return store_.authenticate(token);
-  if (opt_.api_key.empty() && store_.user_count() == 0) return User{"local", "local", kRoleAdmin, {}, ""};
+  if (opt_.api_key.empty() && store_.user_count() == 0)
+    return User{"local", "local", kRoleAdmin, {}, ""};
   return std::nullopt;
 }
 
@@ -92,9 +92,8 @@ void SlideApi::add_routes(Router& router) {
   router.add("POST", "/api/v1/slides", guarded([this](auto& req, auto& res, auto&, auto& by) {
                create_slide(req, res, by);
              }));
-  router.add("GET", "/api/v1/slides", guarded([this](auto& req, auto& res, auto&, auto& by) {
-               list_slides(req, res, by);
-             }));
+  router.add("GET", "/api/v1/slides",
+             guarded([this](auto& req, auto& res, auto&, auto& by) { list_slides(req, res, by); }));
   router.add("GET", "/api/v1/me", guarded([](auto&, auto& res, auto&, auto& by) {
                json sites = by.sites;
                send_json(res, 200,
@@ -193,8 +192,9 @@ void SlideApi::list_slides(const HttpRequest& req, HttpResponse& res, const User
   size_t total = 0;
   json slides = json::array();
   for (const auto& s : store_.list_slides(filter, by, &total)) slides.push_back(s.to_json());
-  send_json(res, 200,
-            {{"slides", slides}, {"total", total}, {"limit", filter.limit}, {"offset", filter.offset}});
+  send_json(
+      res, 200,
+      {{"slides", slides}, {"total", total}, {"limit", filter.limit}, {"offset", filter.offset}});
 }
 
 void SlideApi::get_slide(const HttpRequest&, HttpResponse& res, const std::string& id,
@@ -226,18 +226,20 @@ void SlideApi::add_fields(const HttpRequest& req, HttpResponse& res, const std::
       continue;
     }
     replayed = false;
-    const std::string name = files[i]->filename.empty() ? "field" : printable(files[i]->filename, 200);
+    const std::string name =
+        files[i]->filename.empty() ? "field" : printable(files[i]->filename, 200);
     const ScreenedUpload screened = screen_(name, files[i]->data, req);
     if (screened.status != 200) {
-      errors.push_back({{"filename", name}, {"error", screened.error}, {"status", screened.status}});
+      errors.push_back(
+          {{"filename", name}, {"error", screened.error}, {"status", screened.status}});
       continue;
     }
     stored_ids.push_back(store_.add_field(id, screened.field, file_key, by));
   }
   const Slide slide = store_.slide(id, by);
   const std::vector<StoredField> fields = store_.fields(id, by);
-  json answer = {{"slide_id", id}, {"fields", json::array()}, {"errors", errors},
-                 {"slide", slide.to_json()}};
+  json answer = {
+      {"slide_id", id}, {"fields", json::array()}, {"errors", errors}, {"slide", slide.to_json()}};
   answer["slide"]["summary"] = slide_summary(slide, fields);
   for (const auto& f : fields)
     if (std::find(stored_ids.begin(), stored_ids.end(), f.id) != stored_ids.end())
@@ -254,9 +256,9 @@ void SlideApi::add_fields(const HttpRequest& req, HttpResponse& res, const std::
 void SlideApi::review(const HttpRequest& req, HttpResponse& res, const std::string& cell,
                       const User& by) {
   const json body = parse_body(req);
-  const StoredCell reviewed = store_.review_cell(cell, string_field(body, "decision"),
-                                                 string_field(body, "stage"),
-                                                 string_field(body, "reason"), by);
+  const StoredCell reviewed =
+      store_.review_cell(cell, string_field(body, "decision"), string_field(body, "stage"),
+                         string_field(body, "reason"), by);
   send_json(res, 200, reviewed.to_json());
 }
 
@@ -284,7 +286,8 @@ void SlideApi::report(const HttpRequest& req, HttpResponse& res, const std::stri
   const std::string html = slide_report_html(slide, fields, images, context);
   if (format == "html") {
     res.content_type = "text/html; charset=utf-8";
-    res.set_header("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'unsafe-inline'");
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; img-src data:; style-src 'unsafe-inline'");
     res.body = html;
     return;
   }

@@ -22,9 +22,8 @@ struct ScreenedUpload {
 };
 // Screens one uploaded field image (bytes as received); throws WorkCancelled or similar for
 // a server that must answer 503.
-using FieldScreener =
-    std::function<ScreenedUpload(const std::string& filename, const std::string& bytes,
-                                 const HttpRequest& req)>;
+using FieldScreener = std::function<ScreenedUpload(
+    const std::string& filename, const std::string& bytes, const HttpRequest& req)>;
 
 // A stored cell's Grad-CAM overlay as PNG bytes, from its field's kept image.
 using CellExplainer =
@@ -39,8 +38,8 @@ struct SlideApiOptions {
 
 class SlideApi {
  public:
-  SlideApi(SlideStore& store, SlideApiOptions options, FieldScreener screen,
-           CellExplainer explain, HttpServer::ErrorRenderer on_error);
+  SlideApi(SlideStore& store, SlideApiOptions options, FieldScreener screen, CellExplainer explain,
+           HttpServer::ErrorRenderer on_error);
   void add_routes(Router& router);
 
   // Who sends this request: the API key's holder, a user's token, or, while no user exists and
@@ -48,8 +47,8 @@ class SlideApi {
   std::optional<User> user_of(const HttpRequest& req);
 
  private:
-  using Handler = std::function<void(const HttpRequest&, HttpResponse&, const PathParams&,
-                                     const User&)>;
+  using Handler =
+      std::function<void(const HttpRequest&, HttpResponse&, const PathParams&, const User&)>;
   // Wraps a handler: finds the user (401 without one) and turns StoreError and database
   // failures into their answers.
   Router::ParamHandler guarded(Handler handler);

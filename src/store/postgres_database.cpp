@@ -2,10 +2,9 @@
 // several replicas and their request threads share one database. A broken connection is dropped
 // and the request fails with SqlUnavailable (the client retries; its Idempotency-Key keeps the
 // retry from storing twice).
-#include <pqxx/pqxx>
-
 #include <condition_variable>
 #include <mutex>
+#include <pqxx/pqxx>
 #include <regex>
 
 #include "store/database.h"
@@ -119,8 +118,7 @@ class PostgresDatabase : public Database {
       ++open_;
       return c;
     } catch (const std::exception& e) {
-      throw SqlUnavailable("cannot connect to the record database " + describe() + ": " +
-                           e.what());
+      throw SqlUnavailable("cannot connect to the record database " + describe() + ": " + e.what());
     }
   }
 

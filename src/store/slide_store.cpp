@@ -39,7 +39,8 @@ const std::vector<std::vector<std::string>> kMigrations = {
         "data {blob} NOT NULL)",
         "CREATE TABLE cells (id TEXT PRIMARY KEY, field_id TEXT NOT NULL REFERENCES fields (id), "
         "seq INTEGER NOT NULL, x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, "
-        "h INTEGER NOT NULL, probability {real} NOT NULL, label TEXT NOT NULL, decision TEXT NOT NULL, "
+        "h INTEGER NOT NULL, probability {real} NOT NULL, label TEXT NOT NULL, decision TEXT NOT "
+        "NULL, "
         "stage TEXT NOT NULL, review_decision TEXT, review_stage TEXT, reviewed_by TEXT, "
         "reviewed_at TEXT)",
         "CREATE INDEX cells_field ON cells (field_id, seq)",
@@ -56,14 +57,16 @@ std::vector<std::string> dialect_sql(std::string sql, Database::Dialect dialect)
   const bool pg = dialect == Database::Dialect::postgres;
   if (sql == "{append_only_audit}") {
     if (pg)
-      return {"CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-              "$f$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $f$",
-              "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
-              "FOR EACH ROW EXECUTE FUNCTION audit_append_only()"};
-    return {"CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN "
-            "SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
-            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
-            "SELECT RAISE(ABORT, 'the audit trail is append-only'); END"};
+      return {
+          "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+          "$f$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $f$",
+          "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
+          "FOR EACH ROW EXECUTE FUNCTION audit_append_only()"};
+    return {
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN "
+        "SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
+        "SELECT RAISE(ABORT, 'the audit trail is append-only'); END"};
   }
   const std::pair<std::string, const char*> types[] = {
       {"{blob}", pg ? "BYTEA" : "BLOB"},
@@ -118,8 +121,8 @@ std::string checked_text(const json& j, const char* key, size_t max, bool requir
   if (!j[key].is_string()) throw StoreError(400, std::string("'") + key + "' must be a string");
   const std::string s = j[key].get<std::string>();
   if (s.size() > max)
-    throw StoreError(400, std::string("'") + key + "' is longer than " + std::to_string(max) +
-                              " characters");
+    throw StoreError(
+        400, std::string("'") + key + "' is longer than " + std::to_string(max) + " characters");
   if (printable(s, max) != s)
     throw StoreError(400, std::string("'") + key + "' holds control characters or bad UTF-8");
   if (required && s.empty()) throw StoreError(400, std::string("'") + key + "' is empty");
@@ -139,8 +142,8 @@ const char* kSlideColumns =
 Slide slide_of(const SqlRow& r) {
   Slide s;
   s.id = text_of(r, 0);
-  s.info = {text_of(r, 1), text_of(r, 2), text_of(r, 3), text_of(r, 4), text_of(r, 5),
-            text_of(r, 6), std::nullopt};
+  s.info = {text_of(r, 1), text_of(r, 2), text_of(r, 3), text_of(r, 4),
+            text_of(r, 5), text_of(r, 6), std::nullopt};
   if (r[7]) s.info.rbc_per_ul = real_of(r, 7);
   s.status = text_of(r, 8);
   s.created_at = text_of(r, 9);
@@ -211,9 +214,12 @@ bool User::may_see_site(const std::string& site) const {
 }
 
 json SlideInfo::to_json() const {
-  return {{"sample_id", sample_id}, {"site", site},   {"operator", operator_name},
+  return {{"sample_id", sample_id},
+          {"site", site},
+          {"operator", operator_name},
           {"collected_on", collected_on.empty() ? json(nullptr) : json(collected_on)},
-          {"stain", stain},         {"notes", notes},
+          {"stain", stain},
+          {"notes", notes},
           {"rbc_per_ul", rbc_per_ul ? json(*rbc_per_ul) : json(nullptr)}};
 }
 
@@ -311,9 +317,9 @@ void SlideStore::migrate() {
     const SqlRows rows = s.query("SELECT COALESCE(MAX(version), 0) FROM schema_version");
     const size_t current = size_t(int_of(rows.at(0), 0));
     if (current > kMigrations.size())
-      throw std::runtime_error("the record database has schema version " +
-                               std::to_string(current) + ", newer than this program's " +
-                               std::to_string(kMigrations.size()) + ": upgrade the program");
+      throw std::runtime_error("the record database has schema version " + std::to_string(current) +
+                               ", newer than this program's " + std::to_string(kMigrations.size()) +
+                               ": upgrade the program");
     for (size_t v = current; v < kMigrations.size(); ++v) {
       for (const std::string& entry : kMigrations[v])
         for (const std::string& sql : dialect_sql(entry, db_->dialect())) s.query(sql);
@@ -339,9 +345,9 @@ Slide find_slide(SqlSession& s, const std::string& id, const User& by, bool lock
                  Database::Dialect dialect) {
   const std::string lock_clause =
       lock && dialect == Database::Dialect::postgres ? " FOR UPDATE" : "";
-  const SqlRows rows = s.query(
-      std::string("SELECT ") + kSlideColumns + " FROM slides WHERE id = $1" + lock_clause,
-      {SqlValue::text(id)});
+  const SqlRows rows =
+      s.query(std::string("SELECT ") + kSlideColumns + " FROM slides WHERE id = $1" + lock_clause,
+              {SqlValue::text(id)});
   if (rows.empty() || !by.may_see_site(text_of(rows[0], 2)))
     throw StoreError(404, "no slide '" + printable(id, 64) + "'");
   return slide_of(rows[0]);
@@ -405,7 +411,8 @@ std::vector<Slide> SlideStore::list_slides(const SlideFilter& filter, const User
   }
   std::vector<Slide> slides;
   db_->transaction([&](SqlSession& s) {
-    if (total) *total = size_t(int_of(s.query("SELECT COUNT(*) FROM slides" + where, params).at(0), 0));
+    if (total)
+      *total = size_t(int_of(s.query("SELECT COUNT(*) FROM slides" + where, params).at(0), 0));
     const std::string page = " ORDER BY created_at DESC, id LIMIT " +
                              std::to_string(std::min<size_t>(filter.limit, 500)) + " OFFSET " +
                              std::to_string(filter.offset);
@@ -502,19 +509,21 @@ std::string SlideStore::add_field(const std::string& slide_id, const FieldInput&
           for (size_t k = 0; k < kColumns; ++k)
             sql += (k ? ", $" : "$") + std::to_string(params.size() + k + 1);
           sql += ")";
-          params.insert(params.end(),
-                        {SqlValue::text(field_id + "c" + std::to_string(i + 1)),
-                         SqlValue::text(field_id), SqlValue::number(long(i + 1)),
-                         SqlValue::number(c.x), SqlValue::number(c.y), SqlValue::number(c.width),
-                         SqlValue::number(c.height), SqlValue::real(c.probability),
-                         SqlValue::text(c.label), SqlValue::text(c.decision),
-                         SqlValue::text(c.stage)});
+          params.insert(
+              params.end(),
+              {SqlValue::text(field_id + "c" + std::to_string(i + 1)), SqlValue::text(field_id),
+               SqlValue::number(long(i + 1)), SqlValue::number(c.x), SqlValue::number(c.y),
+               SqlValue::number(c.width), SqlValue::number(c.height), SqlValue::real(c.probability),
+               SqlValue::text(c.label), SqlValue::text(c.decision), SqlValue::text(c.stage)});
         }
         s.query(sql, params);
       }
       append_audit(s, slide_id, "", by.name, "add_field", nullptr,
-                   {{"field_id", field_id}, {"file", field.filename}, {"seq", seq},
-                    {"cells", field.cells.size()}, {"quality", field.quality_verdict}},
+                   {{"field_id", field_id},
+                    {"file", field.filename},
+                    {"seq", seq},
+                    {"cells", field.cells.size()},
+                    {"quality", field.quality_verdict}},
                    field.model_id);
     });
   } catch (const SqlConstraintError&) {
@@ -568,21 +577,22 @@ StoredCell SlideStore::review_cell(const std::string& cell_id, const std::string
         std::end(kStageNamesForReview))
       throw StoreError(400, "'stage' must be ring, trophozoite, schizont or gametocyte");
   }
-  if (amendment_reason.size() > 500) throw StoreError(400, "'reason' is longer than 500 characters");
+  if (amendment_reason.size() > 500)
+    throw StoreError(400, "'reason' is longer than 500 characters");
   StoredCell cell;
   db_->transaction([&](SqlSession& s) {
-    const SqlRows rows = s.query(
-        std::string("SELECT f.slide_id, f.model_id, ") + kCellColumns +
-            " FROM cells JOIN fields f ON f.id = cells.field_id WHERE cells.id = $1",
-        {SqlValue::text(cell_id)});
+    const SqlRows rows =
+        s.query(std::string("SELECT f.slide_id, f.model_id, ") + kCellColumns +
+                    " FROM cells JOIN fields f ON f.id = cells.field_id WHERE cells.id = $1",
+                {SqlValue::text(cell_id)});
     if (rows.empty()) throw StoreError(404, "no cell '" + printable(cell_id, 64) + "'");
     const std::string slide_id = text_of(rows[0], 0), model_id = text_of(rows[0], 1);
     const Slide slide = find_slide(s, slide_id, by, true, db_->dialect());
     cell = cell_of(rows[0], 2);
     const bool amendment = is_signed(slide) || slide.status == "amended";
     if (amendment && amendment_reason.empty())
-      throw StoreError(409, "slide " + slide_id +
-                                " is signed: a change is an amendment and needs a 'reason'");
+      throw StoreError(
+          409, "slide " + slide_id + " is signed: a change is an amendment and needs a 'reason'");
     const json before = cell.to_json();
     const std::string at = now_iso8601();
     s.query(
@@ -614,8 +624,8 @@ Slide SlideStore::sign_slide(const std::string& slide_id, const User& by) {
     slide.signed_at = now_iso8601();
     slide.signed_by = by.name;
     s.query("UPDATE slides SET status = $1, signed_at = $2, signed_by = $3 WHERE id = $4",
-            {SqlValue::text(slide.status), SqlValue::text(slide.signed_at),
-             SqlValue::text(by.name), SqlValue::text(slide_id)});
+            {SqlValue::text(slide.status), SqlValue::text(slide.signed_at), SqlValue::text(by.name),
+             SqlValue::text(slide_id)});
     append_audit(s, slide_id, "", by.name, "sign", before, {{"status", slide.status}}, "");
   });
   return slide;
@@ -625,10 +635,10 @@ std::vector<AuditEvent> SlideStore::audit(const std::string& slide_id, const Use
   std::vector<AuditEvent> events;
   db_->transaction([&](SqlSession& s) {
     find_slide(s, slide_id, by, false, db_->dialect());
-    for (const auto& r : s.query(
-             "SELECT seq, cell_id, at, user_name, action, before_state, after_state, model_id "
-             "FROM audit WHERE slide_id = $1 ORDER BY seq",
-             {SqlValue::text(slide_id)})) {
+    for (const auto& r :
+         s.query("SELECT seq, cell_id, at, user_name, action, before_state, after_state, model_id "
+                 "FROM audit WHERE slide_id = $1 ORDER BY seq",
+                 {SqlValue::text(slide_id)})) {
       AuditEvent e;
       e.seq = int_of(r, 0);
       e.slide_id = slide_id;
@@ -701,18 +711,18 @@ std::string SlideStore::add_user(const std::string& name, const std::string& rol
 std::vector<User> SlideStore::users() {
   std::vector<User> users;
   db_->transaction([&](SqlSession& s) {
-    for (const auto& r : s.query("SELECT id, name, role, sites, created_at FROM users ORDER BY name"))
-      users.push_back({text_of(r, 0), text_of(r, 1), text_of(r, 2), split_sites(text_of(r, 3)),
-                       text_of(r, 4)});
+    for (const auto& r :
+         s.query("SELECT id, name, role, sites, created_at FROM users ORDER BY name"))
+      users.push_back(
+          {text_of(r, 0), text_of(r, 1), text_of(r, 2), split_sites(text_of(r, 3)), text_of(r, 4)});
   });
   return users;
 }
 
 size_t SlideStore::user_count() {
   size_t n = 0;
-  db_->transaction([&](SqlSession& s) {
-    n = size_t(int_of(s.query("SELECT COUNT(*) FROM users").at(0), 0));
-  });
+  db_->transaction(
+      [&](SqlSession& s) { n = size_t(int_of(s.query("SELECT COUNT(*) FROM users").at(0), 0)); });
   return n;
 }
 
@@ -727,7 +737,8 @@ std::optional<User> SlideStore::authenticate(const std::string& token) {
         "SELECT id, name, role, sites, created_at, salt, token_hash FROM users WHERE id = $1",
         {SqlValue::text(id)});
     if (rows.empty()) return;
-    const std::string expected = text_of(rows[0], 6), actual = token_hash(secret, text_of(rows[0], 5));
+    const std::string expected = text_of(rows[0], 6),
+                      actual = token_hash(secret, text_of(rows[0], 5));
     if (expected.size() == actual.size() &&
         sodium_memcmp(expected.data(), actual.data(), expected.size()) == 0)
       user = User{text_of(rows[0], 0), text_of(rows[0], 1), text_of(rows[0], 2),

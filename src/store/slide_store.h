@@ -17,7 +17,8 @@ namespace malaria {
 
 // A request the records refuse as it stands: unknown id (404), a signed slide (409), bad values.
 struct StoreError : std::runtime_error {
-  StoreError(int status, const std::string& message) : std::runtime_error(message), status(status) {}
+  StoreError(int status, const std::string& message)
+      : std::runtime_error(message), status(status) {}
   int status;
 };
 
@@ -149,6 +150,6 @@ class SlideStore {
 };
 
 inline constexpr const char* kStageNamesForReview[] = {"ring", "trophozoite", "schizont",
-                                                        "gametocyte"};
+                                                       "gametocyte"};
 
 }  // namespace malaria

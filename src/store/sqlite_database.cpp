@@ -55,7 +55,8 @@ class SqliteSession : public SqlSession {
 
   void check(int rc, const std::string& sql) const {
     if (rc == SQLITE_OK || rc == SQLITE_ROW || rc == SQLITE_DONE) return;
-    const std::string message = std::string(sqlite3_errmsg(db_)) + " (in: " + sql.substr(0, 80) + ")";
+    const std::string message =
+        std::string(sqlite3_errmsg(db_)) + " (in: " + sql.substr(0, 80) + ")";
     if ((rc & 0xff) == SQLITE_CONSTRAINT) throw SqlConstraintError(message);
     if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
       throw SqlUnavailable("the record database is busy: " + message);
@@ -69,10 +70,9 @@ class SqliteSession : public SqlSession {
 class SqliteDatabase : public Database {
  public:
   explicit SqliteDatabase(const std::string& path) : path_(path) {
-    const int rc = sqlite3_open_v2(path.c_str(), &db_,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                       SQLITE_OPEN_FULLMUTEX,
-                                   nullptr);
+    const int rc = sqlite3_open_v2(
+        path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+        nullptr);
     if (rc != SQLITE_OK) {
       const std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
       sqlite3_close(db_);
