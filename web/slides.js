@@ -44,6 +44,7 @@
       $("slides-on").hidden = false;
       return;
     }
+    if (!me.records) { $("slides-off").hidden = false; return; }
     $("slides-off").hidden = true;
     $("slides-on").hidden = false;
     $("whoami").textContent = `Signed in as ${me.name} (${me.role})` + (me.sites.length ? `, sites ${me.sites.join(", ")}` : "");

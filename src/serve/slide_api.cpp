@@ -97,7 +97,8 @@ void SlideApi::add_routes(Router& router) {
   router.add("GET", "/api/v1/me", guarded([](auto&, auto& res, auto&, auto& by) {
                json sites = by.sites;
                send_json(res, 200,
-                         {{"name", by.name},
+                         {{"records", true},
+                          {"name", by.name},
                           {"role", by.role},
                           {"sites", sites},
                           {"may_review", by.may_review()}});
