@@ -320,6 +320,17 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   EXPECT_EQ(audit["events"][0]["user"], "tom");
   EXPECT_EQ(audit["events"].back()["user"], "api-key");
   EXPECT_EQ(audit["events"][audit["events"].size() - 2]["user"], "rita");
+  // Only an admin manages users; the new token works at once.
+  const json nina = {{"name", "nina"}, {"role", "technician"}, {"sites", {"north"}}};
+  EXPECT_EQ(c.Post("/api/v1/users", auth(rev), nina.dump(), "application/json")->status, 403);
+  EXPECT_EQ(c.Get("/api/v1/users", auth(tech))->status, 403);
+  const auto added = c.Post("/api/v1/users", auth("k3y"), nina.dump(), "application/json");
+  ASSERT_EQ(added->status, 201) << added->body;
+  const std::string nina_token = json::parse(added->body)["token"];
+  EXPECT_EQ(get(c, "/api/v1/me", nina_token)["name"], "nina");
+  EXPECT_EQ(c.Post("/api/v1/users", auth("k3y"), nina.dump(), "application/json")->status, 409);
+  EXPECT_EQ(get(c, "/api/v1/users", "k3y")["users"].size(), 4u);
+  EXPECT_EQ(get(c, "/api/v1/users", "k3y").dump().find(nina_token.substr(21)), std::string::npos);
 }
 
 TEST_F(Records, BadInputIsRefusedAndStoresNothing) {

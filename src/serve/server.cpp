@@ -847,8 +847,9 @@ class App {
     if (slides_)
       slides_->add_routes(router_);
     else  // the page asks before showing its Slides section
-      router_.add("GET", "/api/v1/me",
-                  [](const auto&, auto& res) { send_json(res, 200, {{"records", false}}); });
+      router_.add("GET", "/api/v1/me", [](const auto&, auto& res) {
+        send_json(res, 200, {{"records", false}});
+      });
     router_.add("GET", "/health", [](const auto&, auto& res) {
       send_json(res, 200, {{"status", "ok"}});
     });

@@ -103,6 +103,36 @@ void SlideApi::add_routes(Router& router) {
                           {"sites", sites},
                           {"may_review", by.may_review()}});
              }));
+  router.add("GET", "/api/v1/users", guarded([this](auto&, auto& res, auto&, auto& by) {
+               if (!by.may_manage_users()) throw StoreError(403, "only an admin lists users");
+               json users = json::array();
+               for (const auto& u : store_.users())
+                 users.push_back({{"name", u.name},
+                                  {"role", u.role},
+                                  {"sites", u.sites},
+                                  {"created_at", u.created_at}});
+               send_json(res, 200, {{"users", users}});
+             }));
+  router.add("POST", "/api/v1/users", guarded([this](auto& req, auto& res, auto&, auto& by) {
+               if (!by.may_manage_users()) throw StoreError(403, "only an admin adds users");
+               const json body = parse_body(req);
+               std::vector<std::string> sites;
+               if (body.contains("sites")) {
+                 if (!body["sites"].is_array()) throw StoreError(400, "'sites' must be a list");
+                 for (const auto& site : body["sites"]) {
+                   if (!site.is_string()) throw StoreError(400, "'sites' must be strings");
+                   sites.push_back(site.get<std::string>());
+                 }
+               }
+               const std::string token =
+                   store_.add_user(string_field(body, "name"), string_field(body, "role"), sites);
+               // The token is shown once, here; only its hash is kept.
+               send_json(res, 201,
+                         {{"name", string_field(body, "name")},
+                          {"role", string_field(body, "role")},
+                          {"sites", sites},
+                          {"token", token}});
+             }));
   router.add("GET", "/api/v1/slides/{id}", guarded([this](auto& req, auto& res, auto& p, auto& by) {
                get_slide(req, res, p.at("id"), by);
              }));
