@@ -5,6 +5,7 @@
 # under way. Checks that every upload that got a 2xx is stored exactly once, that the others
 # succeed when retried, and prints the uploads per second the pair held.
 #   scale_test.sh MALARIA_BIN MODEL FIELDS_DIR [CLIENTS] [UPLOADS_PER_CLIENT]
+# SCALE_KILL=0 leaves both replicas up (bench/records_bench.sh measures throughput so).
 set -euo pipefail
 bin=$1 model=$2 fields=$3 clients=${4:-4} per_client=${5:-6}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,11 +77,13 @@ for c in $(seq 1 "$clients"); do
   client_pids+=($!)
 done
 # SIGKILL replica 1 once a quarter of the uploads have been answered.
-until [ "$(grep -c ' 2[0-9][0-9]$' "$work/attempts.log" 2>/dev/null || echo 0)" -ge $((clients * per_client / 4)) ]; do
+until [ "${SCALE_KILL:-1}" = 0 ] || [ "$(grep -c ' 2[0-9][0-9]$' "$work/attempts.log" 2>/dev/null || echo 0)" -ge $((clients * per_client / 4)) ]; do
   sleep 0.1
 done
-kill -9 "$replica1_pid"
-echo "killed replica 1 after $(grep -c ' 2[0-9][0-9]$' "$work/attempts.log") answered uploads"
+if [ "${SCALE_KILL:-1}" != 0 ]; then
+  kill -9 "$replica1_pid"
+  echo "killed replica 1 after $(grep -c ' 2[0-9][0-9]$' "$work/attempts.log") answered uploads"
+fi
 for p in "${client_pids[@]}"; do wait "$p"; done
 elapsed=$(echo "$(date +%s.%N) - $start" | bc)
 
@@ -94,8 +97,9 @@ partial=$(psql "$db" -tAc "SELECT COUNT(*) FROM fields f WHERE (SELECT COUNT(*) 
   WHERE c.field_id = f.id) <> (f.result::json->'summary'->>'cells')::int")
 echo "uploads: $total, answered 2xx: $ok_keys, failed attempts retried: $failed_attempts"
 echo "fields stored: $stored (distinct keys: $distinct)"
-printf 'held %.2f uploads/s over %.1f s with 2 replicas (one killed part-way), %d clients\n' \
-  "$(echo "$total / $elapsed" | bc -l)" "$elapsed" "$clients"
+printf 'held %.2f uploads/s over %.1f s with 2 replicas (%s), %d clients\n' \
+  "$(echo "$total / $elapsed" | bc -l)" "$elapsed" \
+  "$([ "${SCALE_KILL:-1}" = 0 ] && echo "both up" || echo "one killed part-way")" "$clients"
 [ "$ok_keys" -eq "$total" ] || { echo "FAIL: $((total - ok_keys)) uploads never succeeded"; exit 1; }
 [ "$stored" -eq "$total" ] || { echo "FAIL: $stored fields stored for $total uploads"; exit 1; }
 [ "$distinct" -eq "$total" ] || { echo "FAIL: a key was stored twice"; exit 1; }
