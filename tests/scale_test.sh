@@ -77,12 +77,13 @@ for c in $(seq 1 "$clients"); do
   client_pids+=($!)
 done
 # SIGKILL replica 1 once a quarter of the uploads have been answered.
-until [ "${SCALE_KILL:-1}" = 0 ] || [ "$(grep -c ' 2[0-9][0-9]$' "$work/attempts.log" 2>/dev/null || echo 0)" -ge $((clients * per_client / 4)) ]; do
+answered() { awk '$4 ~ /^2/' "$work/attempts.log" 2>/dev/null | wc -l; }
+until [ "${SCALE_KILL:-1}" = 0 ] || [ "$(answered)" -ge $((clients * per_client / 4)) ]; do
   sleep 0.1
 done
 if [ "${SCALE_KILL:-1}" != 0 ]; then
   kill -9 "$replica1_pid"
-  echo "killed replica 1 after $(grep -c ' 2[0-9][0-9]$' "$work/attempts.log") answered uploads"
+  echo "killed replica 1 after $(answered) answered uploads"
 fi
 for p in "${client_pids[@]}"; do wait "$p"; done
 elapsed=$(echo "$(date +%s.%N) - $start" | bc)
