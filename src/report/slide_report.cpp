@@ -189,6 +189,40 @@ std::string side_cells(const json& side, double rbc, bool assumed) {
          std::to_string(side["cells"].get<size_t>()) + "</td>";
 }
 
+// Thumbnails of the cells called (or reviewed) Parasitized, at most 60, cut from the kept images.
+std::string infected_cells_html(const std::vector<StoredField>& fields,
+                                const std::map<std::string, std::string>& images) {
+  std::ostringstream h;
+  h << "\n<h2>Infected cells</h2><div class=\"cells\">";
+  size_t shown = 0, positives = 0;
+  for (const auto& f : fields) {
+    if (!usable(f)) continue;
+    cv::Mat image;
+    for (const auto& c : f.cells) {
+      if (c.final_label() != "Parasitized" || (!c.review && !counted(c))) continue;
+      positives++;
+      if (shown >= 60) continue;
+      if (image.empty()) {
+        const auto it = images.find(f.id);
+        if (it == images.end()) break;
+        image = cv::imdecode(std::vector<uchar>(it->second.begin(), it->second.end()),
+                             cv::IMREAD_COLOR);
+        if (image.empty()) break;
+      }
+      const std::string src = thumbnail(image, c);
+      if (src.empty()) continue;
+      const std::string stage = c.review ? c.review->stage : c.stage;
+      h << "<figure><img alt=\"infected cell\" src=\"" << src << "\"><figcaption>field " << f.seq
+        << (stage.empty() ? "" : ", " + stage) << (c.review ? ", reviewed" : "")
+        << "</figcaption></figure>";
+      shown++;
+    }
+  }
+  h << "</div><p>" << shown << " of " << positives << " infected cells shown"
+    << (positives > shown ? " (the others are in the slide record)" : "") << ".</p>\n";
+  return h.str();
+}
+
 }  // namespace
 
 std::string slide_report_html(const Slide& slide, const std::vector<StoredField>& fields,
@@ -245,33 +279,7 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
     }
     h << "</table>";
   }
-  h << "\n<h2>Infected cells</h2><div class=\"cells\">";
-  size_t shown = 0, positives = 0;
-  for (const auto& f : fields) {
-    if (!usable(f)) continue;
-    cv::Mat image;
-    for (const auto& c : f.cells) {
-      if (c.final_label() != "Parasitized" || (!c.review && !counted(c))) continue;
-      positives++;
-      if (shown >= 60) continue;
-      if (image.empty()) {
-        const auto it = images.find(f.id);
-        if (it == images.end()) break;
-        image = cv::imdecode(std::vector<uchar>(it->second.begin(), it->second.end()),
-                             cv::IMREAD_COLOR);
-        if (image.empty()) break;
-      }
-      const std::string src = thumbnail(image, c);
-      if (src.empty()) continue;
-      const std::string stage = c.review ? c.review->stage : c.stage;
-      h << "<figure><img alt=\"infected cell\" src=\"" << src << "\"><figcaption>field " << f.seq
-        << (stage.empty() ? "" : ", " + stage) << (c.review ? ", reviewed" : "")
-        << "</figcaption></figure>";
-      shown++;
-    }
-  }
-  h << "</div><p>" << shown << " of " << positives << " infected cells shown"
-    << (positives > shown ? " (the others are in the slide record)" : "") << ".</p>\n";
+  h << infected_cells_html(fields, images);
   h << "<h2>Model</h2><table>"
     << row("Model", html_escape(context.model.value("name", "")) + " <small>" +
                         html_escape(context.model.value("id", "")) + "</small>");
@@ -302,6 +310,59 @@ json quantity(double value, const std::string& unit, const std::string& ucum) {
 
 }  // namespace
 
+namespace {
+
+struct ObservationSpec {
+  std::string key;  // the Observation's id is KEY-SLIDE_ID
+  json code;
+  std::string value_key;  // valueQuantity, valueString, ...
+  json value;
+  std::string note;
+};
+
+// What the report states, from the reviewed figures: presence, parasitemia with its interval,
+// parasites per microlitre, red cells counted, stages seen.
+std::vector<ObservationSpec> report_observations(const json& reviewed) {
+  const bool detected = reviewed["parasitized"].get<size_t>() > 0;
+  std::string stages;
+  for (const char* s : kStages)
+    if (reviewed["stages"][s].get<size_t>() > 0)
+      stages += (stages.empty() ? "" : ", ") + std::string(s) + " " +
+                std::to_string(reviewed["stages"][s].get<size_t>());
+  return {
+      {"presence",
+       coding(kLoinc, "51587-4", "Plasmodium sp [Presence] in Blood by Light microscopy"),
+       "valueCodeableConcept",
+       detected ? coding("http://snomed.info/sct", "260373001", "Detected")
+                : coding("http://snomed.info/sct", "260415000", "Not detected"),
+       ""},
+      {"parasitemia",
+       coding(kLoinc, "101343-2", "Erythrocytes.parasite sp infected/Cells in Blood"),
+       "valueQuantity", quantity(reviewed["parasitemia_percent"], "%", "%"),
+       "95% interval " + percent(reviewed["ci_low"]) + " to " + percent(reviewed["ci_high"]) +
+           " over " + std::to_string(reviewed["cells"].get<size_t>()) + " red cells"},
+      {"parasite-density",
+       coding(kLocalCodes, "parasites-per-ul", "Plasmodium parasites per microlitre"),
+       "valueQuantity", quantity(reviewed["parasites_per_ul"]["value"], "/uL", "/uL"), ""},
+      {"rbc-counted", coding(kLocalCodes, "rbc-counted", "Red blood cells counted"),
+       "valueQuantity", quantity(double(reviewed["cells"].get<size_t>()), "cells", "{cells}"), ""},
+      {"stages",
+       coding(kLoinc, "41451-6", "Plasmodium stage [Identifier] in Blood by Light microscopy"),
+       "valueString", stages.empty() ? std::string("none seen") : stages, ""}};
+}
+
+json fhir_specimen(const Slide& slide) {
+  const std::string stain = slide.info.stain.empty() ? "not recorded" : slide.info.stain;
+  return {{"resourceType", "Specimen"},
+          {"id", "specimen-" + slide.id},
+          {"identifier",
+           {{{"system", "urn:malaria-screen:sample-id"}, {"value", slide.info.sample_id}}}},
+          {"type", coding("http://terminology.hl7.org/CodeSystem/v2-0487", "BLD", "Whole blood")},
+          {"note", {{{"text", "Thin blood smear, stain: " + stain}}}}};
+}
+
+}  // namespace
+
 json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& fields,
                        const ReportContext& context) {
   const json summary = slide_summary(slide, fields);
@@ -310,68 +371,27 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
   const std::string status = slide.status == "signed"    ? "final"
                              : slide.status == "amended" ? "amended"
                                                          : "preliminary";
-  const std::string& observation_status = status;
   const std::string when =
       slide.info.collected_on.empty() ? slide.created_at : slide.info.collected_on;
   const std::string base = context.base_url.empty() ? "urn:malaria-screen:" : context.base_url;
-  json entries = json::array();
-  json results = json::array();
-  const json specimen = {
-      {"resourceType", "Specimen"},
-      {"id", "specimen-" + slide.id},
-      {"identifier",
-       {{{"system", "urn:malaria-screen:sample-id"}, {"value", slide.info.sample_id}}}},
-      {"type", coding("http://terminology.hl7.org/CodeSystem/v2-0487", "BLD", "Whole blood")},
-      {"note",
-       {{{"text",
-          "Thin blood smear, stain: " +
-              (slide.info.stain.empty() ? std::string("not recorded") : slide.info.stain)}}}}};
-  entries.push_back({{"fullUrl", base + "Specimen/" + specimen["id"].get<std::string>()},
-                     {"resource", specimen}});
-  auto add_observation = [&](const std::string& key, json code, json value_key, json value) {
+  const std::string specimen_ref = "Specimen/specimen-" + slide.id;
+  json entries = json::array(), results = json::array();
+  for (const ObservationSpec& spec : report_observations(reviewed)) {
+    const std::string id = spec.key + "-" + slide.id;
     json o = {{"resourceType", "Observation"},
-              {"id", key + "-" + slide.id},
-              {"status", observation_status},
+              {"id", id},
+              {"status", status},
               {"category",
                {coding("http://terminology.hl7.org/CodeSystem/observation-category", "laboratory",
                        "Laboratory")}},
-              {"code", std::move(code)},
+              {"code", spec.code},
               {"effectiveDateTime", when},
-              {"specimen", {{"reference", "Specimen/specimen-" + slide.id}}},
-              {value_key.get<std::string>(), std::move(value)}};
-    results.push_back({{"reference", "Observation/" + o["id"].get<std::string>()}});
-    entries.push_back({{"fullUrl", base + "Observation/" + o["id"].get<std::string>()},
-                       {"resource", std::move(o)}});
-  };
-  const bool detected = reviewed["parasitized"].get<size_t>() > 0;
-  add_observation(
-      "presence",
-      coding(kLoinc, "51587-4", "Plasmodium sp [Presence] in Blood by Light microscopy"),
-      "valueCodeableConcept",
-      detected ? coding("http://snomed.info/sct", "260373001", "Detected")
-               : coding("http://snomed.info/sct", "260415000", "Not detected"));
-  add_observation("parasitemia",
-                  coding(kLoinc, "101343-2", "Erythrocytes.parasite sp infected/Cells in Blood"),
-                  "valueQuantity", quantity(reviewed["parasitemia_percent"], "%", "%"));
-  entries.back()["resource"]["note"] = {
-      {{"text", "95% interval " + percent(reviewed["ci_low"]) + " to " +
-                    percent(reviewed["ci_high"]) + " over " +
-                    std::to_string(reviewed["cells"].get<size_t>()) + " red cells"}}};
-  add_observation("parasite-density",
-                  coding(kLocalCodes, "parasites-per-ul", "Plasmodium parasites per microlitre"),
-                  "valueQuantity", quantity(reviewed["parasites_per_ul"]["value"], "/uL", "/uL"));
-  add_observation("rbc-counted", coding(kLocalCodes, "rbc-counted", "Red blood cells counted"),
-                  "valueQuantity",
-                  quantity(double(reviewed["cells"].get<size_t>()), "cells", "{cells}"));
-  std::string stages;
-  for (const char* s : kStages)
-    if (reviewed["stages"][s].get<size_t>() > 0)
-      stages += (stages.empty() ? "" : ", ") + std::string(s) + " " +
-                std::to_string(reviewed["stages"][s].get<size_t>());
-  add_observation(
-      "stages",
-      coding(kLoinc, "41451-6", "Plasmodium stage [Identifier] in Blood by Light microscopy"),
-      "valueString", stages.empty() ? std::string("none seen") : stages);
+              {"specimen", {{"reference", specimen_ref}}},
+              {spec.value_key, spec.value}};
+    if (!spec.note.empty()) o["note"] = {{{"text", spec.note}}};
+    results.push_back({{"reference", "Observation/" + id}});
+    entries.push_back({{"fullUrl", base + "Observation/" + id}, {"resource", std::move(o)}});
+  }
   json report = {
       {"resourceType", "DiagnosticReport"},
       {"id", "report-" + slide.id},
@@ -384,16 +404,18 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
       {"performer",
        {{{"display",
           slide.info.operator_name.empty() ? slide.created_by : slide.info.operator_name}}}},
-      {"specimen", {{{"reference", "Specimen/specimen-" + slide.id}}}},
+      {"specimen", {{{"reference", specimen_ref}}}},
       {"result", results},
       {"conclusion",
-       std::string(detected ? "Plasmodium detected" : "No Plasmodium detected") + ", parasitemia " +
-           percent(reviewed["parasitemia_percent"]) + " (" +
+       std::string(reviewed["parasitized"].get<size_t>() > 0 ? "Plasmodium detected"
+                                                             : "No Plasmodium detected") +
+           ", parasitemia " + percent(reviewed["parasitemia_percent"]) + " (" +
            (slide.status == "signed" ? "reviewed and signed" : "not signed: preliminary") +
            "). Assistive tool: confirm with a microscopist."}};
   if (!slide.signed_by.empty()) report["resultsInterpreter"] = {{{"display", slide.signed_by}}};
   entries.insert(entries.begin(), json{{"fullUrl", base + "DiagnosticReport/report-" + slide.id},
                                        {"resource", report}});
+  entries.push_back({{"fullUrl", base + specimen_ref}, {"resource", fhir_specimen(slide)}});
   return {{"resourceType", "Bundle"},
           {"type", "collection"},
           {"timestamp", context.generated_at},

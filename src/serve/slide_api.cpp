@@ -89,50 +89,17 @@ Router::ParamHandler SlideApi::guarded(Handler handler) {
 }
 
 void SlideApi::add_routes(Router& router) {
+  add_slide_routes(router);
+  add_review_routes(router);
+  add_user_routes(router);
+}
+
+void SlideApi::add_slide_routes(Router& router) {
   router.add("POST", "/api/v1/slides", guarded([this](auto& req, auto& res, auto&, auto& by) {
                create_slide(req, res, by);
              }));
   router.add("GET", "/api/v1/slides",
              guarded([this](auto& req, auto& res, auto&, auto& by) { list_slides(req, res, by); }));
-  router.add("GET", "/api/v1/me", guarded([](auto&, auto& res, auto&, auto& by) {
-               json sites = by.sites;
-               send_json(res, 200,
-                         {{"records", true},
-                          {"name", by.name},
-                          {"role", by.role},
-                          {"sites", sites},
-                          {"may_review", by.may_review()}});
-             }));
-  router.add("GET", "/api/v1/users", guarded([this](auto&, auto& res, auto&, auto& by) {
-               if (!by.may_manage_users()) throw StoreError(403, "only an admin lists users");
-               json users = json::array();
-               for (const auto& u : store_.users())
-                 users.push_back({{"name", u.name},
-                                  {"role", u.role},
-                                  {"sites", u.sites},
-                                  {"created_at", u.created_at}});
-               send_json(res, 200, {{"users", users}});
-             }));
-  router.add("POST", "/api/v1/users", guarded([this](auto& req, auto& res, auto&, auto& by) {
-               if (!by.may_manage_users()) throw StoreError(403, "only an admin adds users");
-               const json body = parse_body(req);
-               std::vector<std::string> sites;
-               if (body.contains("sites")) {
-                 if (!body["sites"].is_array()) throw StoreError(400, "'sites' must be a list");
-                 for (const auto& site : body["sites"]) {
-                   if (!site.is_string()) throw StoreError(400, "'sites' must be strings");
-                   sites.push_back(site.get<std::string>());
-                 }
-               }
-               const std::string token =
-                   store_.add_user(string_field(body, "name"), string_field(body, "role"), sites);
-               // The token is shown once, here; only its hash is kept.
-               send_json(res, 201,
-                         {{"name", string_field(body, "name")},
-                          {"role", string_field(body, "role")},
-                          {"sites", sites},
-                          {"token", token}});
-             }));
   router.add("GET", "/api/v1/slides/{id}", guarded([this](auto& req, auto& res, auto& p, auto& by) {
                get_slide(req, res, p.at("id"), by);
              }));
@@ -140,6 +107,9 @@ void SlideApi::add_routes(Router& router) {
              guarded([this](auto& req, auto& res, auto& p, auto& by) {
                add_fields(req, res, p.at("id"), by);
              }));
+}
+
+void SlideApi::add_review_routes(Router& router) {
   router.add("POST", "/api/v1/cells/{id}/review",
              guarded([this](auto& req, auto& res, auto& p, auto& by) {
                review(req, res, p.at("id"), by);
@@ -152,21 +122,7 @@ void SlideApi::add_routes(Router& router) {
                res.body = explain_(store_.field_image(field_id, by).second, cell);
              }));
   router.add("POST", "/api/v1/slides/{id}/sign",
-             guarded([this](auto&, auto& res, auto& p, auto& by) {
-               // Every flagged cell and the quality-control sample are looked at before a
-               // signature.
-               if (!by.may_review())
-                 throw StoreError(403, by.name + " is a " + by.role + ": only a reviewer may sign");
-               const Slide before = store_.slide(p.at("id"), by);
-               const size_t pending =
-                   slide_summary(before, store_.fields(before.id, by))["reviewed"]["pending"];
-               if (pending > 0 && before.status != "amended")
-                 throw StoreError(409, std::to_string(pending) +
-                                           " flagged cells are not reviewed yet: review them "
-                                           "before signing");
-               const Slide slide = store_.sign_slide(p.at("id"), by);
-               send_json(res, 200, slide_json(slide, store_.fields(slide.id, by)));
-             }));
+             guarded([this](auto&, auto& res, auto& p, auto& by) { sign(res, p.at("id"), by); }));
   router.add("GET", "/api/v1/slides/{id}/audit",
              guarded([this](auto&, auto& res, auto& p, auto& by) {
                json events = json::array();
@@ -192,6 +148,60 @@ void SlideApi::add_routes(Router& router) {
                res.set_header("Cache-Control", "private, max-age=3600");
                res.body = std::move(bytes);
              }));
+}
+
+void SlideApi::add_user_routes(Router& router) {
+  router.add("GET", "/api/v1/me", guarded([](auto&, auto& res, auto&, auto& by) {
+               json sites = by.sites;
+               send_json(res, 200,
+                         {{"records", true},
+                          {"name", by.name},
+                          {"role", by.role},
+                          {"sites", sites},
+                          {"may_review", by.may_review()}});
+             }));
+  router.add("GET", "/api/v1/users", guarded([this](auto&, auto& res, auto&, auto& by) {
+               if (!by.may_manage_users()) throw StoreError(403, "only an admin lists users");
+               json users = json::array();
+               for (const auto& u : store_.users())
+                 users.push_back({{"name", u.name},
+                                  {"role", u.role},
+                                  {"sites", u.sites},
+                                  {"created_at", u.created_at}});
+               send_json(res, 200, {{"users", users}});
+             }));
+  router.add("POST", "/api/v1/users",
+             guarded([this](auto& req, auto& res, auto&, auto& by) { add_user(req, res, by); }));
+}
+
+// Every flagged cell and the quality-control sample are looked at before a signature.
+void SlideApi::sign(HttpResponse& res, const std::string& id, const User& by) {
+  if (!by.may_review())
+    throw StoreError(403, by.name + " is a " + by.role + ": only a reviewer may sign");
+  const Slide before = store_.slide(id, by);
+  const size_t pending = slide_summary(before, store_.fields(id, by))["reviewed"]["pending"];
+  if (pending > 0 && before.status != "amended")
+    throw StoreError(409, std::to_string(pending) +
+                              " flagged cells are not reviewed yet: review them before signing");
+  const Slide slide = store_.sign_slide(id, by);
+  send_json(res, 200, slide_json(slide, store_.fields(slide.id, by)));
+}
+
+// The token is shown once, in this answer; only its hash is kept.
+void SlideApi::add_user(const HttpRequest& req, HttpResponse& res, const User& by) {
+  if (!by.may_manage_users()) throw StoreError(403, "only an admin adds users");
+  const json body = parse_body(req);
+  std::vector<std::string> sites;
+  if (body.contains("sites")) {
+    if (!body["sites"].is_array()) throw StoreError(400, "'sites' must be a list");
+    for (const auto& site : body["sites"]) {
+      if (!site.is_string()) throw StoreError(400, "'sites' must be strings");
+      sites.push_back(site.get<std::string>());
+    }
+  }
+  const std::string name = string_field(body, "name"), role = string_field(body, "role");
+  const std::string token = store_.add_user(name, role, sites);
+  send_json(res, 201, {{"name", name}, {"role", role}, {"sites", sites}, {"token", token}});
 }
 
 json SlideApi::slide_json(const Slide& slide, const std::vector<StoredField>& fields) const {

@@ -53,7 +53,12 @@ class SlideApi {
   // failures into their answers.
   Router::ParamHandler guarded(Handler handler);
 
+  void add_slide_routes(Router& router);
+  void add_review_routes(Router& router);  // review, sign, audit, reports, corrections
+  void add_user_routes(Router& router);
   void create_slide(const HttpRequest& req, HttpResponse& res, const User& by);
+  void sign(HttpResponse& res, const std::string& id, const User& by);
+  void add_user(const HttpRequest& req, HttpResponse& res, const User& by);
   void list_slides(const HttpRequest& req, HttpResponse& res, const User& by);
   void get_slide(const HttpRequest& req, HttpResponse& res, const std::string& id, const User& by);
   void add_fields(const HttpRequest& req, HttpResponse& res, const std::string& id, const User& by);
