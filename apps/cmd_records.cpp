@@ -232,6 +232,19 @@ void add_users(CLI::App& app, std::vector<Command>& leaves) {
                       return 0;
                     }});
   o = std::make_shared<UsersOptions>();
+  auto* grant = users->add_subcommand(
+      "sites", "Set the sites whose slides a user sees (no --site: every site)");
+  grant->add_option("name", o->name, "user name")->required();
+  grant->add_option("--site", o->sites, "a site (repeat)");
+  add_store_option(grant, o->store);
+  leaves.push_back({grant, [o] {
+                      SlideStore store(store_url(o->store));
+                      store.set_sites(o->name, o->sites);
+                      std::fprintf(stderr, "%s now sees %s\n", o->name.c_str(),
+                                   o->sites.empty() ? "every site" : "the sites given");
+                      return 0;
+                    }});
+  o = std::make_shared<UsersOptions>();
   auto* list = users->add_subcommand("list", "List users and roles");
   add_store_option(list, o->store);
   leaves.push_back({list, [o] {

@@ -300,6 +300,13 @@ TEST_P(StoreTest, SitesAreKeptApart) {
   EXPECT_EQ(seen[0].id, north.id);
   const std::string south_field = store_->add_field(south.id, field(1), "", admin_);
   EXPECT_THROW(store_->field_image(south_field, north_tech), StoreError);
+  // An admin's grant takes effect at the next sign-in.
+  const std::string token = store_->add_user("nora", kRoleTechnician, {"north"});
+  EXPECT_THROW(store_->slide(south.id, *store_->authenticate(token)), StoreError);
+  store_->set_sites("nora", {"north", "south"});
+  EXPECT_NO_THROW(store_->slide(south.id, *store_->authenticate(token)));
+  EXPECT_THROW(store_->set_sites("nobody", {}), StoreError);
+  EXPECT_THROW(store_->set_sites("nora", {"a,b"}), StoreError);
 }
 
 TEST_P(StoreTest, TokensAreStoredHashedAndChecked) {

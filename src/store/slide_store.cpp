@@ -113,6 +113,16 @@ std::vector<std::string> split_sites(const std::string& joined) {
   return sites;
 }
 
+std::string joined_sites(const std::vector<std::string>& sites) {
+  std::string joined;
+  for (const auto& site : sites) {
+    if (site.empty() || site.find(',') != std::string::npos || printable(site, 64) != site)
+      throw StoreError(400, "a site name is 1-64 printable characters without commas");
+    joined += (joined.empty() ? "" : ",") + site;
+  }
+  return joined;
+}
+
 std::string checked_text(const json& j, const char* key, size_t max, bool required) {
   if (!j.contains(key) || j[key].is_null()) {
     if (required) throw StoreError(400, std::string("'") + key + "' is required");
@@ -685,12 +695,7 @@ std::string SlideStore::add_user(const std::string& name, const std::string& rol
     throw StoreError(400, "a user name is 1-64 printable characters without spaces or commas");
   if (role != kRoleTechnician && role != kRoleReviewer && role != kRoleAdmin)
     throw StoreError(400, "the role must be technician, reviewer or admin");
-  std::string joined;
-  for (const auto& site : sites) {
-    if (site.empty() || site.find(',') != std::string::npos || printable(site, 64) != site)
-      throw StoreError(400, "a site name is 1-64 printable characters without commas");
-    joined += (joined.empty() ? "" : ",") + site;
-  }
+  const std::string joined = joined_sites(sites);
   const std::string id = random_hex(8), secret = random_hex(32),
                     salt = random_hex(crypto_generichash_KEYBYTES);
   try {
@@ -706,6 +711,16 @@ std::string SlideStore::add_user(const std::string& name, const std::string& rol
     throw StoreError(409, "a user named '" + name + "' exists already");
   }
   return "mal_" + id + "_" + secret;
+}
+
+void SlideStore::set_sites(const std::string& name, const std::vector<std::string>& sites) {
+  const std::string joined = joined_sites(sites);
+  db_->transaction([&](SqlSession& s) {
+    if (s.query("SELECT id FROM users WHERE name = $1", {SqlValue::text(name)}).empty())
+      throw StoreError(404, "no user named '" + printable(name, 64) + "'");
+    s.query("UPDATE users SET sites = $1 WHERE name = $2",
+            {SqlValue::text(joined), SqlValue::text(name)});
+  });
 }
 
 std::vector<User> SlideStore::users() {

@@ -140,6 +140,8 @@ class SlideStore {
   // Users. The token is returned once; only a salted hash is stored.
   std::string add_user(const std::string& name, const std::string& role,
                        const std::vector<std::string>& sites);
+  // An admin's grant: the sites whose slides the user sees from now on (empty: every site).
+  void set_sites(const std::string& name, const std::vector<std::string>& sites);
   std::vector<User> users();
   size_t user_count();
   std::optional<User> authenticate(const std::string& token);
