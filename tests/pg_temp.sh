@@ -3,6 +3,7 @@
 #   pg_temp.sh start DIR        prints the URL of database "malaria"
 #   pg_temp.sh createdb DIR NAME  prints the URL of a new, empty database NAME
 #   pg_temp.sh stop DIR
+#   pg_temp.sh resume DIR        starts a stopped server again, same data and port
 # PostgreSQL refuses to run as root: as root, the server runs as the "postgres" user.
 set -euo pipefail
 cmd=$1
@@ -32,8 +33,12 @@ case $cmd in
   stop)
     "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
     ;;
+  resume)
+    "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 120 \
+      -o "-c listen_addresses=127.0.0.1 -p $(port_of) -k $dir -c max_connections=200" start >/dev/null
+    ;;
   *)
-    echo "usage: pg_temp.sh start|createdb|stop DIR [NAME]" >&2
+    echo "usage: pg_temp.sh start|createdb|stop|resume DIR [NAME]" >&2
     exit 2
     ;;
 esac

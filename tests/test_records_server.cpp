@@ -392,4 +392,29 @@ TEST_F(Records, KilledMidUploadLeavesWholeFieldOrNothing) {
   EXPECT_EQ(get(c, "/api/v1/slides/" + slide)["field_count"], 1);
 }
 
+// PostgreSQL going away: requests are 503 (retry), /ready says so (a balancer stops sending work
+// here), and when the database is back the server reconnects without a restart.
+TEST_F(Records, DatabaseOutageIs503AndRecovers) {
+  const std::string pg = (dir_ / "pg").string();
+  const std::string script = std::string("bash ") + MALARIA_SOURCE_DIR + "/tests/pg_temp.sh ";
+  const std::string url = run(script + "start " + pg);
+  auto server = std::make_unique<ServerProcess>(std::vector<std::string>{"--store", url});
+  auto c = server->client();
+  const std::string slide = create_slide(c);
+  run(script + "stop " + pg);
+  EXPECT_EQ(c.Get(("/api/v1/slides/" + slide).c_str())->status, 503);
+  EXPECT_EQ(c.Get("/ready")->status, 503);
+  EXPECT_EQ(c.Get("/health")->status, 200);  // alive, only not ready
+  run(script + "resume " + pg);
+  bool ready = false;
+  for (int i = 0; i < 600 && !ready; ++i) {  // until /ready answers 200: a state, not a time
+    ready = c.Get("/ready")->status == 200;
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(get(c, "/api/v1/slides/" + slide)["sample_id"], "S-42");
+  server.reset();
+  run(script + "stop " + pg);
+}
+
 }  // namespace

@@ -853,11 +853,19 @@ class App {
     router_.add("GET", "/health", [](const auto&, auto& res) {
       send_json(res, 200, {{"status", "ok"}});
     });
+    // With records, ready also means the database answers: a balancer then sends uploads only
+    // to replicas that can store them.
     router_.add("GET", "/ready", [this](const auto& req, auto& res) {
-      if (ready_)
-        send_json(res, 200, {{"ready", true}, {"model", model_id_}});
-      else
-        on_error(req, res, 503, "not ready");
+      if (!ready_) return on_error(req, res, 503, "not ready");
+      if (store_) {
+        try {
+          store_->schema_version();
+        } catch (const std::exception& e) {
+          return on_error(req, res, 503,
+                          std::string("the record database does not answer: ") + e.what());
+        }
+      }
+      send_json(res, 200, {{"ready", true}, {"model", model_id_}});
     });
     router_.add("GET", "/metrics", [this](const auto&, auto& res) {
       update_state_metrics();
