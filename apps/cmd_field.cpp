@@ -208,11 +208,11 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
       fields.push_back(screen_field(model, point, segmenter, bgr, file));
       if (!fields.back().quality.failed()) running += fields.back().summary;
       if (store) {
-        const std::string bytes = read_regular_file(file, 64u << 20);
-        FieldInput record = field_record(fields.back(), bytes,
-                                         sniff_image_format(bytes.data(), bytes.size()), model_id);
-        record.filename = fs::path(file).filename().string();
-        store->add_field(slide.id, record, "", by);
+        const std::string bytes = read_regular_file(file, kMaxFieldFileBytes);
+        store->add_field(slide.id,
+                         field_record(fields.back(), bytes,
+                                      sniff_image_format(bytes.data(), bytes.size()), model_id),
+                         "", by);
       }
       if (!o.out_dir.empty())
         write_text_atomic(o.out_dir + "/" + fs::path(file).stem().string() + "_screen.png",

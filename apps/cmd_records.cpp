@@ -1,5 +1,6 @@
 // The lab's records from the command line: users and their tokens, slides (list, show, export,
 // corrections for training) and the retention of field images.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -62,6 +63,7 @@ std::string slides_csv(SlideStore& store, const std::vector<Slide>& slides) {
 
 struct SlidesOptions {
   std::string store, format = "table", out, id, annotations_dir;
+  bool include_unsigned = false;
   SlideFilter filter;
 };
 
@@ -127,6 +129,15 @@ int run_slides_export(const SlidesOptions& o) {
   std::vector<Slide> slides =
       o.id.empty() ? every_slide(store, o.filter) : std::vector<Slide>{store.slide(o.id, kCliUser)};
   if (o.annotations_dir.empty()) return run_slides_list(o);
+  // Training data are what reviewers signed; the model's own calls only when asked for.
+  const size_t before = slides.size();
+  if (!o.include_unsigned)
+    slides.erase(std::remove_if(slides.begin(), slides.end(),
+                                [](const Slide& s) { return s.status != "signed"; }),
+                 slides.end());
+  if (slides.size() < before)
+    std::fprintf(stderr, "left out %zu unsigned slides (--include-unsigned takes them)\n",
+                 before - slides.size());
   fs::create_directories(fs::path(o.annotations_dir) / "images");
   std::string csv;
   size_t images = 0, skipped = 0;
@@ -202,6 +213,9 @@ Command add_slides(CLI::App& app, std::vector<Command>& leaves) {
   exp->add_option("--out", o->out, "file to write (default: stdout)");
   exp->add_option("--annotations", o->annotations_dir,
                   "write DIR/images/ and DIR/annotations.csv (the format train --fields reads)");
+  exp->add_flag("--include-unsigned", o->include_unsigned,
+                "with --annotations: also slides nobody signed (their cells carry the model's "
+                "own calls)");
   leaves.push_back({exp, [o] { return run_slides_export(*o); }});
   return {slides, [] { return 0; }};
 }
@@ -236,12 +250,27 @@ void add_users(CLI::App& app, std::vector<Command>& leaves) {
       "sites", "Set the sites whose slides a user sees (no --site: every site)");
   grant->add_option("name", o->name, "user name")->required();
   grant->add_option("--site", o->sites, "a site (repeat)");
+  auto all_sites = std::make_shared<bool>(false);
+  grant->add_flag("--all-sites", *all_sites, "every site, now and later");
   add_store_option(grant, o->store);
-  leaves.push_back({grant, [o] {
+  leaves.push_back({grant, [o, all_sites] {
+                      // Saying nothing must not grant everything.
+                      if (o->sites.empty() == !*all_sites)
+                        throw CLI::ValidationError("users sites",
+                                                   "give --site (repeat) or --all-sites");
                       SlideStore store(store_url(o->store));
                       store.set_sites(o->name, o->sites);
                       std::fprintf(stderr, "%s now sees %s\n", o->name.c_str(),
                                    o->sites.empty() ? "every site" : "the sites given");
+                      return 0;
+                    }});
+  o = std::make_shared<UsersOptions>();
+  auto* remove = users->add_subcommand("remove", "Remove a user: their token stops working");
+  remove->add_option("name", o->name, "user name")->required();
+  add_store_option(remove, o->store);
+  leaves.push_back({remove, [o] {
+                      SlideStore(store_url(o->store)).remove_user(o->name);
+                      std::fprintf(stderr, "removed %s\n", o->name.c_str());
                       return 0;
                     }});
   o = std::make_shared<UsersOptions>();

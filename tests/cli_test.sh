@@ -289,7 +289,9 @@ d = json.load(sys.stdin)
 assert d["field_count"] == 2 and len(d["fields"]) == 2 and d["fields"][0]["cells"], d.keys()
 assert [e["action"] for e in d["audit"]] == ["create", "add_field", "add_field"], d["audit"]' || fail "slides show"
 "$bin" slides export --store "$store" --format csv | head -1 | grep -q "^id,sample_id,site" || fail "slides export csv"
-"$bin" slides export --store "$store" --slide "$slide" --annotations "$work/corrections" 2>"$work/out" ||
+"$bin" slides export --store "$store" --slide "$slide" --annotations "$work/unsigned" 2>"$work/out"
+grep -q "left out 1 unsigned" "$work/out" || fail "an unsigned slide was exported as corrections: $(cat "$work/out")"
+"$bin" slides export --store "$store" --slide "$slide" --annotations "$work/corrections" --include-unsigned 2>"$work/out" ||
   fail "export --annotations: $(cat "$work/out")"
 [ "$(ls "$work/corrections/images" | wc -l)" -eq 2 ] || fail "export wrote no field images"
 "$bin" --threads 2 train --data "$work/data" --fields "$work/corrections" --out "$work/corrections-run" \
@@ -300,7 +302,13 @@ token=$("$bin" users add rita --role reviewer --store "$store" 2>/dev/null | tai
 "$bin" users list --store "$store" | grep -q "rita .*reviewer" || fail "users list"
 if "$bin" users add rita --role admin --store "$store" >"$work/out" 2>&1; then fail "a second rita was added"; fi
 if "$bin" users add bob --role owner --store "$store" >"$work/out" 2>&1; then fail "an unknown role was taken"; fi
-"$bin" store purge --older-than 0 --store "$store" | grep -q "purged 2 field images" || fail "purge"
+"$bin" store purge --older-than 0 --store "$store" | grep -q "purged 0 field images" ||
+  fail "purge removed the images of a slide still in review"
+if "$bin" users sites rita --store "$store" >"$work/out" 2>&1; then fail "users sites without a site granted every site"; fi
+"$bin" users sites rita --site north --store "$store" 2>/dev/null || fail "users sites --site"
+"$bin" users list --store "$store" | grep -q "rita .*reviewer .*north" || fail "the grant is not listed"
+"$bin" users remove rita --store "$store" 2>/dev/null || fail "users remove"
+"$bin" users list --store "$store" | grep -q rita && fail "a removed user is still listed"
 if "$bin" slides list --store "mysql://x" >"$work/out" 2>&1; then fail "an unknown store was taken"; fi
 grep -q "sqlite:PATH or postgresql://" "$work/out" || fail "no hint for a bad store: $(cat "$work/out")"
 

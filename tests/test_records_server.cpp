@@ -188,6 +188,9 @@ TEST_F(Records, SlideFromUploadToSignedReportAndCorrections) {
   ASSERT_EQ(retry->status, 200);
   EXPECT_EQ(retry->get_header_value("Idempotent-Replayed"), "true");
   EXPECT_EQ(json::parse(retry->body)["fields"][0]["id"], stored["fields"][0]["id"]);
+  // The same key with another image is a client's mistake, not a retry.
+  EXPECT_EQ(upload(c, slide, field_path(1), "upload-1")->status, 422);
+  EXPECT_EQ(c.Get(("/api/v1/slides/" + slide + "/annotations.csv").c_str())->status, 409);
   ASSERT_EQ(upload(c, slide, field_path(1), "upload-2")->status, 201);
   json s = get(c, "/api/v1/slides/" + slide);
   EXPECT_EQ(s["field_count"], 2);
@@ -253,7 +256,7 @@ TEST_F(Records, SlideFromUploadToSignedReportAndCorrections) {
   EXPECT_EQ(fhir->get_header_value("Content-Type"), "application/fhir+json");
   const json bundle = json::parse(fhir->body);
   EXPECT_EQ(fhir_problems(bundle), std::vector<std::string>{});
-  EXPECT_EQ(bundle["entry"][0]["resource"]["status"], "final");
+  EXPECT_EQ(bundle["entry"][0]["resource"]["status"], "amended");  // signed again after a change
   const auto pdf = c.Get(("/api/v1/slides/" + slide + "/report?format=pdf").c_str());
   ASSERT_EQ(pdf->status, 200) << pdf->body;
   EXPECT_EQ(pdf->body.rfind("%PDF-", 0), 0u);
@@ -320,6 +323,13 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   EXPECT_EQ(audit["events"][0]["user"], "tom");
   EXPECT_EQ(audit["events"].back()["user"], "api-key");
   EXPECT_EQ(audit["events"][audit["events"].size() - 2]["user"], "rita");
+  // An admin of one site cannot make users that see more.
+  const std::string north_admin =
+      run(bin + " users add ada --role admin --site north --store " + store_);
+  EXPECT_EQ(c.Post("/api/v1/users", auth(north_admin),
+                   json{{"name", "z"}, {"role", "admin"}}.dump(), "application/json")
+                ->status,
+            403);
   // Only an admin manages users; the new token works at once.
   const json nina = {{"name", "nina"}, {"role", "technician"}, {"sites", {"north"}}};
   EXPECT_EQ(c.Post("/api/v1/users", auth(rev), nina.dump(), "application/json")->status, 403);
@@ -329,7 +339,7 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   const std::string nina_token = json::parse(added->body)["token"];
   EXPECT_EQ(get(c, "/api/v1/me", nina_token)["name"], "nina");
   EXPECT_EQ(c.Post("/api/v1/users", auth("k3y"), nina.dump(), "application/json")->status, 409);
-  EXPECT_EQ(get(c, "/api/v1/users", "k3y")["users"].size(), 4u);
+  EXPECT_EQ(get(c, "/api/v1/users", "k3y")["users"].size(), 5u);
   EXPECT_EQ(get(c, "/api/v1/users", "k3y").dump().find(nina_token.substr(21)), std::string::npos);
 }
 
@@ -340,6 +350,10 @@ TEST_F(Records, BadInputIsRefusedAndStoresNothing) {
   EXPECT_EQ(c.Post("/api/v1/slides", "{not json", "application/json")->status, 400);
   EXPECT_EQ(c.Post("/api/v1/slides", "[]", "application/json")->status, 400);
   EXPECT_EQ(c.Post("/api/v1/slides", json{{"site", "x"}}.dump(), "application/json")->status, 400);
+  // A body another web page could send without a preflight is refused.
+  EXPECT_EQ(c.Post("/api/v1/slides", json{{"sample_id", "x"}}.dump(), "text/plain")->status, 415);
+  // The local user answers only to a loopback host name (no DNS rebinding).
+  EXPECT_EQ(c.Get("/api/v1/slides", {{"Host", "attacker.example"}})->status, 401);
   EXPECT_EQ(c.Post("/api/v1/slides", json{{"sample_id", "x"}, {"collected_on", "yesterday"}}.dump(),
                    "application/json")
                 ->status,
@@ -357,6 +371,19 @@ TEST_F(Records, BadInputIsRefusedAndStoresNothing) {
   EXPECT_EQ(c.Post("/api/v1/cells/x/review", "null", "application/json")->status, 400);
   EXPECT_EQ(c.Delete(("/api/v1/slides/" + slide).c_str())->status, 405);
   EXPECT_EQ(c.Get("/api/v1/fields/nope/image")->status, 404);
+}
+
+// Records on a public address with nobody able to sign in would make every caller an admin.
+TEST_F(Records, PublicAddressWithoutUsersOrKeyIsRefused) {
+  const std::string cmd = std::string(MALARIA_BIN) +
+                          " serve --model " MALARIA_TEST_MODEL " --host 0.0.0.0 --port 0 --store " +
+                          store_ + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_NE(::pclose(p), 0);
+  EXPECT_NE(out.find("nobody to sign in"), std::string::npos) << out;
 }
 
 // kill -9 while an upload is in the server: on restart the slide holds the whole field or nothing,

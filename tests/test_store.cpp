@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "report/slide_report.h"
 #include "store/slide_store.h"
 
 namespace malaria {
@@ -95,6 +96,25 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
     return f;
   }
 
+  // Reviews every cell of the slide's review queue as the model called it.
+  void review_all(const std::string& slide_id) {
+    const auto fields = store_->fields(slide_id, admin_);
+    std::map<std::string, std::string> labels;
+    for (const auto& f : fields)
+      for (const auto& c : f.cells) labels[c.id] = c.label.empty() ? "Uninfected" : c.label;
+    for (const auto& q : review_queue(fields))
+      store_->review_cell(q["cell_id"], labels[q["cell_id"].get<std::string>()], "", "", reviewer_);
+  }
+
+  static void expect_status(const std::function<void()>& call, int status) {
+    try {
+      call();
+      ADD_FAILURE() << "not refused";
+    } catch (const StoreError& e) {
+      EXPECT_EQ(e.status, status) << e.what();
+    }
+  }
+
   Slide new_slide(const std::string& site = "north") {
     return store_->create_slide(
         SlideInfo::from_json({{"sample_id", "S-001"}, {"site", site}, {"stain", "Giemsa"}}),
@@ -178,7 +198,7 @@ TEST_P(StoreTest, IdempotencyKeyStoresOnce) {
   const std::string first = store_->add_field(slide.id, field(3), "key-1", tech_);
   const std::string again = store_->add_field(slide.id, field(3), "key-1", tech_);
   EXPECT_EQ(first, again);
-  EXPECT_EQ(*store_->field_for_key(slide.id, "key-1"), first);
+  EXPECT_EQ(*store_->field_for_key(slide.id, "key-1", field(3).image), first);
   // Concurrent retries of one upload: exactly one field.
   std::vector<std::thread> threads;
   std::vector<std::string> ids(6);
@@ -248,30 +268,46 @@ TEST_P(StoreTest, ReviewIsForReviewersAndAudited) {
 
 TEST_P(StoreTest, SigningFreezesAndChangesBecomeAmendments) {
   const Slide slide = new_slide();
-  auto expect_status = [](auto&& call, int status) {
-    try {
-      call();
-      ADD_FAILURE() << "not refused";
-    } catch (const StoreError& e) {
-      EXPECT_EQ(e.status, status) << e.what();
-    }
-  };
   expect_status([&] { store_->sign_slide(slide.id, reviewer_); }, 409);  // nothing to sign
+  FieldInput blurred = field(4, "blurred.jpg");
+  blurred.quality_verdict = "fail";
+  store_->add_field(slide.id, blurred, "", tech_);
+  expect_status([&] { store_->sign_slide(slide.id, reviewer_); }, 409);  // no usable field
   store_->add_field(slide.id, field(3), "", tech_);
   expect_status([&] { store_->sign_slide(slide.id, tech_); }, 403);
+  expect_status([&] { store_->sign_slide(slide.id, reviewer_); }, 409);  // flagged cells pending
+  review_all(slide.id);
   EXPECT_EQ(store_->sign_slide(slide.id, reviewer_).status, "signed");
   expect_status([&] { store_->sign_slide(slide.id, reviewer_); }, 409);
   expect_status([&] { store_->add_field(slide.id, field(2), "", tech_); }, 409);
-  const std::string cell = store_->fields(slide.id, admin_)[0].cells[1].id;
+  const std::string cell = store_->fields(slide.id, admin_)[1].cells[1].id;
   expect_status([&] { store_->review_cell(cell, "Parasitized", "", "", reviewer_); }, 409);
   store_->review_cell(cell, "Parasitized", "", "missed ring on second look", reviewer_);
-  EXPECT_EQ(store_->slide(slide.id, admin_).status, "amended");
+  const Slide amended = store_->slide(slide.id, admin_);
+  EXPECT_EQ(amended.status, "amended");
+  EXPECT_EQ(amended.amendments, 1);
   EXPECT_EQ(store_->sign_slide(slide.id, reviewer_).status, "signed");
   const auto events = store_->audit(slide.id, admin_);
   std::vector<std::string> actions;
-  for (const auto& e : events) actions.push_back(e.action);
-  EXPECT_EQ(actions, (std::vector<std::string>{"create", "add_field", "sign", "amend", "sign"}));
-  EXPECT_EQ(events[3].after["reason"], "missed ring on second look");
+  for (const auto& e : events)
+    if (e.action != "review") actions.push_back(e.action);
+  EXPECT_EQ(actions, (std::vector<std::string>{"create", "add_field", "add_field", "sign", "amend",
+                                               "sign"}));
+  EXPECT_EQ(events[events.size() - 2].after["reason"], "missed ring on second look");
+}
+
+TEST_P(StoreTest, RetriedRequestsAreRecognised) {
+  SlideInfo info = SlideInfo::from_json({{"sample_id", "S-9"}, {"site", "north"}});
+  const Slide first = store_->create_slide(info, tech_, "create-1");
+  EXPECT_EQ(store_->create_slide(info, tech_, "create-1").id, first.id);
+  EXPECT_NE(store_->create_slide(info, reviewer_, "create-1").id, first.id);  // keys are per user
+  const FieldInput one = field(2), other = field(2, "other.jpg");
+  FieldInput different = other;
+  different.image += "changed";
+  store_->add_field(first.id, one, "k", tech_);
+  EXPECT_TRUE(store_->field_for_key(first.id, "k", one.image));
+  expect_status([&] { store_->field_for_key(first.id, "k", different.image); }, 422);
+  EXPECT_FALSE(store_->field_for_key(first.id, "unused", one.image));
 }
 
 TEST_P(StoreTest, AuditTrailIsAppendOnly) {
@@ -324,7 +360,14 @@ TEST_P(StoreTest, TokensAreStoredHashedAndChecked) {
   EXPECT_THROW(store_->add_user("rita", kRoleAdmin, {}), StoreError);
   EXPECT_THROW(store_->add_user("bob", "owner", {}), StoreError);
   EXPECT_THROW(store_->add_user("two words", kRoleAdmin, {}), StoreError);
+  for (const char* reserved : {"local", "api-key", "cli"})
+    EXPECT_THROW(store_->add_user(reserved, kRoleAdmin, {}), StoreError) << reserved;
   EXPECT_EQ(store_->user_count(), 1u);
+  const std::string gone = store_->add_user("gone", kRoleTechnician, {});
+  ASSERT_TRUE(store_->authenticate(gone));
+  store_->remove_user("gone");
+  EXPECT_FALSE(store_->authenticate(gone));
+  EXPECT_THROW(store_->remove_user("gone"), StoreError);
   // Only the hash is kept: the secret part of the token appears nowhere in the table.
   store_->database().transaction([&](SqlSession& s) {
     for (const auto& row : s.query("SELECT * FROM users"))
@@ -336,6 +379,9 @@ TEST_P(StoreTest, TokensAreStoredHashedAndChecked) {
 TEST_P(StoreTest, PurgeRemovesImagesButKeepsResults) {
   const Slide slide = new_slide();
   const std::string id = store_->add_field(slide.id, field(2), "", tech_);
+  EXPECT_EQ(store_->purge_images_older_than(0), 0u);  // still in review: kept
+  review_all(slide.id);
+  store_->sign_slide(slide.id, reviewer_);
   EXPECT_EQ(store_->purge_images_older_than(1), 0u);  // stored seconds ago
   EXPECT_EQ(store_->purge_images_older_than(0), 1u);
   try {

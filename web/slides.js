@@ -123,7 +123,9 @@
 
   async function fieldImage(fieldId) {
     if (!fieldImages.has(fieldId)) {
-      const blob = await api(`/api/v1/fields/${fieldId}/image`);
+      const field = slide.fields.find((f) => f.id === fieldId);
+      const browserFormat = field && ["jpeg", "png", "bmp"].includes(field.image_format);
+      const blob = await api(`/api/v1/fields/${fieldId}/image` + (browserFormat ? "" : "?format=jpeg"));
       fieldImages.set(fieldId, await createImageBitmap(blob));
     }
     return fieldImages.get(fieldId);

@@ -4,12 +4,14 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <opencv2/imgproc.hpp>
 
 #include "data/dataset.h"
 #include "data/image.h"
 #include "detect/detector.h"
 #include "model/classifier.h"
+#include "util/text.h"
 
 namespace malaria {
 namespace {
@@ -266,7 +268,8 @@ nlohmann::json screening_json(const std::vector<ScreenedField>& fields, const st
 FieldInput field_record(const ScreenedField& field, const std::string& image_bytes,
                         const std::string& image_format, const std::string& model_id) {
   FieldInput record;
-  record.filename = field.file;
+  // The file's name only: a folder's path may name a patient.
+  record.filename = printable(std::filesystem::path(field.file).filename().string(), 200);
   record.image_format = image_format;
   record.image = image_bytes;
   record.width = field.width;
@@ -274,6 +277,7 @@ FieldInput field_record(const ScreenedField& field, const std::string& image_byt
   record.quality_verdict = field.quality.verdict;
   record.result = field.to_json();
   record.result.erase("cells");
+  record.result["file"] = record.filename;
   record.model_id = model_id;
   for (const ScreenedCell& c : field.cells) {
     StoredCell cell;

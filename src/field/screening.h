@@ -96,6 +96,9 @@ ScreenedField classify_regions(const Classifier& classifier, const OperatingPoin
 // counted), Parasitized cells numbered, and the field's count in a banner.
 cv::Mat draw_screening_overlay(const cv::Mat& bgr, const ScreenedField& field);
 
+// The largest field photo accepted, in bytes (server uploads and stored fields alike).
+inline constexpr size_t kMaxFieldFileBytes = 20u << 20;
+
 // A screened field as the records keep it: the uploaded bytes, its answer without the cells, and
 // each counted cell's box, probability, decision and stage.
 FieldInput field_record(const ScreenedField& field, const std::string& image_bytes,

@@ -232,11 +232,16 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
   const double rbc = summary["rbc_per_ul"];
   const bool assumed = summary["rbc_per_ul_assumed"];
   std::ostringstream h;
-  h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Malaria screening "
+  h << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+       "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+       "style-src 'unsafe-inline'\"><title>Malaria screening "
        "report "
     << html_escape(slide.info.sample_id) << "</title><style>" << kReportCss
     << "</style></head><body>\n<h1>Malaria screening report</h1>\n";
-  if (slide.status != "signed")
+  if (slide.status == "amended")
+    h << "<p class=\"draft\">AMENDED after its signature: to be signed again. The figures below "
+         "include the amendment; the signature below is the earlier one.</p>\n";
+  else if (slide.status != "signed")
     h << "<p class=\"draft\">NOT SIGNED: preliminary, status " << html_escape(slide.status)
       << "</p>\n";
   h << "<table>" << row("Sample", html_escape(slide.info.sample_id))
@@ -333,8 +338,11 @@ std::vector<ObservationSpec> report_observations(const json& reviewed) {
       {"presence",
        coding(kLoinc, "51587-4", "Plasmodium sp [Presence] in Blood by Light microscopy"),
        "valueCodeableConcept",
+       // A negative over too few cells is no negative.
        detected ? coding("http://snomed.info/sct", "260373001", "Detected")
-                : coding("http://snomed.info/sct", "260415000", "Not detected"),
+       : reviewed["cells"].get<size_t>() >= kSlideMinimumCells
+           ? coding("http://snomed.info/sct", "260415000", "Not detected")
+           : coding("http://snomed.info/sct", "82334004", "Indeterminate"),
        ""},
       {"parasitemia",
        coding(kLoinc, "101343-2", "Erythrocytes.parasite sp infected/Cells in Blood"),
@@ -368,9 +376,11 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
   const json summary = slide_summary(slide, fields);
   const json& reviewed = summary["reviewed"];
   // Signed: final (amended once changed after a signature); otherwise preliminary.
-  const std::string status = slide.status == "signed"    ? "final"
-                             : slide.status == "amended" ? "amended"
-                                                         : "preliminary";
+  // FHIR: final once signed; "amended" once signed again after a change; an amendment awaiting
+  // its signature is not released, so preliminary.
+  const std::string status = slide.status != "signed" ? "preliminary"
+                             : slide.amendments > 0   ? "amended"
+                                                      : "final";
   const std::string when =
       slide.info.collected_on.empty() ? slide.created_at : slide.info.collected_on;
   const std::string base = context.base_url.empty() ? "urn:malaria-screen:" : context.base_url;
@@ -408,11 +418,15 @@ json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& field
       {"result", results},
       {"conclusion",
        std::string(reviewed["parasitized"].get<size_t>() > 0 ? "Plasmodium detected"
-                                                             : "No Plasmodium detected") +
+                   : reviewed["cells"].get<size_t>() >= kSlideMinimumCells
+                       ? "No Plasmodium detected"
+                       : "Indeterminate: too few red cells counted for a negative") +
            ", parasitemia " + percent(reviewed["parasitemia_percent"]) + " (" +
-           (slide.status == "signed" ? "reviewed and signed" : "not signed: preliminary") +
+           (slide.status == "signed"    ? "reviewed and signed"
+            : slide.status == "amended" ? "amended after signature, awaiting a new signature"
+                                        : "not signed: preliminary") +
            "). Assistive tool: confirm with a microscopist."}};
-  if (!slide.signed_by.empty()) report["resultsInterpreter"] = {{{"display", slide.signed_by}}};
+  if (slide.status == "signed") report["resultsInterpreter"] = {{{"display", slide.signed_by}}};
   entries.insert(entries.begin(), json{{"fullUrl", base + "DiagnosticReport/report-" + slide.id},
                                        {"resource", report}});
   entries.push_back({{"fullUrl", base + specimen_ref}, {"resource", fhir_specimen(slide)}});

@@ -65,7 +65,6 @@ struct FileOutcome {
 
 // Overlays are drawn on a copy no larger than this: enough to see, small to send.
 constexpr int kPreviewSide = 256;
-inline constexpr size_t kMaxFieldBytes = 20u << 20;
 
 bool query_flag(const HttpRequest& req, const std::string& name) {
   const auto it = req.query.find(name);
@@ -225,6 +224,13 @@ class App {
  private:
   void open_store() {
     store_ = std::make_unique<SlideStore>(opt_.store_url);
+    const bool loopback =
+        opt_.host == "127.0.0.1" || opt_.host == "localhost" || opt_.host == "::1";
+    if (!loopback && opt_.api_key.empty() && store_->user_count() == 0)
+      throw std::runtime_error(
+          "records served on " + opt_.host +
+          " with nobody to sign in: add a user first (malaria users add NAME --role admin "
+          "--store URL) or give --api-key");
     spdlog::info("records: {} (schema version {}, {} users)", store_->database().describe(),
                  store_->schema_version(), store_->user_count());
     SlideApiOptions options;
@@ -273,7 +279,7 @@ class App {
     if (!ticket) throw WorkCancelled("server busy: too many fields are being screened");
     try {
       const DecodedUpload image =
-          decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+          decode_upload(upload, kFieldImageLimits, kMaxFieldFileBytes, field_gate_);
       const ScreenedField field =
           screen_field(*field_model_, *default_field_point_, queue_segmenter(*ticket), image.bgr,
                        name, queue_scorer(*ticket));
@@ -295,8 +301,13 @@ class App {
     if (!ticket) throw WorkCancelled("server busy: too many explanations waiting");
     std::string bytes = image;
     const Upload upload{"field", &bytes};
-    const DecodedUpload field =
-        decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+    std::optional<DecodedUpload> decoded;
+    try {
+      decoded.emplace(decode_upload(upload, kFieldImageLimits, kMaxFieldFileBytes, field_gate_));
+    } catch (const UploadError& e) {
+      throw StoreError(422, "the kept field image cannot be explained: " + e.message);
+    }
+    const DecodedUpload& field = *decoded;
     const cv::Rect box = cv::Rect(cell.x, cell.y, cell.width, cell.height) &
                          cv::Rect(0, 0, field.bgr.cols, field.bgr.rows);
     if (box.area() <= 0) throw StoreError(422, "the cell's box lies outside its field image");
@@ -418,7 +429,8 @@ class App {
     if (slides_) {  // with records: the API key or a user's token (see SlideApi::user_of)
       try {
         if (slides_->user_of(req)) return false;
-      } catch (const SqlUnavailable&) {
+      } catch (const std::exception& e) {  // this runs inside libmicrohttpd: nothing may escape
+        spdlog::error("records: authentication failed: {}", e.what());
         on_error(req, res, 503, "the record database is unavailable, retry shortly");
         return true;
       }
@@ -759,7 +771,7 @@ class App {
         // Past the drain time, fields not yet begun are not decoded and segmented for nothing.
         if (queue_.cancelled()) throw WorkCancelled("server is shutting down");
         const DecodedUpload image =
-            decode_upload(upload, kFieldImageLimits, kMaxFieldBytes, field_gate_);
+            decode_upload(upload, kFieldImageLimits, kMaxFieldFileBytes, field_gate_);
         if (queue_.cancelled()) throw WorkCancelled("server is shutting down");
         fields.push_back(
             screen_field(*field_model_, *point, segmenter, image.bgr, upload.filename, scorer));

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <opencv2/imgcodecs.hpp>
 
 #include "report/pdf.h"
 #include "report/slide_report.h"
@@ -17,8 +18,11 @@ using json = nlohmann::json;
 
 namespace {
 
+// JSON only, declared so: a form or text/plain body (what another web page can send without a
+// CORS preflight) is refused.
 json parse_body(const HttpRequest& req) {
-  if (req.multipart) throw StoreError(415, "send JSON (Content-Type: application/json)");
+  if (req.multipart || req.header("Content-Type").rfind("application/json", 0) != 0)
+    throw StoreError(415, "send JSON (Content-Type: application/json)");
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded()) throw StoreError(400, "the body is not valid JSON");
   if (!body.is_object()) throw StoreError(400, "the body must be a JSON object");
@@ -34,6 +38,18 @@ size_t query_number(const HttpRequest& req, const std::string& name, size_t fall
   if (parsed.ec != std::errc() || parsed.ptr != end || value > max)
     throw StoreError(400, "'" + name + "' must be a whole number up to " + std::to_string(max));
   return value;
+}
+
+bool is_loopback_request(const HttpRequest& req) {
+  const std::string& peer = req.remote_addr;
+  const bool local_peer =
+      peer.rfind("127.", 0) == 0 || peer == "::1" || peer.rfind("::ffff:127.", 0) == 0;
+  std::string host = req.header("Host");
+  if (!host.empty() && host.front() == '[')
+    host = host.substr(0, host.find(']') + 1);
+  else
+    host = host.substr(0, host.find(':'));
+  return local_peer && (host == "127.0.0.1" || host == "localhost" || host == "[::1]");
 }
 
 std::string query_text(const HttpRequest& req, const std::string& name) {
@@ -62,7 +78,9 @@ std::optional<User> SlideApi::user_of(const HttpRequest& req) {
   if (!opt_.api_key.empty() && !token.empty() && constant_time_equal(token, opt_.api_key))
     return User{"api-key", "api-key", kRoleAdmin, {}, ""};
   if (token.rfind("mal_", 0) == 0) return store_.authenticate(token);
-  if (opt_.api_key.empty() && store_.user_count() == 0)
+  // The single local user exists only for a caller on this machine that names it by a loopback
+  // host (not a DNS name that could be rebound to it), while no user and no key are set up.
+  if (opt_.api_key.empty() && is_loopback_request(req) && store_.user_count() == 0)
     return User{"local", "local", kRoleAdmin, {}, ""};
   return std::nullopt;
 }
@@ -136,16 +154,29 @@ void SlideApi::add_review_routes(Router& router) {
   router.add("GET", "/api/v1/slides/{id}/annotations.csv",
              guarded([this](auto&, auto& res, auto& p, auto& by) {
                const Slide slide = store_.slide(p.at("id"), by);
+               // Training data are what a reviewer signed, not the model's own calls.
+               if (slide.status != "signed")
+                 throw StoreError(409, "sign the slide first: corrections come from signed slides");
                res.content_type = "text/csv; charset=utf-8";
                res.set_header("Content-Disposition",
                               "attachment; filename=\"" + slide.id + "-annotations.csv\"");
                res.body = slide_annotations_csv(slide, store_.fields(slide.id, by));
              }));
   router.add("GET", "/api/v1/fields/{id}/image",
-             guarded([this](auto&, auto& res, auto& p, auto& by) {
+             guarded([this](auto& req, auto& res, auto& p, auto& by) {
                auto [format, bytes] = store_.field_image(p.at("id"), by);
-               res.content_type = mime_for_format(format);
                res.set_header("Cache-Control", "private, max-age=3600");
+               // ?format=jpeg: a copy browsers can show (they cannot show TIFF).
+               if (query_text(req, "format") == "jpeg" && format != "jpeg") {
+                 const cv::Mat image =
+                     cv::imdecode(std::vector<uchar>(bytes.begin(), bytes.end()), cv::IMREAD_COLOR);
+                 if (image.empty()) throw StoreError(422, "the kept image cannot be decoded");
+                 std::vector<uchar> jpeg;
+                 cv::imencode(".jpg", image, jpeg, {cv::IMWRITE_JPEG_QUALITY, 92});
+                 bytes.assign(jpeg.begin(), jpeg.end());
+                 format = "jpeg";
+               }
+               res.content_type = mime_for_format(format);
                res.body = std::move(bytes);
              }));
 }
@@ -161,7 +192,8 @@ void SlideApi::add_user_routes(Router& router) {
                           {"may_review", by.may_review()}});
              }));
   router.add("GET", "/api/v1/users", guarded([this](auto&, auto& res, auto&, auto& by) {
-               if (!by.may_manage_users()) throw StoreError(403, "only an admin lists users");
+               if (!by.may_manage_users() || !by.sites.empty())
+                 throw StoreError(403, "only an admin of every site lists users");
                json users = json::array();
                for (const auto& u : store_.users())
                  users.push_back({{"name", u.name},
@@ -174,22 +206,15 @@ void SlideApi::add_user_routes(Router& router) {
              guarded([this](auto& req, auto& res, auto&, auto& by) { add_user(req, res, by); }));
 }
 
-// Every flagged cell and the quality-control sample are looked at before a signature.
 void SlideApi::sign(HttpResponse& res, const std::string& id, const User& by) {
-  if (!by.may_review())
-    throw StoreError(403, by.name + " is a " + by.role + ": only a reviewer may sign");
-  const Slide before = store_.slide(id, by);
-  const size_t pending = slide_summary(before, store_.fields(id, by))["reviewed"]["pending"];
-  if (pending > 0 && before.status != "amended")
-    throw StoreError(409, std::to_string(pending) +
-                              " flagged cells are not reviewed yet: review them before signing");
-  const Slide slide = store_.sign_slide(id, by);
+  const Slide slide = store_.sign_slide(id, by);  // refused while flagged cells are unreviewed
   send_json(res, 200, slide_json(slide, store_.fields(slide.id, by)));
 }
 
 // The token is shown once, in this answer; only its hash is kept.
 void SlideApi::add_user(const HttpRequest& req, HttpResponse& res, const User& by) {
-  if (!by.may_manage_users()) throw StoreError(403, "only an admin adds users");
+  if (!by.may_manage_users() || !by.sites.empty())
+    throw StoreError(403, "only an admin of every site adds users");
   const json body = parse_body(req);
   std::vector<std::string> sites;
   if (body.contains("sites")) {
@@ -214,7 +239,10 @@ json SlideApi::slide_json(const Slide& slide, const std::vector<StoredField>& fi
 }
 
 void SlideApi::create_slide(const HttpRequest& req, HttpResponse& res, const User& by) {
-  const Slide slide = store_.create_slide(SlideInfo::from_json(parse_body(req)), by);
+  const std::string key = req.header("Idempotency-Key");
+  if (key.size() > 200 || printable(key, 200) != key)
+    throw StoreError(400, "Idempotency-Key must be at most 200 printable characters");
+  const Slide slide = store_.create_slide(SlideInfo::from_json(parse_body(req)), by, key);
   res.set_header("Location", "/api/v1/slides/" + slide.id);
   send_json(res, 201, slide.to_json());
 }
@@ -262,7 +290,7 @@ void SlideApi::add_fields(const HttpRequest& req, HttpResponse& res, const std::
   bool replayed = !key.empty();
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string file_key = key.empty() ? "" : key + "#" + std::to_string(i);
-    if (auto existing = store_.field_for_key(id, file_key)) {
+    if (auto existing = store_.field_for_key(id, file_key, files[i]->data)) {
       stored_ids.push_back(*existing);
       continue;
     }

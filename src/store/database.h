@@ -53,6 +53,9 @@ class Database {
   // Runs `work` in one transaction: committed when it returns, rolled back when it throws (the
   // exception is passed on). Safe to call from many threads.
   virtual void transaction(const std::function<void(SqlSession&)>& work) = 0;
+  // A transaction that only reads: on SQLite it takes no write lock, so readers (the CLI,
+  // authentication) never wait for a writer.
+  virtual void read(const std::function<void(SqlSession&)>& work) { transaction(work); }
   // Where the records are, with any password removed: for logs.
   virtual std::string describe() const = 0;
 

@@ -2,6 +2,7 @@
 // several replicas and their request threads share one database. A broken connection is dropped
 // and the request fails with SqlUnavailable (the client retries; its Idempotency-Key keeps the
 // retry from storing twice).
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <pqxx/pqxx>
@@ -30,6 +31,7 @@ namespace malaria {
 namespace {
 
 constexpr size_t kMaxConnections = 8;
+constexpr std::chrono::seconds kAcquireTimeout{10};
 constexpr unsigned kByteaOid = 17;
 
 // bytea travels as text in PostgreSQL's hex format: \x0a1b...
@@ -76,12 +78,15 @@ class PostgresSession : public SqlSession {
 class PostgresDatabase : public Database {
  public:
   explicit PostgresDatabase(std::string uri) : uri_(std::move(uri)) {
-    release(connect());  // fail now, not at the first request, when it cannot connect
+    release(acquire());  // fail now, not at the first request, when it cannot connect
   }
 
   Dialect dialect() const override { return Dialect::postgres; }
+  // The URI without its password (user:PASSWORD@ or ?password=...).
   std::string describe() const override {
-    return std::regex_replace(uri_, std::regex(":[^:@/]*@"), ":***@");
+    const std::string hidden =
+        std::regex_replace(uri_, std::regex("(://[^:/@]*):[^@]*@"), "$1:***@");
+    return std::regex_replace(hidden, std::regex("password=[^&]*"), "password=***");
   }
 
   void transaction(const std::function<void(SqlSession&)>& work) override {
@@ -111,27 +116,31 @@ class PostgresDatabase : public Database {
   }
 
  private:
+  // Opens a connection in a slot already counted in open_ (given back when it fails).
   std::unique_ptr<pqxx::connection> connect() {
     try {
-      auto c = std::make_unique<pqxx::connection>(uri_);
-      std::lock_guard lock(mutex_);
-      ++open_;
-      return c;
+      return std::make_unique<pqxx::connection>(uri_);
     } catch (const std::exception& e) {
+      forget();
       throw SqlUnavailable("cannot connect to the record database " + describe() + ": " + e.what());
     }
   }
 
+  // An idle connection that is still open, or a new one in a free slot; a database that holds
+  // every connection for longer than kAcquireTimeout is unavailable (503), not a hang.
   std::unique_ptr<pqxx::connection> acquire() {
-    {
-      std::unique_lock lock(mutex_);
-      available_.wait(lock, [&] { return !idle_.empty() || open_ < kMaxConnections; });
-      if (!idle_.empty()) {
-        auto c = std::move(idle_.back());
-        idle_.pop_back();
-        return c;
-      }
+    std::unique_lock lock(mutex_);
+    if (!available_.wait_for(lock, kAcquireTimeout,
+                             [&] { return !idle_.empty() || open_ < kMaxConnections; }))
+      throw SqlUnavailable("the record database is busy: no connection free");
+    while (!idle_.empty()) {
+      auto c = std::move(idle_.back());
+      idle_.pop_back();
+      if (c->is_open()) return c;
+      --open_;  // closed while idle (the server restarted): dropped
     }
+    ++open_;  // the slot is ours before the (slow) connect, so bursts cannot overshoot
+    lock.unlock();
     return connect();
   }
 

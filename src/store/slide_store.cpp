@@ -8,6 +8,7 @@
 #include <ctime>
 #include <set>
 
+#include "report/slide_report.h"
 #include "util/files.h"
 #include "util/text.h"
 
@@ -27,12 +28,14 @@ const std::vector<std::vector<std::string>> kMigrations = {
         "CREATE TABLE slides (id TEXT PRIMARY KEY, sample_id TEXT NOT NULL, site TEXT NOT NULL, "
         "operator_name TEXT NOT NULL, collected_on TEXT NOT NULL, stain TEXT NOT NULL, "
         "notes TEXT NOT NULL, rbc_per_ul {real}, status TEXT NOT NULL, created_at TEXT NOT NULL, "
-        "created_by TEXT NOT NULL, signed_at TEXT, signed_by TEXT)",
+        "created_by TEXT NOT NULL, signed_at TEXT, signed_by TEXT, "
+        "amendments INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT UNIQUE)",
         "CREATE INDEX slides_created ON slides (created_at)",
         "CREATE TABLE fields (id TEXT PRIMARY KEY, slide_id TEXT NOT NULL REFERENCES slides (id), "
         "seq INTEGER NOT NULL, filename TEXT NOT NULL, image_format TEXT NOT NULL, "
         "width INTEGER NOT NULL, height INTEGER NOT NULL, quality_verdict TEXT NOT NULL, "
         "result TEXT NOT NULL, model_id TEXT NOT NULL, idempotency_key TEXT, "
+        "image_digest TEXT NOT NULL, "
         "created_at TEXT NOT NULL, created_by TEXT NOT NULL, UNIQUE (slide_id, seq), "
         "UNIQUE (slide_id, idempotency_key))",
         "CREATE TABLE field_images (field_id TEXT PRIMARY KEY REFERENCES fields (id), "
@@ -99,6 +102,17 @@ std::string token_hash(const std::string& secret, const std::string& salt_hex) {
   return hex;
 }
 
+// BLAKE2b of an upload: a retried request must carry the same bytes as the first.
+std::string digest_hex(const std::string& bytes) {
+  unsigned char out[crypto_generichash_BYTES];
+  crypto_generichash(out, sizeof out, reinterpret_cast<const unsigned char*>(bytes.data()),
+                     bytes.size(), nullptr, 0);
+  std::string hex(2 * sizeof out + 1, '\0');
+  sodium_bin2hex(hex.data(), hex.size(), out, sizeof out);
+  hex.pop_back();
+  return hex;
+}
+
 std::string text_of(const SqlRow& row, size_t c) { return row.at(c).value_or(""); }
 long long int_of(const SqlRow& row, size_t c) { return std::stoll(row.at(c).value_or("0")); }
 double real_of(const SqlRow& row, size_t c) { return std::stod(row.at(c).value_or("0")); }
@@ -147,7 +161,7 @@ bool is_iso_date(const std::string& s) {
 const char* kSlideColumns =
     "id, sample_id, site, operator_name, collected_on, stain, notes, rbc_per_ul, status, "
     "created_at, created_by, signed_at, signed_by, "
-    "(SELECT COUNT(*) FROM fields f WHERE f.slide_id = slides.id)";
+    "(SELECT COUNT(*) FROM fields f WHERE f.slide_id = slides.id), amendments";
 
 Slide slide_of(const SqlRow& r) {
   Slide s;
@@ -161,6 +175,7 @@ Slide slide_of(const SqlRow& r) {
   s.signed_at = text_of(r, 11);
   s.signed_by = text_of(r, 12);
   s.fields = int(int_of(r, 13));
+  s.amendments = int(int_of(r, 14));
   return s;
 }
 
@@ -262,6 +277,7 @@ json Slide::to_json() const {
   j["signed_at"] = signed_at.empty() ? json(nullptr) : json(signed_at);
   j["signed_by"] = signed_by.empty() ? json(nullptr) : json(signed_by);
   j["field_count"] = fields;
+  j["amendments"] = amendments;
   return j;
 }
 
@@ -341,7 +357,7 @@ void SlideStore::migrate() {
 
 int SlideStore::schema_version() {
   int version = 0;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     version = int(int_of(s.query("SELECT MAX(version) FROM schema_version").at(0), 0));
   });
   return version;
@@ -365,35 +381,86 @@ Slide find_slide(SqlSession& s, const std::string& id, const User& by, bool lock
 
 bool is_signed(const Slide& slide) { return slide.status == "signed"; }
 
+// A slide's fields with their cells, inside the caller's transaction.
+std::vector<StoredField> read_fields(SqlSession& s, const std::string& slide_id) {
+  std::vector<StoredField> fields;
+  const SqlRows rows = s.query(
+      "SELECT id, seq, filename, image_format, width, height, quality_verdict, result, "
+      "model_id, created_at, (SELECT COUNT(*) FROM field_images i WHERE i.field_id = fields.id) "
+      "FROM fields WHERE slide_id = $1 ORDER BY seq",
+      {SqlValue::text(slide_id)});
+  for (const auto& r : rows) {
+    StoredField f;
+    f.id = text_of(r, 0);
+    f.slide_id = slide_id;
+    f.seq = int(int_of(r, 1));
+    f.filename = text_of(r, 2);
+    f.image_format = text_of(r, 3);
+    f.width = int(int_of(r, 4));
+    f.height = int(int_of(r, 5));
+    f.quality_verdict = text_of(r, 6);
+    f.result = json::parse(text_of(r, 7));
+    f.model_id = text_of(r, 8);
+    f.created_at = text_of(r, 9);
+    f.image_kept = int_of(r, 10) > 0;
+    for (const auto& c : s.query(
+             std::string("SELECT ") + kCellColumns + " FROM cells WHERE field_id = $1 ORDER BY seq",
+             {SqlValue::text(f.id)}))
+      f.cells.push_back(cell_of(c));
+    fields.push_back(std::move(f));
+  }
+  return fields;
+}
+
 }  // namespace
 
-Slide SlideStore::create_slide(const SlideInfo& info, const User& by) {
+Slide SlideStore::create_slide(const SlideInfo& info, const User& by, const std::string& key) {
   if (!by.may_see_site(info.site))
     throw StoreError(403, by.name + " may not create slides for site '" + info.site + "'");
+  // A retried creation (same key) is the slide made the first time; the key is scoped to whoever
+  // sent it.
+  const std::string scoped_key = key.empty() ? "" : by.name + "/" + key;
+  auto earlier = [&]() -> std::optional<Slide> {
+    std::optional<Slide> found;
+    if (scoped_key.empty()) return found;
+    db_->read([&](SqlSession& s) {
+      const SqlRows rows =
+          s.query("SELECT id FROM slides WHERE idempotency_key = $1", {SqlValue::text(scoped_key)});
+      if (!rows.empty()) found = find_slide(s, text_of(rows[0], 0), by, false, db_->dialect());
+    });
+    return found;
+  };
+  if (auto found = earlier()) return *found;
   Slide slide;
   slide.id = "s" + random_hex(8);
   slide.info = info;
   slide.status = "screened";
   slide.created_at = now_iso8601();
   slide.created_by = by.name;
-  db_->transaction([&](SqlSession& s) {
-    s.query(
-        "INSERT INTO slides (id, sample_id, site, operator_name, collected_on, stain, notes, "
-        "rbc_per_ul, status, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-        "$10, $11)",
-        {SqlValue::text(slide.id), SqlValue::text(info.sample_id), SqlValue::text(info.site),
-         SqlValue::text(info.operator_name), SqlValue::text(info.collected_on),
-         SqlValue::text(info.stain), SqlValue::text(info.notes),
-         info.rbc_per_ul ? SqlValue::real(*info.rbc_per_ul) : SqlValue{},
-         SqlValue::text(slide.status), SqlValue::text(slide.created_at), SqlValue::text(by.name)});
-    append_audit(s, slide.id, "", by.name, "create", nullptr, info.to_json(), "");
-  });
+  try {
+    db_->transaction([&](SqlSession& s) {
+      s.query(
+          "INSERT INTO slides (id, sample_id, site, operator_name, collected_on, stain, notes, "
+          "rbc_per_ul, status, created_at, created_by, idempotency_key) VALUES ($1, $2, $3, $4, "
+          "$5, $6, $7, $8, $9, $10, $11, $12)",
+          {SqlValue::text(slide.id), SqlValue::text(info.sample_id), SqlValue::text(info.site),
+           SqlValue::text(info.operator_name), SqlValue::text(info.collected_on),
+           SqlValue::text(info.stain), SqlValue::text(info.notes),
+           info.rbc_per_ul ? SqlValue::real(*info.rbc_per_ul) : SqlValue{},
+           SqlValue::text(slide.status), SqlValue::text(slide.created_at), SqlValue::text(by.name),
+           scoped_key.empty() ? SqlValue{} : SqlValue::text(scoped_key)});
+      append_audit(s, slide.id, "", by.name, "create", nullptr, info.to_json(), "");
+    });
+  } catch (const SqlConstraintError&) {
+    if (auto found = earlier()) return *found;  // a concurrent retry won
+    throw;
+  }
   return slide;
 }
 
 Slide SlideStore::slide(const std::string& id, const User& by) {
   Slide slide;
-  db_->transaction([&](SqlSession& s) { slide = find_slide(s, id, by, false, db_->dialect()); });
+  db_->read([&](SqlSession& s) { slide = find_slide(s, id, by, false, db_->dialect()); });
   return slide;
 }
 
@@ -420,7 +487,7 @@ std::vector<Slide> SlideStore::list_slides(const SlideFilter& filter, const User
     where += " AND site IN (" + in + ")";
   }
   std::vector<Slide> slides;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     if (total)
       *total = size_t(int_of(s.query("SELECT COUNT(*) FROM slides" + where, params).at(0), 0));
     const std::string page = " ORDER BY created_at DESC, id LIMIT " +
@@ -435,46 +502,27 @@ std::vector<Slide> SlideStore::list_slides(const SlideFilter& filter, const User
 
 std::vector<StoredField> SlideStore::fields(const std::string& slide_id, const User& by) {
   std::vector<StoredField> fields;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     find_slide(s, slide_id, by, false, db_->dialect());
-    const SqlRows rows = s.query(
-        "SELECT id, seq, filename, image_format, width, height, quality_verdict, result, "
-        "model_id, created_at, (SELECT COUNT(*) FROM field_images i WHERE i.field_id = fields.id) "
-        "FROM fields WHERE slide_id = $1 ORDER BY seq",
-        {SqlValue::text(slide_id)});
-    for (const auto& r : rows) {
-      StoredField f;
-      f.id = text_of(r, 0);
-      f.slide_id = slide_id;
-      f.seq = int(int_of(r, 1));
-      f.filename = text_of(r, 2);
-      f.image_format = text_of(r, 3);
-      f.width = int(int_of(r, 4));
-      f.height = int(int_of(r, 5));
-      f.quality_verdict = text_of(r, 6);
-      f.result = json::parse(text_of(r, 7));
-      f.model_id = text_of(r, 8);
-      f.created_at = text_of(r, 9);
-      f.image_kept = int_of(r, 10) > 0;
-      for (const auto& c : s.query(std::string("SELECT ") + kCellColumns +
-                                       " FROM cells WHERE field_id = $1 ORDER BY seq",
-                                   {SqlValue::text(f.id)}))
-        f.cells.push_back(cell_of(c));
-      fields.push_back(std::move(f));
-    }
+    fields = read_fields(s, slide_id);
   });
   return fields;
 }
 
 std::optional<std::string> SlideStore::field_for_key(const std::string& slide_id,
-                                                     const std::string& key) {
+                                                     const std::string& key,
+                                                     const std::string& image) {
   std::optional<std::string> id;
   if (key.empty()) return id;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     const SqlRows rows =
-        s.query("SELECT id FROM fields WHERE slide_id = $1 AND idempotency_key = $2",
+        s.query("SELECT id, image_digest FROM fields WHERE slide_id = $1 AND idempotency_key = $2",
                 {SqlValue::text(slide_id), SqlValue::text(key)});
-    if (!rows.empty()) id = text_of(rows[0], 0);
+    if (rows.empty()) return;
+    if (text_of(rows[0], 1) != digest_hex(image))
+      throw StoreError(422, "Idempotency-Key '" + printable(key, 64) +
+                                "' was used for another image on this slide: use a new key");
+    id = text_of(rows[0], 0);
   });
   return id;
 }
@@ -495,18 +543,20 @@ std::string SlideStore::add_field(const std::string& slide_id, const FieldInput&
           1;
       s.query(
           "INSERT INTO fields (id, slide_id, seq, filename, image_format, width, height, "
-          "quality_verdict, result, model_id, idempotency_key, created_at, created_by) VALUES "
-          "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+          "quality_verdict, result, model_id, idempotency_key, created_at, created_by, "
+          "image_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
           {SqlValue::text(field_id), SqlValue::text(slide_id), SqlValue::number(seq),
            SqlValue::text(field.filename), SqlValue::text(field.image_format),
            SqlValue::number(field.width), SqlValue::number(field.height),
            SqlValue::text(field.quality_verdict), SqlValue::text(field.result.dump()),
            SqlValue::text(field.model_id), key.empty() ? SqlValue{} : SqlValue::text(key),
-           SqlValue::text(now_iso8601()), SqlValue::text(by.name)});
+           SqlValue::text(now_iso8601()), SqlValue::text(by.name),
+           SqlValue::text(digest_hex(field.image))});
       s.query("INSERT INTO field_images (field_id, data) VALUES ($1, $2)",
               {SqlValue::text(field_id), SqlValue::blob(field.image)});
       // Many rows per statement: a field's few hundred cells in a few round trips.
-      constexpr size_t kRowsPerInsert = 100, kColumns = 11;
+      // 80 x 11 parameters: under SQLite's old limit of 999 per statement.
+      constexpr size_t kRowsPerInsert = 80, kColumns = 11;
       for (size_t first = 0; first < field.cells.size(); first += kRowsPerInsert) {
         std::string sql =
             "INSERT INTO cells (id, field_id, seq, x, y, w, h, probability, label, decision, "
@@ -538,7 +588,7 @@ std::string SlideStore::add_field(const std::string& slide_id, const FieldInput&
     });
   } catch (const SqlConstraintError&) {
     // The same Idempotency-Key stored by a concurrent request: that one is the answer.
-    if (auto existing = field_for_key(slide_id, key)) return *existing;
+    if (auto existing = field_for_key(slide_id, key, field.image)) return *existing;
     throw;
   }
   return field_id;
@@ -547,7 +597,7 @@ std::string SlideStore::add_field(const std::string& slide_id, const FieldInput&
 std::pair<std::string, std::string> SlideStore::field_image(const std::string& field_id,
                                                             const User& by) {
   std::pair<std::string, std::string> image;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     const SqlRows rows = s.query(
         "SELECT f.image_format, s.site, i.data FROM fields f JOIN slides s ON s.id = f.slide_id "
         "LEFT JOIN field_images i ON i.field_id = f.id WHERE f.id = $1",
@@ -562,7 +612,7 @@ std::pair<std::string, std::string> SlideStore::field_image(const std::string& f
 
 std::pair<StoredCell, std::string> SlideStore::cell(const std::string& cell_id, const User& by) {
   std::pair<StoredCell, std::string> found;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     const SqlRows rows = s.query(std::string("SELECT f.id, sl.site, ") + kCellColumns +
                                      " FROM cells JOIN fields f ON f.id = cells.field_id "
                                      "JOIN slides sl ON sl.id = f.slide_id WHERE cells.id = $1",
@@ -591,14 +641,21 @@ StoredCell SlideStore::review_cell(const std::string& cell_id, const std::string
     throw StoreError(400, "'reason' is longer than 500 characters");
   StoredCell cell;
   db_->transaction([&](SqlSession& s) {
-    const SqlRows rows =
-        s.query(std::string("SELECT f.slide_id, f.model_id, ") + kCellColumns +
-                    " FROM cells JOIN fields f ON f.id = cells.field_id WHERE cells.id = $1",
-                {SqlValue::text(cell_id)});
-    if (rows.empty()) throw StoreError(404, "no cell '" + printable(cell_id, 64) + "'");
-    const std::string slide_id = text_of(rows[0], 0), model_id = text_of(rows[0], 1);
+    const SqlRows owner = s.query(
+        "SELECT f.slide_id FROM cells JOIN fields f ON f.id = cells.field_id "
+        "WHERE cells.id = $1",
+        {SqlValue::text(cell_id)});
+    if (owner.empty()) throw StoreError(404, "no cell '" + printable(cell_id, 64) + "'");
+    const std::string slide_id = text_of(owner[0], 0);
+    // The slide is locked first, then the cell read: two reviewers of one cell are serialised
+    // and each audit event's "before" is what the other left.
     const Slide slide = find_slide(s, slide_id, by, true, db_->dialect());
-    cell = cell_of(rows[0], 2);
+    const SqlRows rows = s.query(std::string("SELECT f.model_id, ") + kCellColumns +
+                                     " FROM cells JOIN fields f ON f.id = cells.field_id "
+                                     "WHERE cells.id = $1",
+                                 {SqlValue::text(cell_id)});
+    const std::string model_id = text_of(rows.at(0), 0);
+    cell = cell_of(rows[0], 1);
     const bool amendment = is_signed(slide) || slide.status == "amended";
     if (amendment && amendment_reason.empty())
       throw StoreError(
@@ -613,8 +670,9 @@ StoredCell SlideStore::review_cell(const std::string& cell_id, const std::string
     cell.review = CellReview{decision, stage, by.name, at};
     json after = cell.to_json();
     if (amendment) after["reason"] = amendment_reason;
-    s.query("UPDATE slides SET status = $1 WHERE id = $2",
-            {SqlValue::text(amendment ? "amended" : "in_review"), SqlValue::text(slide_id)});
+    s.query("UPDATE slides SET status = $1, amendments = amendments + $2 WHERE id = $3",
+            {SqlValue::text(amendment ? "amended" : "in_review"),
+             SqlValue::number(amendment ? 1 : 0), SqlValue::text(slide_id)});
     append_audit(s, slide_id, cell_id, by.name, amendment ? "amend" : "review", before, after,
                  model_id);
   });
@@ -628,7 +686,14 @@ Slide SlideStore::sign_slide(const std::string& slide_id, const User& by) {
   db_->transaction([&](SqlSession& s) {
     slide = find_slide(s, slide_id, by, true, db_->dialect());
     if (is_signed(slide)) throw StoreError(409, "slide " + slide_id + " is already signed");
-    if (slide.fields == 0) throw StoreError(409, "slide " + slide_id + " has no fields to sign");
+    // Checked under the slide's lock, so no field can arrive between the check and the signature.
+    const json summary = slide_summary(slide, read_fields(s, slide_id));
+    if (summary["fields_used"].get<size_t>() == 0)
+      throw StoreError(409, "slide " + slide_id + " has no usable field to sign");
+    const size_t pending = summary["reviewed"]["pending"];
+    if (pending > 0)
+      throw StoreError(409, std::to_string(pending) +
+                                " flagged cells are not reviewed yet: review them before signing");
     const json before = {{"status", slide.status}};
     slide.status = "signed";
     slide.signed_at = now_iso8601();
@@ -643,7 +708,7 @@ Slide SlideStore::sign_slide(const std::string& slide_id, const User& by) {
 
 std::vector<AuditEvent> SlideStore::audit(const std::string& slide_id, const User& by) {
   std::vector<AuditEvent> events;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     find_slide(s, slide_id, by, false, db_->dialect());
     for (const auto& r :
          s.query("SELECT seq, cell_id, at, user_name, action, before_state, after_state, model_id "
@@ -677,12 +742,13 @@ size_t SlideStore::purge_images_older_than(double days) {
   size_t purged = 0;
   db_->transaction([&](SqlSession& s) {
     const SqlRows rows = s.query(
-        "SELECT i.field_id FROM field_images i JOIN fields f ON f.id = i.field_id "
-        "WHERE f.created_at <= $1",
+        "SELECT i.field_id FROM field_images i JOIN fields f ON f.id = i.field_id JOIN slides sl "
+        "ON sl.id = f.slide_id WHERE f.created_at <= $1 AND sl.status = 'signed'",
         {SqlValue::text(stamp)});
     purged = rows.size();
     s.query(
-        "DELETE FROM field_images WHERE field_id IN (SELECT id FROM fields WHERE created_at <= $1)",
+        "DELETE FROM field_images WHERE field_id IN (SELECT f.id FROM fields f JOIN slides sl ON "
+        "sl.id = f.slide_id WHERE f.created_at <= $1 AND sl.status = 'signed')",
         {SqlValue::text(stamp)});
   });
   return purged;
@@ -693,6 +759,10 @@ std::string SlideStore::add_user(const std::string& name, const std::string& rol
   if (name.empty() || name.size() > 64 || printable(name, 64) != name ||
       name.find_first_of(" ,") != std::string::npos)
     throw StoreError(400, "a user name is 1-64 printable characters without spaces or commas");
+  for (const char* reserved : {"local", "api-key", "cli"})
+    if (name == reserved)
+      throw StoreError(400, "'" + name + "' is reserved: the audit trail uses it for " +
+                                (name == "cli" ? "the command line" : "the server itself"));
   if (role != kRoleTechnician && role != kRoleReviewer && role != kRoleAdmin)
     throw StoreError(400, "the role must be technician, reviewer or admin");
   const std::string joined = joined_sites(sites);
@@ -723,9 +793,17 @@ void SlideStore::set_sites(const std::string& name, const std::vector<std::strin
   });
 }
 
+void SlideStore::remove_user(const std::string& name) {
+  db_->transaction([&](SqlSession& s) {
+    if (s.query("SELECT id FROM users WHERE name = $1", {SqlValue::text(name)}).empty())
+      throw StoreError(404, "no user named '" + printable(name, 64) + "'");
+    s.query("DELETE FROM users WHERE name = $1", {SqlValue::text(name)});
+  });
+}
+
 std::vector<User> SlideStore::users() {
   std::vector<User> users;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     for (const auto& r :
          s.query("SELECT id, name, role, sites, created_at FROM users ORDER BY name"))
       users.push_back(
@@ -736,7 +814,7 @@ std::vector<User> SlideStore::users() {
 
 size_t SlideStore::user_count() {
   size_t n = 0;
-  db_->transaction(
+  db_->read(
       [&](SqlSession& s) { n = size_t(int_of(s.query("SELECT COUNT(*) FROM users").at(0), 0)); });
   return n;
 }
@@ -747,7 +825,7 @@ std::optional<User> SlideStore::authenticate(const std::string& token) {
     return std::nullopt;
   const std::string id = token.substr(4, 16), secret = token.substr(21);
   std::optional<User> user;
-  db_->transaction([&](SqlSession& s) {
+  db_->read([&](SqlSession& s) {
     const SqlRows rows = s.query(
         "SELECT id, name, role, sites, created_at, salt, token_hash FROM users WHERE id = $1",
         {SqlValue::text(id)});

@@ -50,6 +50,7 @@ struct Slide {
   SlideInfo info;
   std::string status, created_at, created_by, signed_at, signed_by;
   int fields = 0;
+  int amendments = 0;  // changes made after a signature
   nlohmann::json to_json() const;
 };
 
@@ -108,15 +109,18 @@ class SlideStore {
   Database& database() { return *db_; }
   int schema_version();
 
-  Slide create_slide(const SlideInfo& info, const User& by);
+  // With a key (an Idempotency-Key), a retry answers the slide the first request made.
+  Slide create_slide(const SlideInfo& info, const User& by, const std::string& key = "");
   // The slide, or StoreError(404) when it does not exist or `by` may not see its site.
   Slide slide(const std::string& id, const User& by);
   // Newest first; `total` is the count matching the filter before paging.
   std::vector<Slide> list_slides(const SlideFilter& filter, const User& by, size_t* total);
   std::vector<StoredField> fields(const std::string& slide_id, const User& by);
 
-  // The field id an earlier upload with this key stored on this slide, if any.
-  std::optional<std::string> field_for_key(const std::string& slide_id, const std::string& key);
+  // The field id an earlier upload with this key stored on this slide, if any; StoreError(422)
+  // when that upload's image was another one.
+  std::optional<std::string> field_for_key(const std::string& slide_id, const std::string& key,
+                                           const std::string& image);
   // Stores a screened field with its cells in one transaction; refuses (409) a signed slide.
   // With a key already used on this slide, stores nothing and returns the first field's id.
   std::string add_field(const std::string& slide_id, const FieldInput& field,
@@ -131,10 +135,12 @@ class SlideStore {
   StoredCell review_cell(const std::string& cell_id, const std::string& decision,
                          const std::string& stage, const std::string& amendment_reason,
                          const User& by);
+  // Refused (409) while a cell of the review queue is unreviewed or no field is usable.
   Slide sign_slide(const std::string& slide_id, const User& by);
   std::vector<AuditEvent> audit(const std::string& slide_id, const User& by);
 
-  // Deletes the kept images of fields stored more than `days` ago; returns how many.
+  // Deletes the kept images of signed slides' fields stored more than `days` ago (a slide still
+  // in review keeps them); returns how many.
   size_t purge_images_older_than(double days);
 
   // Users. The token is returned once; only a salted hash is stored.
@@ -142,6 +148,7 @@ class SlideStore {
                        const std::vector<std::string>& sites);
   // An admin's grant: the sites whose slides the user sees from now on (empty: every site).
   void set_sites(const std::string& name, const std::vector<std::string>& sites);
+  void remove_user(const std::string& name);  // the user's token stops working at once
   std::vector<User> users();
   size_t user_count();
   std::optional<User> authenticate(const std::string& token);

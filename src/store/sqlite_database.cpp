@@ -80,7 +80,8 @@ class SqliteDatabase : public Database {
     }
     sqlite3_busy_timeout(db_, 10000);
     SqliteSession session(db_);
-    // WAL: readers (the CLI) never block the server's writer; FULL: a commit survives power loss.
+    // WAL: a reader (the CLI, a read transaction) and the writer do not block each other; FULL: a
+    // commit survives power loss.
     session.query("PRAGMA journal_mode=WAL");
     session.query("PRAGMA synchronous=FULL");
     session.query("PRAGMA foreign_keys=ON");
@@ -91,10 +92,16 @@ class SqliteDatabase : public Database {
   std::string describe() const override { return "sqlite:" + path_; }
 
   void transaction(const std::function<void(SqlSession&)>& work) override {
+    // IMMEDIATE takes the write lock up front: two processes never deadlock upgrading a read.
+    run("BEGIN IMMEDIATE", work);
+  }
+  void read(const std::function<void(SqlSession&)>& work) override { run("BEGIN", work); }
+
+ private:
+  void run(const char* begin, const std::function<void(SqlSession&)>& work) {
     std::lock_guard lock(mutex_);
     SqliteSession session(db_);
-    // IMMEDIATE takes the write lock up front: two processes never deadlock upgrading a read.
-    session.query("BEGIN IMMEDIATE");
+    session.query(begin);
     try {
       work(session);
       session.query("COMMIT");
@@ -104,7 +111,6 @@ class SqliteDatabase : public Database {
     }
   }
 
- private:
   std::string path_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
