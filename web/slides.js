@@ -240,9 +240,13 @@
     await listSlides();
   }
 
+  // Without a token the report opens at its own URL (its own styles and CSP); a token cannot go
+  // into a URL, so then it is fetched and shown as a blob, which inherits this page's stricter CSP
+  // and prints unstyled: the PDF is the one to print.
   async function openReport(format) {
-    const blob = await api(`/api/v1/slides/${slide.id}/report?format=${format}`);
-    window.open(URL.createObjectURL(blob), "_blank");
+    const url = `/api/v1/slides/${slide.id}/report?format=${format}`;
+    if (!$("api-key").value.trim()) { window.open(url, "_blank"); return; }
+    window.open(URL.createObjectURL(await api(url)), "_blank");
   }
 
   async function downloadAnnotations() {

@@ -64,7 +64,9 @@ std::vector<std::string> dialect_sql(std::string sql, Database::Dialect dialect)
           "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
           "$f$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $f$",
           "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
-          "FOR EACH ROW EXECUTE FUNCTION audit_append_only()"};
+          "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+          "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit "
+          "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"};
     return {
         "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN "
         "SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
