@@ -113,7 +113,14 @@
     const failed = sum.fields_failed.map((f) => `${f.file}: ${f.reasons.join("; ")}`).join(" · ");
     $("slide-review-state").textContent = `${sum.fields_used} of ${sum.fields} fields used` + (failed ? ` (not used: ${failed})` : "") +
       `. ${sum.reviewed.cells_reviewed} cells reviewed, ${sum.reviewed.pending} flagged cells to review.` + (sum.warning ? " " + sum.warning : "");
-    const signable = me.may_review && sum.reviewed.pending === 0 && slide.field_count > 0 && slide.status !== "signed";
+    $("slide-fields").replaceChildren(...slide.fields.map((f) => el("tr", { className: "field-row" }, [
+      el("td", { textContent: f.seq }),
+      el("td", { textContent: f.file }),
+      el("td", { textContent: f.quality.verdict + (f.quality.reasons.length ? ": " + f.quality.reasons.join("; ") : "") }),
+      el("td", { textContent: f.summary.cells }),
+      el("td", { textContent: f.summary.parasitized }),
+      el("td", { textContent: f.model_id })])));
+        const signable = me.may_review && sum.reviewed.pending === 0 && slide.field_count > 0 && slide.status !== "signed";
     $("sign-slide").disabled = !signable;
     $("sign-slide").title = signable ? "" : me.may_review ? "review every flagged cell first" : "only a reviewer signs";
     $("slide-upload").hidden = slide.status === "signed" || slide.status === "amended";

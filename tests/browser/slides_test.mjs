@@ -60,6 +60,7 @@ try {
   await page.setInputFiles("#slide-files", fields);
   await page.click("#slide-upload button[type=submit]");
   await page.locator("#slide-upload-status").getByText(`${fields.length} of ${fields.length} fields stored`).waitFor({ timeout: 120000 });
+  assert.equal(await page.locator("#slide-fields .field-row").count(), fields.length, "one row per field");
   const tiles = page.locator("#review-gallery .tile");
   await tiles.first().waitFor();
   const flagged = await tiles.count();
