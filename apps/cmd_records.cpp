@@ -303,6 +303,17 @@ void add_store(CLI::App& app, std::vector<Command>& leaves) {
                       std::printf("purged %zu field images\n", n);
                       return 0;
                     }});
+  auto audit_url = std::make_shared<std::string>();
+  auto* audit = store_cmd->add_subcommand(
+      "audit", "Events that belong to no slide (users added, granted, removed; purges) as JSON");
+  add_store_option(audit, *audit_url);
+  leaves.push_back({audit, [audit_url] {
+                      json events = json::array();
+                      for (const auto& e : SlideStore(store_url(*audit_url)).admin_audit())
+                        events.push_back(e.to_json());
+                      std::cout << events.dump(2) << "\n";
+                      return 0;
+                    }});
 }
 
 }  // namespace

@@ -309,6 +309,10 @@ if "$bin" users sites rita --store "$store" >"$work/out" 2>&1; then fail "users 
 "$bin" users list --store "$store" | grep -q "rita .*reviewer .*north" || fail "the grant is not listed"
 "$bin" users remove rita --store "$store" 2>/dev/null || fail "users remove"
 "$bin" users list --store "$store" | grep -q rita && fail "a removed user is still listed"
+"$bin" store audit --store "$store" | python3 -c '
+import json, sys
+actions = [e["action"] for e in json.load(sys.stdin)]
+assert actions == ["user_add", "purge", "user_sites", "user_remove"], actions' || fail "store audit"
 if "$bin" slides list --store "mysql://x" >"$work/out" 2>&1; then fail "an unknown store was taken"; fi
 grep -q "sqlite:PATH or postgresql://" "$work/out" || fail "no hint for a bad store: $(cat "$work/out")"
 

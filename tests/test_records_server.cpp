@@ -341,6 +341,17 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   EXPECT_EQ(c.Post("/api/v1/users", auth("k3y"), nina.dump(), "application/json")->status, 409);
   EXPECT_EQ(get(c, "/api/v1/users", "k3y")["users"].size(), 5u);
   EXPECT_EQ(get(c, "/api/v1/users", "k3y").dump().find(nina_token.substr(21)), std::string::npos);
+  // Adding a user is an audit event naming who did it.
+  FILE* p = ::popen((bin + " store audit --store " + store_).c_str(), "r");
+  std::string out;
+  char buf[256];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  ::pclose(p);
+  const json admin_events = json::parse(out);
+  ASSERT_FALSE(admin_events.empty());
+  EXPECT_EQ(admin_events.back()["action"], "user_add");
+  EXPECT_EQ(admin_events.back()["user"], "api-key");
+  EXPECT_EQ(admin_events.back()["after"]["name"], "nina");
 }
 
 TEST_F(Records, BadInputIsRefusedAndStoresNothing) {

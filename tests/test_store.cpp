@@ -372,6 +372,16 @@ TEST_P(StoreTest, TokensAreStoredHashedAndChecked) {
   store_->remove_user("gone");
   EXPECT_FALSE(store_->authenticate(gone));
   EXPECT_THROW(store_->remove_user("gone"), StoreError);
+  store_->set_sites("rita", {"north"}, "ada");
+  std::vector<std::string> actions;
+  for (const auto& e : store_->admin_audit()) {
+    actions.push_back(e.action + ":" + e.user);
+    EXPECT_TRUE(e.slide_id.empty());
+  }
+  EXPECT_EQ(actions, (std::vector<std::string>{"user_add:cli", "user_add:cli", "user_remove:cli",
+                                               "user_sites:ada"}));
+  EXPECT_EQ(store_->admin_audit().back().before["sites"],
+            (std::vector<std::string>{"north", "south"}));
   // Only the hash is kept: the secret part of the token appears nowhere in the table.
   store_->database().transaction([&](SqlSession& s) {
     for (const auto& row : s.query("SELECT * FROM users"))
@@ -388,6 +398,8 @@ TEST_P(StoreTest, PurgeRemovesImagesButKeepsResults) {
   store_->sign_slide(slide.id, reviewer_);
   EXPECT_EQ(store_->purge_images_older_than(1), 0u);  // stored seconds ago
   EXPECT_EQ(store_->purge_images_older_than(0), 1u);
+  EXPECT_EQ(store_->admin_audit().back().action, "purge");
+  EXPECT_EQ(store_->admin_audit().back().after["images"], 1);
   try {
     store_->field_image(id, admin_);
     FAIL() << "a purged image was served";

@@ -225,7 +225,7 @@ void SlideApi::add_user(const HttpRequest& req, HttpResponse& res, const User& b
     }
   }
   const std::string name = string_field(body, "name"), role = string_field(body, "role");
-  const std::string token = store_.add_user(name, role, sites);
+  const std::string token = store_.add_user(name, role, sites, by.name);
   send_json(res, 201, {{"name", name}, {"role", role}, {"sites", sites}, {"token", token}});
 }
 

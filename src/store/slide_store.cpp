@@ -47,7 +47,7 @@ const std::vector<std::vector<std::string>> kMigrations = {
         "stage TEXT NOT NULL, review_decision TEXT, review_stage TEXT, reviewed_by TEXT, "
         "reviewed_at TEXT)",
         "CREATE INDEX cells_field ON cells (field_id, seq)",
-        "CREATE TABLE audit (seq {serial}, slide_id TEXT NOT NULL, cell_id TEXT, at TEXT NOT NULL, "
+        "CREATE TABLE audit (seq {serial}, slide_id TEXT, cell_id TEXT, at TEXT NOT NULL, "
         "user_name TEXT NOT NULL, action TEXT NOT NULL, before_state TEXT, after_state TEXT, "
         "model_id TEXT)",
         "CREATE INDEX audit_slide ON audit (slide_id, seq)",
@@ -209,8 +209,9 @@ void append_audit(SqlSession& s, const std::string& slide_id, const std::string&
   s.query(
       "INSERT INTO audit (slide_id, cell_id, at, user_name, action, before_state, after_state, "
       "model_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-      {SqlValue::text(slide_id), cell_id.empty() ? SqlValue{} : SqlValue::text(cell_id),
-       SqlValue::text(now_iso8601()), SqlValue::text(user), SqlValue::text(action),
+      {slide_id.empty() ? SqlValue{} : SqlValue::text(slide_id),
+       cell_id.empty() ? SqlValue{} : SqlValue::text(cell_id), SqlValue::text(now_iso8601()),
+       SqlValue::text(user), SqlValue::text(action),
        before.is_null() ? SqlValue{} : SqlValue::text(before.dump()),
        after.is_null() ? SqlValue{} : SqlValue::text(after.dump()),
        model_id.empty() ? SqlValue{} : SqlValue::text(model_id)});
@@ -317,7 +318,7 @@ json StoredField::to_json() const {
 
 json AuditEvent::to_json() const {
   return {{"seq", seq},
-          {"slide_id", slide_id},
+          {"slide_id", slide_id.empty() ? json(nullptr) : json(slide_id)},
           {"cell_id", cell_id.empty() ? json(nullptr) : json(cell_id)},
           {"at", at},
           {"user", user},
@@ -708,31 +709,52 @@ Slide SlideStore::sign_slide(const std::string& slide_id, const User& by) {
   return slide;
 }
 
+namespace {
+
+std::vector<AuditEvent> audit_events(const SqlRows& rows) {
+  std::vector<AuditEvent> events;
+  for (const auto& r : rows) {
+    AuditEvent e;
+    e.seq = int_of(r, 0);
+    e.slide_id = text_of(r, 1);
+    e.cell_id = text_of(r, 2);
+    e.at = text_of(r, 3);
+    e.user = text_of(r, 4);
+    e.action = text_of(r, 5);
+    if (r[6]) e.before = json::parse(*r[6]);
+    if (r[7]) e.after = json::parse(*r[7]);
+    e.model_id = text_of(r, 8);
+    events.push_back(std::move(e));
+  }
+  return events;
+}
+
+const char* kAuditColumns =
+    "seq, slide_id, cell_id, at, user_name, action, before_state, after_state, model_id";
+
+}  // namespace
+
 std::vector<AuditEvent> SlideStore::audit(const std::string& slide_id, const User& by) {
   std::vector<AuditEvent> events;
   db_->read([&](SqlSession& s) {
     find_slide(s, slide_id, by, false, db_->dialect());
-    for (const auto& r :
-         s.query("SELECT seq, cell_id, at, user_name, action, before_state, after_state, model_id "
-                 "FROM audit WHERE slide_id = $1 ORDER BY seq",
-                 {SqlValue::text(slide_id)})) {
-      AuditEvent e;
-      e.seq = int_of(r, 0);
-      e.slide_id = slide_id;
-      e.cell_id = text_of(r, 1);
-      e.at = text_of(r, 2);
-      e.user = text_of(r, 3);
-      e.action = text_of(r, 4);
-      if (r[5]) e.before = json::parse(*r[5]);
-      if (r[6]) e.after = json::parse(*r[6]);
-      e.model_id = text_of(r, 7);
-      events.push_back(std::move(e));
-    }
+    events = audit_events(s.query(
+        std::string("SELECT ") + kAuditColumns + " FROM audit WHERE slide_id = $1 ORDER BY seq",
+        {SqlValue::text(slide_id)}));
   });
   return events;
 }
 
-size_t SlideStore::purge_images_older_than(double days) {
+std::vector<AuditEvent> SlideStore::admin_audit() {
+  std::vector<AuditEvent> events;
+  db_->read([&](SqlSession& s) {
+    events = audit_events(s.query(std::string("SELECT ") + kAuditColumns +
+                                  " FROM audit WHERE slide_id IS NULL ORDER BY seq"));
+  });
+  return events;
+}
+
+size_t SlideStore::purge_images_older_than(double days, const std::string& actor) {
   if (!(days >= 0)) throw StoreError(400, "--older-than must be a number of days, 0 or more");
   const auto cutoff = std::chrono::system_clock::now() -
                       std::chrono::seconds(static_cast<long long>(std::llround(days * 86400)));
@@ -748,6 +770,8 @@ size_t SlideStore::purge_images_older_than(double days) {
         "ON sl.id = f.slide_id WHERE f.created_at <= $1 AND sl.status = 'signed'",
         {SqlValue::text(stamp)});
     purged = rows.size();
+    append_audit(s, "", "", actor, "purge", nullptr,
+                 {{"older_than_days", days}, {"images", purged}}, "");
     s.query(
         "DELETE FROM field_images WHERE field_id IN (SELECT f.id FROM fields f JOIN slides sl ON "
         "sl.id = f.slide_id WHERE f.created_at <= $1 AND sl.status = 'signed')",
@@ -757,7 +781,7 @@ size_t SlideStore::purge_images_older_than(double days) {
 }
 
 std::string SlideStore::add_user(const std::string& name, const std::string& role,
-                                 const std::vector<std::string>& sites) {
+                                 const std::vector<std::string>& sites, const std::string& actor) {
   if (name.empty() || name.size() > 64 || printable(name, 64) != name ||
       name.find_first_of(" ,") != std::string::npos)
     throw StoreError(400, "a user name is 1-64 printable characters without spaces or commas");
@@ -778,6 +802,8 @@ std::string SlideStore::add_user(const std::string& name, const std::string& rol
           {SqlValue::text(id), SqlValue::text(name), SqlValue::text(role), SqlValue::text(joined),
            SqlValue::text(salt), SqlValue::text(token_hash(secret, salt)),
            SqlValue::text(now_iso8601())});
+      append_audit(s, "", "", actor, "user_add", nullptr,
+                   {{"name", name}, {"role", role}, {"sites", sites}}, "");
     });
   } catch (const SqlConstraintError&) {
     throw StoreError(409, "a user named '" + name + "' exists already");
@@ -785,21 +811,29 @@ std::string SlideStore::add_user(const std::string& name, const std::string& rol
   return "mal_" + id + "_" + secret;
 }
 
-void SlideStore::set_sites(const std::string& name, const std::vector<std::string>& sites) {
+void SlideStore::set_sites(const std::string& name, const std::vector<std::string>& sites,
+                           const std::string& actor) {
   const std::string joined = joined_sites(sites);
   db_->transaction([&](SqlSession& s) {
     if (s.query("SELECT id FROM users WHERE name = $1", {SqlValue::text(name)}).empty())
       throw StoreError(404, "no user named '" + printable(name, 64) + "'");
+    const json before = {
+        {"sites",
+         split_sites(text_of(
+             s.query("SELECT sites FROM users WHERE name = $1", {SqlValue::text(name)}).at(0),
+             0))}};
     s.query("UPDATE users SET sites = $1 WHERE name = $2",
             {SqlValue::text(joined), SqlValue::text(name)});
+    append_audit(s, "", "", actor, "user_sites", before, {{"name", name}, {"sites", sites}}, "");
   });
 }
 
-void SlideStore::remove_user(const std::string& name) {
+void SlideStore::remove_user(const std::string& name, const std::string& actor) {
   db_->transaction([&](SqlSession& s) {
     if (s.query("SELECT id FROM users WHERE name = $1", {SqlValue::text(name)}).empty())
       throw StoreError(404, "no user named '" + printable(name, 64) + "'");
     s.query("DELETE FROM users WHERE name = $1", {SqlValue::text(name)});
+    append_audit(s, "", "", actor, "user_remove", {{"name", name}}, nullptr, "");
   });
 }
 

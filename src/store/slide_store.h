@@ -141,14 +141,19 @@ class SlideStore {
 
   // Deletes the kept images of signed slides' fields stored more than `days` ago (a slide still
   // in review keeps them); returns how many.
-  size_t purge_images_older_than(double days);
+  size_t purge_images_older_than(double days, const std::string& actor = "cli");
 
   // Users. The token is returned once; only a salted hash is stored.
   std::string add_user(const std::string& name, const std::string& role,
-                       const std::vector<std::string>& sites);
+                       const std::vector<std::string>& sites, const std::string& actor = "cli");
   // An admin's grant: the sites whose slides the user sees from now on (empty: every site).
-  void set_sites(const std::string& name, const std::vector<std::string>& sites);
-  void remove_user(const std::string& name);  // the user's token stops working at once
+  void set_sites(const std::string& name, const std::vector<std::string>& sites,
+                 const std::string& actor = "cli");
+  // The user's token stops working at once.
+  void remove_user(const std::string& name, const std::string& actor = "cli");
+  // Events that belong to no slide: users added, granted sites or removed, and purges (`actor`
+  // above: who did it).
+  std::vector<AuditEvent> admin_audit();
   std::vector<User> users();
   size_t user_count();
   std::optional<User> authenticate(const std::string& token);
