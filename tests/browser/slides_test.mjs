@@ -89,6 +89,7 @@ try {
   await page.click("#sign-slide");
   await page.locator("#slide-status").getByText("signed").waitFor();
   await page.screenshot({ path: `${shots}/slide-signed.png`, fullPage: true });
+  assert.ok(await page.locator("#slide-upload").isHidden(), "no uploads to a signed slide");
 
   // The report opens in a new tab; the corrections download as annotations.csv.
   const [report] = await Promise.all([context.waitForEvent("page"), page.click("#report-html")]);
