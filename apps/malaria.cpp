@@ -88,9 +88,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   std::vector<Command> commands;
-  for (auto add : {add_data_commands, add_train_commands, add_evaluate_commands, add_model_commands,
-                   add_serve_commands, add_explain_commands, add_field_commands,
-                   add_records_commands})
+  for (auto add :
+       {add_data_commands, add_train_commands, add_evaluate_commands, add_model_commands,
+        add_serve_commands, add_explain_commands, add_field_commands, add_records_commands})
     for (auto& c : add(app, global)) commands.push_back(std::move(c));
 
   CLI11_PARSE(app, argc, argv);
