@@ -26,7 +26,10 @@ echo "flags: $(grep -m1 -o 'avx512_bf16\|avx512f' /proc/cpuinfo | sort -u | tr '
 slide_run() {  # $1: store URL
   "$bin" --threads 2 serve --model "$model" --store "$1" --port "$port" >"$work/server.log" 2>&1 &
   server_pid=$!
-  until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.1; done
+  for _ in $(seq 1 600); do  # until /ready answers; the limit only catches a hang
+    curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break
+    sleep 0.1
+  done
   local base=http://127.0.0.1:$port new slide t0 t1 args=()
   new() { curl -sf -XPOST "$base/api/v1/slides" -H 'Content-Type: application/json' -d '{"sample_id": "bench"}' |
     /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }

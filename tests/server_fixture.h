@@ -99,16 +99,22 @@ inline double metric(int port, const std::string& sample) {
   return -1;
 }
 
-// Waits until the metric sample satisfies `ready`; the generous limit only catches a hang.
-template <typename Predicate>
-bool wait_for_metric(int port, const std::string& sample, Predicate ready,
-                     std::chrono::seconds limit = std::chrono::seconds(120)) {
+// Waits until `state()` holds, polling; the generous limit only catches a hang.
+template <typename State>
+bool wait_until(State state, std::chrono::seconds limit = std::chrono::seconds(120)) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (ready(metric(port, sample))) return true;
+    if (state()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling, not a wait for time
   }
   return false;
+}
+
+// Waits until the metric sample satisfies `ready`.
+template <typename Predicate>
+bool wait_for_metric(int port, const std::string& sample, Predicate ready,
+                     std::chrono::seconds limit = std::chrono::seconds(120)) {
+  return wait_until([&] { return ready(metric(port, sample)); }, limit);
 }
 
 // Runs `malaria serve --model MODEL --port PORT`, expected to fail at start; returns its exit

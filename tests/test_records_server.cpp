@@ -444,12 +444,7 @@ TEST_F(Records, DatabaseOutageIs503AndRecovers) {
   EXPECT_EQ(c.Get("/ready")->status, 503);
   EXPECT_EQ(c.Get("/health")->status, 200);  // alive, only not ready
   run(script + "resume " + pg);
-  bool ready = false;
-  for (int i = 0; i < 600 && !ready; ++i) {  // until /ready answers 200: a state, not a time
-    ready = c.Get("/ready")->status == 200;
-    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(ready);
+  ASSERT_TRUE(testing_support::wait_until([&] { return c.Get("/ready")->status == 200; }));
   EXPECT_EQ(get(c, "/api/v1/slides/" + slide)["sample_id"], "S-42");
   server.reset();
   run(script + "stop " + pg);
