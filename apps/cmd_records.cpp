@@ -10,6 +10,7 @@
 #include "report/slide_report.h"
 #include "store/slide_store.h"
 #include "util/files.h"
+#include "util/text.h"
 
 namespace malaria::cli {
 
@@ -29,12 +30,6 @@ void add_store_option(CLI::App* sub, std::string& url) {
 
 std::string store_url(const std::string& given) {
   return given.empty() ? default_store_url() : given;
-}
-
-std::string csv_field(std::string s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  for (size_t at = 0; (at = s.find('"', at)) != std::string::npos; at += 2) s.insert(at, "\"");
-  return "\"" + s + "\"";
 }
 
 std::string slides_csv(SlideStore& store, const std::vector<Slide>& slides) {
@@ -112,10 +107,7 @@ int run_slides_show(const SlidesOptions& o) {
   SlideStore store(store_url(o.store));
   const Slide slide = store.slide(o.id, kCliUser);
   const std::vector<StoredField> fields = store.fields(o.id, kCliUser);
-  json j = slide.to_json();
-  j["summary"] = slide_summary(slide, fields);
-  j["fields"] = json::array();
-  for (const auto& f : fields) j["fields"].push_back(f.to_json());
+  json j = slide_record_json(slide, fields);
   j["audit"] = json::array();
   for (const auto& e : store.audit(o.id, kCliUser)) j["audit"].push_back(e.to_json());
   emit(j.dump(2) + "\n", o.out);

@@ -16,6 +16,12 @@ struct Interval {
 // the normal approximation it stays inside [0, 1] and is honest at k = 0, the common case here.
 Interval wilson_interval(size_t k, size_t n, double z = 1.959963984540054);
 
+// The life-cycle stages, in the order of every stage count, the detector's classes and the
+// records.
+inline const std::array<std::string, 4> kStageNames = {"ring", "trophozoite", "schizont",
+                                                       "gametocyte"};
+inline constexpr int kGametocyte = 3;
+
 struct ParasitemiaSummary {
   size_t cells = 0;         // red cells counted (cells cut by the image edge are not)
   size_t parasitized = 0;   // cells on the Parasitized side of the threshold

@@ -35,10 +35,6 @@ struct ScreenedCell {
   int stage = -1;
 };
 
-inline const std::array<std::string, 4> kStageNames = {"ring", "trophozoite", "schizont",
-                                                       "gametocyte"};
-inline constexpr int kGametocyte = 3;
-
 struct ScreenedField {
   std::string file;
   int width = 0, height = 0;

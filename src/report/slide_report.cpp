@@ -15,8 +15,6 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr std::array<const char*, 4> kStages = {"ring", "trophozoite", "schizont", "gametocyte"};
-
 bool usable(const StoredField& f) { return f.quality_verdict != "fail"; }
 bool counted(const StoredCell& c) { return c.decision != "Rejected"; }
 
@@ -27,7 +25,7 @@ struct Tally {
     const Interval ci = wilson_interval(parasitized, cells);
     const double share = cells ? double(parasitized) / cells : 0;
     json stage_counts = json::object();
-    for (size_t s = 0; s < kStages.size(); ++s) stage_counts[kStages[s]] = stages[s];
+    for (size_t s = 0; s < kStageNames.size(); ++s) stage_counts[kStageNames[s]] = stages[s];
     return {{"cells", cells},
             {"parasitized", parasitized},
             {"parasitemia_percent", 100 * share},
@@ -45,8 +43,8 @@ struct Tally {
     cells++;
     if (label != "Parasitized") return;
     parasitized++;
-    for (size_t s = 0; s < kStages.size(); ++s)
-      if (stage == kStages[s]) stages[s]++;
+    for (size_t s = 0; s < kStageNames.size(); ++s)
+      if (stage == kStageNames[s]) stages[s]++;
   }
 };
 
@@ -84,7 +82,9 @@ std::string thumbnail(const cv::Mat& field, const StoredCell& c) {
 
 }  // namespace
 
-json slide_summary(const Slide& slide, const std::vector<StoredField>& fields) {
+namespace {
+
+json summarize(const Slide& slide, const std::vector<StoredField>& fields, const json& queue) {
   Tally model, reviewed;
   size_t inconclusive = 0, cells_reviewed = 0, not_cells = 0, used = 0;
   json failed = json::array();
@@ -111,7 +111,6 @@ json slide_summary(const Slide& slide, const std::vector<StoredField>& fields) {
     }
   }
   const double rbc = slide.info.rbc_per_ul.value_or(kDefaultRbcPerMicrolitre);
-  json queue = review_queue(fields);
   size_t pending = 0;
   std::map<std::string, bool> is_reviewed;
   for (const auto& f : fields)
@@ -132,6 +131,22 @@ json slide_summary(const Slide& slide, const std::vector<StoredField>& fields) {
   if (model.cells < kSlideMinimumCells)
     j["warning"] = "fewer than " + std::to_string(kSlideMinimumCells) +
                    " red cells counted: the parasitemia is mostly counting noise";
+  return j;
+}
+
+}  // namespace
+
+json slide_summary(const Slide& slide, const std::vector<StoredField>& fields) {
+  return summarize(slide, fields, review_queue(fields));
+}
+
+json slide_record_json(const Slide& slide, const std::vector<StoredField>& fields) {
+  const json queue = review_queue(fields);
+  json j = slide.to_json();
+  j["summary"] = summarize(slide, fields, queue);
+  j["review_queue"] = queue;
+  j["fields"] = json::array();
+  for (const auto& f : fields) j["fields"].push_back(f.to_json());
   return j;
 }
 
@@ -266,9 +281,9 @@ std::string slide_report_html(const Slide& slide, const std::vector<StoredField>
   if (summary.contains("warning"))
     h << "<p class=\"draft\">" << html_escape(summary["warning"].get<std::string>()) << "</p>\n";
   h << "<h2>Stages (reviewed)</h2><table class=\"numbers\"><tr>";
-  for (const char* s : kStages) h << "<th>" << s << "</th>";
+  for (const std::string& s : kStageNames) h << "<th>" << s << "</th>";
   h << "<th>gametocytes present</th></tr><tr>";
-  for (const char* s : kStages)
+  for (const std::string& s : kStageNames)
     h << "<td>" << summary["reviewed"]["stages"][s].get<size_t>() << "</td>";
   h << "<td>" << (summary["reviewed"]["gametocytes_present"].get<bool>() ? "yes" : "no")
     << "</td></tr></table>\n";
@@ -330,9 +345,9 @@ struct ObservationSpec {
 std::vector<ObservationSpec> report_observations(const json& reviewed) {
   const bool detected = reviewed["parasitized"].get<size_t>() > 0;
   std::string stages;
-  for (const char* s : kStages)
+  for (const std::string& s : kStageNames)
     if (reviewed["stages"][s].get<size_t>() > 0)
-      stages += (stages.empty() ? "" : ", ") + std::string(s) + " " +
+      stages += (stages.empty() ? "" : ", ") + s + " " +
                 std::to_string(reviewed["stages"][s].get<size_t>());
   return {
       {"presence",

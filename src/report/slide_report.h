@@ -19,6 +19,10 @@ namespace malaria {
 // the review queue not yet reviewed).
 nlohmann::json slide_summary(const Slide& slide, const std::vector<StoredField>& fields);
 
+// The slide with its "summary", "review_queue" and "fields" (each with its cells): what
+// GET /api/v1/slides/{id} and `malaria slides show` answer.
+nlohmann::json slide_record_json(const Slide& slide, const std::vector<StoredField>& fields);
+
 // The cells a reviewer must see, in order: every cell the model called Parasitized or
 // Inconclusive on a usable field, then a fixed random sample (the same every time) of the
 // Uninfected ones for quality control: 5%, at least 10. [{"cell_id", "field_id", "why"}]

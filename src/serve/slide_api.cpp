@@ -208,7 +208,7 @@ void SlideApi::add_user_routes(Router& router) {
 
 void SlideApi::sign(HttpResponse& res, const std::string& id, const User& by) {
   const Slide slide = store_.sign_slide(id, by);  // refused while flagged cells are unreviewed
-  send_json(res, 200, slide_json(slide, store_.fields(slide.id, by)));
+  send_json(res, 200, slide_record_json(slide, store_.fields(slide.id, by)));
 }
 
 // The token is shown once, in this answer; only its hash is kept.
@@ -227,15 +227,6 @@ void SlideApi::add_user(const HttpRequest& req, HttpResponse& res, const User& b
   const std::string name = string_field(body, "name"), role = string_field(body, "role");
   const std::string token = store_.add_user(name, role, sites, by.name);
   send_json(res, 201, {{"name", name}, {"role", role}, {"sites", sites}, {"token", token}});
-}
-
-json SlideApi::slide_json(const Slide& slide, const std::vector<StoredField>& fields) const {
-  json j = slide.to_json();
-  j["summary"] = slide_summary(slide, fields);
-  j["review_queue"] = review_queue(fields);
-  j["fields"] = json::array();
-  for (const auto& f : fields) j["fields"].push_back(f.to_json());
-  return j;
 }
 
 void SlideApi::create_slide(const HttpRequest& req, HttpResponse& res, const User& by) {
@@ -269,7 +260,7 @@ void SlideApi::list_slides(const HttpRequest& req, HttpResponse& res, const User
 void SlideApi::get_slide(const HttpRequest&, HttpResponse& res, const std::string& id,
                          const User& by) {
   const Slide slide = store_.slide(id, by);
-  send_json(res, 200, slide_json(slide, store_.fields(id, by)));
+  send_json(res, 200, slide_record_json(slide, store_.fields(id, by)));
 }
 
 // Each file is screened and then stored in its own transaction. With an Idempotency-Key, the

@@ -64,7 +64,6 @@ class SlideApi {
   void add_fields(const HttpRequest& req, HttpResponse& res, const std::string& id, const User& by);
   void review(const HttpRequest& req, HttpResponse& res, const std::string& cell, const User& by);
   void report(const HttpRequest& req, HttpResponse& res, const std::string& id, const User& by);
-  nlohmann::json slide_json(const Slide& slide, const std::vector<StoredField>& fields) const;
 
   SlideStore& store_;
   SlideApiOptions opt_;

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <set>
 
+#include "field/parasitemia.h"
 #include "report/slide_report.h"
 #include "util/files.h"
 #include "util/text.h"
@@ -82,38 +83,39 @@ std::vector<std::string> dialect_sql(std::string sql, Database::Dialect dialect)
   return {sql};
 }
 
+std::string hex_of(const unsigned char* bytes, size_t size) {
+  std::string hex(2 * size + 1, '\0');
+  sodium_bin2hex(hex.data(), hex.size(), bytes, size);
+  hex.pop_back();
+  return hex;
+}
+
 std::string random_hex(size_t bytes) {
-  std::string raw(bytes, '\0');
+  std::vector<unsigned char> raw(bytes);
   randombytes_buf(raw.data(), raw.size());
-  std::string hex(2 * bytes + 1, '\0');
-  sodium_bin2hex(hex.data(), hex.size(), reinterpret_cast<const unsigned char*>(raw.data()), bytes);
-  hex.pop_back();
-  return hex;
+  return hex_of(raw.data(), raw.size());
 }
 
-std::string token_hash(const std::string& secret, const std::string& salt_hex) {
-  unsigned char salt[crypto_generichash_KEYBYTES];
-  size_t salt_len = 0;
-  sodium_hex2bin(salt, sizeof salt, salt_hex.data(), salt_hex.size(), nullptr, &salt_len, nullptr);
-  unsigned char out[crypto_generichash_BYTES];
-  crypto_generichash(out, sizeof out, reinterpret_cast<const unsigned char*>(secret.data()),
-                     secret.size(), salt, salt_len);
-  std::string hex(2 * sizeof out + 1, '\0');
-  sodium_bin2hex(hex.data(), hex.size(), out, sizeof out);
-  hex.pop_back();
-  return hex;
-}
-
-// BLAKE2b of an upload: a retried request must carry the same bytes as the first.
-std::string digest_hex(const std::string& bytes) {
+// BLAKE2b as hex, keyed when `key` is not empty.
+std::string blake2b_hex(const std::string& bytes, const std::vector<unsigned char>& key = {}) {
   unsigned char out[crypto_generichash_BYTES];
   crypto_generichash(out, sizeof out, reinterpret_cast<const unsigned char*>(bytes.data()),
-                     bytes.size(), nullptr, 0);
-  std::string hex(2 * sizeof out + 1, '\0');
-  sodium_bin2hex(hex.data(), hex.size(), out, sizeof out);
-  hex.pop_back();
-  return hex;
+                     bytes.size(), key.empty() ? nullptr : key.data(), key.size());
+  return hex_of(out, sizeof out);
 }
+
+// A token's secret, hashed with the user's salt: only this is stored.
+std::string token_hash(const std::string& secret, const std::string& salt_hex) {
+  std::vector<unsigned char> salt(crypto_generichash_KEYBYTES);
+  size_t salt_len = 0;
+  sodium_hex2bin(salt.data(), salt.size(), salt_hex.data(), salt_hex.size(), nullptr, &salt_len,
+                 nullptr);
+  salt.resize(salt_len);
+  return blake2b_hex(secret, salt);
+}
+
+// An upload's digest: a retried request must carry the same bytes as the first.
+std::string digest_hex(const std::string& bytes) { return blake2b_hex(bytes); }
 
 std::string text_of(const SqlRow& row, size_t c) { return row.at(c).value_or(""); }
 long long int_of(const SqlRow& row, size_t c) { return std::stoll(row.at(c).value_or("0")); }
@@ -636,8 +638,7 @@ StoredCell SlideStore::review_cell(const std::string& cell_id, const std::string
     throw StoreError(400, "'decision' must be Parasitized, Uninfected or Not a cell");
   if (!stage.empty()) {
     if (decision != "Parasitized") throw StoreError(400, "only a Parasitized cell has a stage");
-    if (std::find(std::begin(kStageNamesForReview), std::end(kStageNamesForReview), stage) ==
-        std::end(kStageNamesForReview))
+    if (std::find(kStageNames.begin(), kStageNames.end(), stage) == kStageNames.end())
       throw StoreError(400, "'stage' must be ring, trophozoite, schizont or gametocyte");
   }
   if (amendment_reason.size() > 500)

@@ -163,7 +163,4 @@ class SlideStore {
   std::unique_ptr<Database> db_;
 };
 
-inline constexpr const char* kStageNamesForReview[] = {"ring", "trophozoite", "schizont",
-                                                       "gametocyte"};
-
 }  // namespace malaria
