@@ -247,9 +247,8 @@
     await listSlides();
   }
 
-  // Without a token the report opens at its own URL (its own styles and CSP); a token cannot go
-  // into a URL, so then it is fetched and shown as a blob, which inherits this page's stricter CSP
-  // and prints unstyled: the PDF is the one to print.
+  // Without a token the report opens at its own URL; a token cannot go into a URL, so then it is
+  // fetched and shown as a blob, which inherits this page's CSP (that allows the report's styles).
   async function openReport(format) {
     const url = `/api/v1/slides/${slide.id}/report?format=${format}`;
     if (!$("api-key").value.trim()) { window.open(url, "_blank"); return; }

@@ -1,7 +1,10 @@
 #include "report/slide_report.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
@@ -239,6 +242,15 @@ std::string infected_cells_html(const std::vector<StoredField>& fields,
 }
 
 }  // namespace
+
+std::string report_style_csp_source() {
+  unsigned char digest[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(kReportCss),
+                     std::strlen(kReportCss));
+  char base64[sodium_base64_ENCODED_LEN(crypto_hash_sha256_BYTES, sodium_base64_VARIANT_ORIGINAL)];
+  sodium_bin2base64(base64, sizeof base64, digest, sizeof digest, sodium_base64_VARIANT_ORIGINAL);
+  return std::string("'sha256-") + base64 + "'";
+}
 
 std::string slide_report_html(const Slide& slide, const std::vector<StoredField>& fields,
                               const std::map<std::string, std::string>& images,

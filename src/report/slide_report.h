@@ -41,6 +41,10 @@ struct ReportContext {
 std::string slide_report_html(const Slide& slide, const std::vector<StoredField>& fields,
                               const std::map<std::string, std::string>& images,
                               const ReportContext& context);
+// The report's one style block as a CSP source ('sha256-...'). A report the page fetches with a
+// token opens as a blob, which inherits the page's CSP; the page allows this block, so it keeps
+// its look.
+std::string report_style_csp_source();
 
 // A FHIR R4 Bundle (type "collection"): the DiagnosticReport, its Observations and the Specimen.
 nlohmann::json slide_report_fhir(const Slide& slide, const std::vector<StoredField>& fields,

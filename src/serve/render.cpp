@@ -1,5 +1,6 @@
 #include "serve/render.h"
 
+#include "report/slide_report.h"
 #include "serve/http_util.h"
 #include "util/text.h"
 
@@ -16,11 +17,20 @@ void send_json(HttpResponse& res, int status, const nlohmann::json& body) {
   res.set_header("Cache-Control", "no-store");
 }
 
+const std::string& page_csp() {
+  static const std::string csp =
+      "default-src 'self'; img-src 'self' data: blob:; style-src 'self' " +
+      report_style_csp_source() +
+      "; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+      "frame-ancestors 'none'";
+  return csp;
+}
+
 void send_page(HttpResponse& res, int status, const std::string& html) {
   res.status = status;
   res.content_type = "text/html; charset=utf-8";
   res.body = html;
-  res.set_header("Content-Security-Policy", kPageCsp);
+  res.set_header("Content-Security-Policy", page_csp());
   res.set_header("Cache-Control", "no-store");
 }
 

@@ -8,9 +8,9 @@
 
 namespace malaria {
 
-inline constexpr const char* kPageCsp =
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+// The page's policy; its styles are its own files, plus the slide report's style block (see
+// report_style_csp_source).
+const std::string& page_csp();
 // Swagger UI sets inline styles on its elements.
 inline constexpr const char* kDocsCsp =
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src "

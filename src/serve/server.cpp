@@ -839,7 +839,7 @@ class App {
         res.body = std::string(asset.content);
         if (asset.path == "/openapi.json") return;
         res.set_header("Content-Security-Policy",
-                       asset.path.rfind("/docs", 0) == 0 ? kDocsCsp : kPageCsp);
+                       asset.path.rfind("/docs", 0) == 0 ? kDocsCsp : page_csp());
         res.set_header("Cache-Control", asset.path == "/" ? "no-cache" : "public, max-age=3600");
       });
     }

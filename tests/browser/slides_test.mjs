@@ -21,9 +21,10 @@ const freePort = () => new Promise((resolve) => {
   const s = createServer();
   s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
 });
-async function startServer() {
+async function startServer(...extra) {
   const port = await freePort();
-  const child = spawn(bin, ["serve", "--model", model, "--port", String(port), "--store", store], { stdio: "ignore" });
+  const child = spawn(bin, ["serve", "--model", model, "--port", String(port), "--store", store, ...extra],
+                      { stdio: "ignore" });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 600; i++) {  // until /ready answers: a state, not a time
     try { if ((await fetch(base + "/ready")).ok) return { child, base }; } catch {}
@@ -96,6 +97,8 @@ try {
   await report.waitForLoadState();
   await report.getByText("Malaria screening report").waitFor();
   assert.match(await report.locator("body").innerText(), /LAB-2026-0042[\s\S]*Reviewed and signed[\s\S]*local/);
+  const h1Size = () => report.locator("h1").evaluate((h) => getComputedStyle(h).fontSize);
+  assert.equal(await h1Size(), "21.3333px");  // 16pt: the report's own style block applies
   await report.screenshot({ path: `${shots}/slide-report.png`, fullPage: true });
   await report.close();
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export-annotations")]);
@@ -116,6 +119,30 @@ try {
   await again.locator("#slide-status").getByText("signed").waitFor();
   assert.equal(await again.locator("#review-gallery .tile.reviewed").count(), flagged);
   await again.screenshot({ path: `${shots}/slide-after-restart.png`, fullPage: true });
+  await again.close();
+
+  // With an API key the page fetches the report and opens it as a blob, which inherits the page's
+  // CSP: the report must keep its styles there too.
+  await stopServer(server);
+  server = await startServer("--api-key", "browser-test-key");
+  const keyed = await browser.newContext({ viewport: { width: 1200, height: 1100 } });
+  const keyedPage = await keyed.newPage();
+  const keyedErrors = [];
+  keyedPage.on("console", (m) => { if (m.type() === "error") keyedErrors.push(m.text()); });
+  await keyedPage.goto(server.base + "/#slides");
+  await keyedPage.locator("#slides-off").getByText("enter your token").waitFor();  // no key yet
+  keyedErrors.length = 0;  // that refusal is logged; nothing after the key may be
+  await keyedPage.click(".api-key summary");
+  await keyedPage.fill("#api-key", "browser-test-key");
+  await keyedPage.click("#slides-refresh");
+  await keyedPage.locator("#slide-rows").getByText("LAB-2026-0042").click();
+  await keyedPage.locator("#slide-status").getByText("signed").waitFor();
+  const [blobReport] = await Promise.all([keyed.waitForEvent("page"), keyedPage.click("#report-html")]);
+  await blobReport.getByText("Malaria screening report").waitFor();
+  assert.match(blobReport.url(), /^blob:/);
+  assert.equal(await blobReport.locator("h1").evaluate((h) => getComputedStyle(h).fontSize), "21.3333px");
+  assert.deepEqual(keyedErrors, []);
+  await keyed.close();
   console.log(`ok - slide workflow (${flagged} cells reviewed), screenshots in ${shots}`);
 } catch (err) {
   failures++;
