@@ -352,6 +352,10 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   EXPECT_EQ(admin_events.back()["action"], "user_add");
   EXPECT_EQ(admin_events.back()["user"], "api-key");
   EXPECT_EQ(admin_events.back()["after"]["name"], "nina");
+  // The API serves the same trail, to an admin of every site only.
+  EXPECT_EQ(get(c, "/api/v1/audit", "k3y")["events"], admin_events);
+  EXPECT_EQ(c.Get("/api/v1/audit", auth(north_admin))->status, 403);
+  EXPECT_EQ(c.Get("/api/v1/audit", auth(rev))->status, 403);
 }
 
 TEST_F(Records, BadInputIsRefusedAndStoresNothing) {

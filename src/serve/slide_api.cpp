@@ -204,6 +204,15 @@ void SlideApi::add_user_routes(Router& router) {
              }));
   router.add("POST", "/api/v1/users",
              guarded([this](auto& req, auto& res, auto&, auto& by) { add_user(req, res, by); }));
+  // Events that belong to no slide: users added, granted sites or removed, purges.
+  router.add("GET", "/api/v1/audit", guarded([this](auto&, auto& res, auto&, auto& by) {
+               if (!by.may_manage_users() || !by.sites.empty())
+                 throw StoreError(403,
+                                  "only an admin of every site reads the administrative audit");
+               json events = json::array();
+               for (const auto& e : store_.admin_audit()) events.push_back(e.to_json());
+               send_json(res, 200, {{"events", events}});
+             }));
 }
 
 void SlideApi::sign(HttpResponse& res, const std::string& id, const User& by) {
