@@ -190,7 +190,7 @@ int run_screen(ScreenOptions& o, const GlobalOptions& global) {
   // interrupted run keeps the fields it finished.
   std::unique_ptr<SlideStore> store;
   Slide slide;
-  const User by{"cli", "cli", kRoleAdmin, {}, ""};
+  const User by{"cli", "cli", kRoleAdmin, {}, "", ""};
   std::string model_id;
   if (!o.store.empty()) {
     store = std::make_unique<SlideStore>(o.store == "default" ? default_store_url() : o.store);

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 // Whoever runs the CLI on the store's machine can read the database file anyway: an admin.
-const User kCliUser{"cli", "cli", kRoleAdmin, {}, ""};
+const User kCliUser{"cli", "cli", kRoleAdmin, {}, "", ""};
 
 void add_store_option(CLI::App* sub, std::string& url) {
   sub->add_option("--store", url,
@@ -215,11 +215,16 @@ Command add_slides(CLI::App& app, std::vector<Command>& leaves) {
 struct UsersOptions {
   std::string store, name, role;
   std::vector<std::string> sites;
+  double valid_days = 0;
 };
 
-void add_users(CLI::App& app, std::vector<Command>& leaves) {
-  auto* users = app.add_subcommand("users", "People who may use the server, and their roles");
-  users->require_subcommand(1);
+CLI::Option* add_valid_days_option(CLI::App* app, double& days) {
+  return add_number(app, "--valid-days", days, 0, 3650,
+                    "the token stops working after this many days (0: never)");
+}
+
+// The commands that print a token: once, on the last line (only a hash is kept).
+void add_token_commands(CLI::App* users, std::vector<Command>& leaves) {
   auto o = std::make_shared<UsersOptions>();
   auto* add = users->add_subcommand(
       "add", "Add a user; prints the user's token once, on the last line (only a hash is kept)");
@@ -228,16 +233,37 @@ void add_users(CLI::App& app, std::vector<Command>& leaves) {
       ->required()
       ->check(CLI::IsMember({"technician", "reviewer", "admin"}));
   add->add_option("--site", o->sites, "a site whose slides the user sees (repeat; none: all)");
+  add_valid_days_option(add, o->valid_days);
   add_store_option(add, o->store);
   leaves.push_back({add, [o] {
                       SlideStore store(store_url(o->store));
-                      const std::string token = store.add_user(o->name, o->role, o->sites);
+                      const std::string token =
+                          store.add_user(o->name, o->role, o->sites, "cli", o->valid_days);
                       std::fprintf(stderr, "added %s (%s); the token below is shown only once\n",
                                    o->name.c_str(), o->role.c_str());
                       std::printf("%s\n", token.c_str());
                       return 0;
                     }});
   o = std::make_shared<UsersOptions>();
+  auto* rotate = users->add_subcommand(
+      "rotate", "Give a user a new token (the old one stops at once); prints it once, last line");
+  rotate->add_option("name", o->name, "user name")->required();
+  add_valid_days_option(rotate, o->valid_days);
+  add_store_option(rotate, o->store);
+  leaves.push_back({rotate, [o] {
+                      SlideStore store(store_url(o->store));
+                      const std::string token = store.rotate_token(o->name, "cli", o->valid_days);
+                      std::fprintf(stderr, "new token for %s; shown only once\n", o->name.c_str());
+                      std::printf("%s\n", token.c_str());
+                      return 0;
+                    }});
+}
+
+void add_users(CLI::App& app, std::vector<Command>& leaves) {
+  auto* users = app.add_subcommand("users", "People who may use the server, and their roles");
+  users->require_subcommand(1);
+  add_token_commands(users, leaves);
+  auto o = std::make_shared<UsersOptions>();
   auto* grant = users->add_subcommand(
       "sites", "Set the sites whose slides a user sees (no --site: every site)");
   grant->add_option("name", o->name, "user name")->required();
@@ -273,8 +299,11 @@ void add_users(CLI::App& app, std::vector<Command>& leaves) {
                       for (const auto& u : store.users()) {
                         std::string sites;
                         for (const auto& s : u.sites) sites += (sites.empty() ? "" : ",") + s;
-                        std::printf("%-20s %-11s %s\n", u.name.c_str(), u.role.c_str(),
-                                    sites.empty() ? "all sites" : sites.c_str());
+                        std::printf("%-20s %-11s %-24s %s\n", u.name.c_str(), u.role.c_str(),
+                                    sites.empty() ? "all sites" : sites.c_str(),
+                                    u.expires_at.empty()
+                                        ? "token never expires"
+                                        : ("token expires " + u.expires_at).c_str());
                       }
                       return 0;
                     }});

@@ -307,6 +307,11 @@ if "$bin" users add bob --role owner --store "$store" >"$work/out" 2>&1; then fa
 if "$bin" users sites rita --store "$store" >"$work/out" 2>&1; then fail "users sites without a site granted every site"; fi
 "$bin" users sites rita --site north --store "$store" 2>/dev/null || fail "users sites --site"
 "$bin" users list --store "$store" | grep -q "rita .*reviewer .*north" || fail "the grant is not listed"
+"$bin" users list --store "$store" | grep -q "rita .*token never expires" || fail "no expiry not listed"
+rotated=$("$bin" users rotate rita --valid-days 30 --store "$store" 2>/dev/null | tail -1)
+[[ $rotated == mal_* && $rotated != "$token" ]] || fail "users rotate printed no new token: $rotated"
+"$bin" users list --store "$store" | grep -q "rita .*token expires 20" || fail "the expiry is not listed"
+if "$bin" users rotate rita --valid-days 5000 --store "$store" >"$work/out" 2>&1; then fail "a 5000-day token was issued"; fi
 "$bin" users remove rita --store "$store" 2>/dev/null || fail "users remove"
 "$bin" users list --store "$store" | grep -q rita && fail "a removed user is still listed"
 "$bin" store audit --store "$store" | python3 -c '

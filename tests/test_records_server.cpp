@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "server_fixture.h"
+#include "store/slide_store.h"
 
 namespace {
 
@@ -354,6 +355,31 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   EXPECT_EQ(admin_events.back()["after"]["name"], "nina");
   // The API serves the same trail, to an admin of every site only.
   EXPECT_EQ(get(c, "/api/v1/audit", "k3y")["events"], admin_events);
+  // An admin issues a new token, valid for a week; the old one stops at once.
+  const json week = {{"valid_days", 7}};
+  EXPECT_EQ(c.Post("/api/v1/users/nina/token", auth(rev), week.dump(), "application/json")->status,
+            403);
+  EXPECT_EQ(
+      c.Post("/api/v1/users/nobody/token", auth("k3y"), week.dump(), "application/json")->status,
+      404);
+  const auto rotated =
+      c.Post("/api/v1/users/nina/token", auth("k3y"), week.dump(), "application/json");
+  ASSERT_EQ(rotated->status, 201) << rotated->body;
+  const std::string nina_week = json::parse(rotated->body)["token"];
+  EXPECT_EQ(c.Get("/api/v1/me", auth(nina_token))->status, 401);
+  EXPECT_EQ(get(c, "/api/v1/me", nina_week)["name"], "nina");
+  const json users = get(c, "/api/v1/users", "k3y")["users"];
+  bool listed = false;
+  for (const auto& u : users)
+    if (u["name"] == "nina") listed = u["expires_at"].is_string();
+  EXPECT_TRUE(listed) << users.dump();
+  // Past its date the token is refused, and its holder is told why.
+  malaria::SlideStore(store_).database().transaction([](malaria::SqlSession& s) {
+    s.query("UPDATE users SET expires_at = '2020-01-01T00:00:00Z' WHERE name = 'nina'");
+  });
+  const auto expired = c.Get("/api/v1/me", auth(nina_week));
+  EXPECT_EQ(expired->status, 401);
+  EXPECT_NE(expired->body.find("expired"), std::string::npos) << expired->body;
   EXPECT_EQ(c.Get("/api/v1/audit", auth(north_admin))->status, 403);
   EXPECT_EQ(c.Get("/api/v1/audit", auth(rev))->status, 403);
 }

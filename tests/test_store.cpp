@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
 
 #include "report/slide_report.h"
 #include "store/slide_store.h"
+#include "util/files.h"
 
 namespace malaria {
 namespace {
@@ -45,7 +47,7 @@ class Postgres : public ::testing::Environment {
 const auto* const kPostgres = ::testing::AddGlobalTestEnvironment(new Postgres);
 
 User person(const std::string& name, const std::string& role, std::vector<std::string> sites = {}) {
-  return User{"id-" + name, name, role, std::move(sites), ""};
+  return User{"id-" + name, name, role, std::move(sites), "", ""};
 }
 
 class StoreTest : public ::testing::TestWithParam<std::string> {
@@ -128,12 +130,58 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(StoreTest, SchemaIsMigratedOnceAndReopens) {
-  EXPECT_EQ(store_->schema_version(), 1);
+  EXPECT_EQ(store_->schema_version(), 2);
   const Slide slide = new_slide();
   store_.reset();
   store_ = std::make_unique<SlideStore>(url_);  // reopening finds the schema and the records
-  EXPECT_EQ(store_->schema_version(), 1);
+  EXPECT_EQ(store_->schema_version(), 2);
   EXPECT_EQ(store_->slide(slide.id, admin_).info.sample_id, "S-001");
+}
+
+TEST_P(StoreTest, DatabaseOfTheFirstSchemaIsUpgraded) {
+  const std::string token = store_->add_user("rita", kRoleReviewer, {});
+  // Back to what the first release wrote: no token expiry.
+  store_->database().transaction([](SqlSession& s) {
+    s.query("ALTER TABLE users DROP COLUMN expires_at");
+    s.query("DELETE FROM schema_version WHERE version = 2");
+  });
+  store_.reset();
+  store_ = std::make_unique<SlideStore>(url_);
+  EXPECT_EQ(store_->schema_version(), 2);
+  const auto user = store_->authenticate(token);  // old tokens keep working, with no expiry
+  ASSERT_TRUE(user);
+  EXPECT_EQ(user->expires_at, "");
+}
+
+TEST_P(StoreTest, TokensExpireAndRotate) {
+  const std::string token = store_->add_user("rita", kRoleReviewer, {}, "ada", 30);
+  const auto user = store_->authenticate(token);
+  ASSERT_TRUE(user);
+  EXPECT_GT(user->expires_at, now_iso8601());
+  EXPECT_LT(user->expires_at, iso8601_from_now(31));
+  EXPECT_EQ(store_->users().at(0).expires_at, user->expires_at);
+  for (double bad : {-1.0, 3651.0, std::nan("")})
+    expect_status([&] { store_->add_user("bob", kRoleAdmin, {}, "ada", bad); }, 400);
+  // Past its date the token is refused with a reason; a wrong token still learns nothing.
+  store_->database().transaction([](SqlSession& s) {
+    s.query("UPDATE users SET expires_at = '2020-01-01T00:00:00Z' WHERE name = 'rita'");
+  });
+  expect_status([&] { store_->authenticate(token); }, 401);
+  std::string tampered = token;
+  tampered.back() = tampered.back() == '0' ? '1' : '0';
+  EXPECT_FALSE(store_->authenticate(tampered));
+  // A new token works at once, the old one never again; both are audited with who did it.
+  const std::string fresh = store_->rotate_token("rita", "ada");
+  ASSERT_TRUE(store_->authenticate(fresh));
+  EXPECT_EQ(store_->authenticate(fresh)->expires_at, "");
+  EXPECT_FALSE(store_->authenticate(token));
+  EXPECT_EQ(fresh.substr(0, 21), token.substr(0, 21));  // the same user id
+  EXPECT_THROW(store_->rotate_token("nobody", "ada"), StoreError);
+  const auto events = store_->admin_audit();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].after["expires_at"], user->expires_at);
+  EXPECT_EQ(events[1].action, "user_token");
+  EXPECT_EQ(events[1].user, "ada");
 }
 
 TEST_P(StoreTest, SlideInfoIsValidated) {

@@ -429,6 +429,10 @@ class App {
     if (slides_) {  // with records: the API key or a user's token (see SlideApi::user_of)
       try {
         if (slides_->user_of(req)) return false;
+      } catch (const StoreError& e) {  // an expired token: say so
+        res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        on_error(req, res, e.status, e.what());
+        return true;
       } catch (const std::exception& e) {  // this runs inside libmicrohttpd: nothing may escape
         spdlog::error("records: authentication failed: {}", e.what());
         on_error(req, res, 503, "the record database is unavailable, retry shortly");

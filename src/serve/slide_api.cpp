@@ -63,6 +63,13 @@ std::string string_field(const json& body, const char* key) {
   return body[key].get<std::string>();
 }
 
+// "valid_days": how long a new token works (absent or 0: no expiry; the store checks the range).
+double valid_days(const json& body) {
+  if (!body.contains("valid_days") || body["valid_days"].is_null()) return 0;
+  if (!body["valid_days"].is_number()) throw StoreError(400, "'valid_days' must be a number");
+  return body["valid_days"].get<double>();
+}
+
 }  // namespace
 
 SlideApi::SlideApi(SlideStore& store, SlideApiOptions options, FieldScreener screen,
@@ -76,12 +83,12 @@ SlideApi::SlideApi(SlideStore& store, SlideApiOptions options, FieldScreener scr
 std::optional<User> SlideApi::user_of(const HttpRequest& req) {
   const std::string token = bearer_token(req.header("Authorization"));
   if (!opt_.api_key.empty() && !token.empty() && constant_time_equal(token, opt_.api_key))
-    return User{"api-key", "api-key", kRoleAdmin, {}, ""};
+    return User{"api-key", "api-key", kRoleAdmin, {}, "", ""};
   if (token.rfind("mal_", 0) == 0) return store_.authenticate(token);
   // The single local user exists only for a caller on this machine that names it by a loopback
   // host (not a DNS name that could be rebound to it), while no user and no key are set up.
   if (opt_.api_key.empty() && is_loopback_request(req) && store_.user_count() == 0)
-    return User{"local", "local", kRoleAdmin, {}, ""};
+    return User{"local", "local", kRoleAdmin, {}, "", ""};
   return std::nullopt;
 }
 
@@ -196,14 +203,24 @@ void SlideApi::add_user_routes(Router& router) {
                  throw StoreError(403, "only an admin of every site lists users");
                json users = json::array();
                for (const auto& u : store_.users())
-                 users.push_back({{"name", u.name},
-                                  {"role", u.role},
-                                  {"sites", u.sites},
-                                  {"created_at", u.created_at}});
+                 users.push_back(
+                     {{"name", u.name},
+                      {"role", u.role},
+                      {"sites", u.sites},
+                      {"created_at", u.created_at},
+                      {"expires_at", u.expires_at.empty() ? json(nullptr) : json(u.expires_at)}});
                send_json(res, 200, {{"users", users}});
              }));
   router.add("POST", "/api/v1/users",
              guarded([this](auto& req, auto& res, auto&, auto& by) { add_user(req, res, by); }));
+  router.add("POST", "/api/v1/users/{name}/token",
+             guarded([this](auto& req, auto& res, auto& p, auto& by) {
+               if (!by.may_manage_users() || !by.sites.empty())
+                 throw StoreError(403, "only an admin of every site issues tokens");
+               const double days = valid_days(parse_body(req));
+               const std::string token = store_.rotate_token(p.at("name"), by.name, days);
+               send_json(res, 201, {{"name", p.at("name")}, {"token", token}});
+             }));
   // Events that belong to no slide: users added, granted sites or removed, purges.
   router.add("GET", "/api/v1/audit", guarded([this](auto&, auto& res, auto&, auto& by) {
                if (!by.may_manage_users() || !by.sites.empty())
@@ -234,7 +251,7 @@ void SlideApi::add_user(const HttpRequest& req, HttpResponse& res, const User& b
     }
   }
   const std::string name = string_field(body, "name"), role = string_field(body, "role");
-  const std::string token = store_.add_user(name, role, sites, by.name);
+  const std::string token = store_.add_user(name, role, sites, by.name, valid_days(body));
   send_json(res, 201, {{"name", name}, {"role", role}, {"sites", sites}, {"token", token}});
 }
 

@@ -3,7 +3,6 @@
 #include <sodium.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <ctime>
 #include <set>
@@ -53,6 +52,10 @@ const std::vector<std::vector<std::string>> kMigrations = {
         "model_id TEXT)",
         "CREATE INDEX audit_slide ON audit (slide_id, seq)",
         "{append_only_audit}",
+    },
+    {
+        // Tokens that stop working by themselves (NULL: never).
+        "ALTER TABLE users ADD COLUMN expires_at TEXT",
     },
 };
 
@@ -757,13 +760,7 @@ std::vector<AuditEvent> SlideStore::admin_audit() {
 
 size_t SlideStore::purge_images_older_than(double days, const std::string& actor) {
   if (!(days >= 0)) throw StoreError(400, "--older-than must be a number of days, 0 or more");
-  const auto cutoff = std::chrono::system_clock::now() -
-                      std::chrono::seconds(static_cast<long long>(std::llround(days * 86400)));
-  const std::time_t t = std::chrono::system_clock::to_time_t(cutoff);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  const std::string stamp = iso8601_from_now(-days);
   size_t purged = 0;
   db_->transaction([&](SqlSession& s) {
     const SqlRows rows = s.query(
@@ -781,8 +778,25 @@ size_t SlideStore::purge_images_older_than(double days, const std::string& actor
   return purged;
 }
 
+namespace {
+
+// Empty (never) for 0 days; refuses what is not a positive number of days up to ten years.
+std::string expiry_after(double valid_days) {
+  if (valid_days == 0) return "";
+  if (!(valid_days > 0 && valid_days <= 3650))
+    throw StoreError(400, "a token is valid for 1 to 3650 days, or 0 for no expiry");
+  return iso8601_from_now(valid_days);
+}
+
+SqlValue text_or_null(const std::string& text) {
+  return text.empty() ? SqlValue{} : SqlValue::text(text);
+}
+
+}  // namespace
+
 std::string SlideStore::add_user(const std::string& name, const std::string& role,
-                                 const std::vector<std::string>& sites, const std::string& actor) {
+                                 const std::vector<std::string>& sites, const std::string& actor,
+                                 double valid_days) {
   if (name.empty() || name.size() > 64 || printable(name, 64) != name ||
       name.find_first_of(" ,") != std::string::npos)
     throw StoreError(400, "a user name is 1-64 printable characters without spaces or commas");
@@ -792,19 +806,23 @@ std::string SlideStore::add_user(const std::string& name, const std::string& rol
                                 (name == "cli" ? "the command line" : "the server itself"));
   if (role != kRoleTechnician && role != kRoleReviewer && role != kRoleAdmin)
     throw StoreError(400, "the role must be technician, reviewer or admin");
-  const std::string joined = joined_sites(sites);
+  const std::string joined = joined_sites(sites), expires_at = expiry_after(valid_days);
   const std::string id = random_hex(8), secret = random_hex(32),
                     salt = random_hex(crypto_generichash_KEYBYTES);
   try {
     db_->transaction([&](SqlSession& s) {
       s.query(
-          "INSERT INTO users (id, name, role, sites, salt, token_hash, created_at) VALUES "
-          "($1, $2, $3, $4, $5, $6, $7)",
+          "INSERT INTO users (id, name, role, sites, salt, token_hash, created_at, expires_at) "
+          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
           {SqlValue::text(id), SqlValue::text(name), SqlValue::text(role), SqlValue::text(joined),
            SqlValue::text(salt), SqlValue::text(token_hash(secret, salt)),
-           SqlValue::text(now_iso8601())});
+           SqlValue::text(now_iso8601()), text_or_null(expires_at)});
       append_audit(s, "", "", actor, "user_add", nullptr,
-                   {{"name", name}, {"role", role}, {"sites", sites}}, "");
+                   {{"name", name},
+                    {"role", role},
+                    {"sites", sites},
+                    {"expires_at", expires_at.empty() ? json(nullptr) : json(expires_at)}},
+                   "");
     });
   } catch (const SqlConstraintError&) {
     throw StoreError(409, "a user named '" + name + "' exists already");
@@ -838,13 +856,33 @@ void SlideStore::remove_user(const std::string& name, const std::string& actor) 
   });
 }
 
+std::string SlideStore::rotate_token(const std::string& name, const std::string& actor,
+                                     double valid_days) {
+  const std::string expires_at = expiry_after(valid_days), secret = random_hex(32),
+                    salt = random_hex(crypto_generichash_KEYBYTES);
+  std::string id;
+  db_->transaction([&](SqlSession& s) {
+    const SqlRows rows = s.query("SELECT id FROM users WHERE name = $1", {SqlValue::text(name)});
+    if (rows.empty()) throw StoreError(404, "no user named '" + printable(name, 64) + "'");
+    id = text_of(rows[0], 0);
+    s.query("UPDATE users SET salt = $1, token_hash = $2, expires_at = $3 WHERE id = $4",
+            {SqlValue::text(salt), SqlValue::text(token_hash(secret, salt)),
+             text_or_null(expires_at), SqlValue::text(id)});
+    append_audit(
+        s, "", "", actor, "user_token", nullptr,
+        {{"name", name}, {"expires_at", expires_at.empty() ? json(nullptr) : json(expires_at)}},
+        "");
+  });
+  return "mal_" + id + "_" + secret;
+}
+
 std::vector<User> SlideStore::users() {
   std::vector<User> users;
   db_->read([&](SqlSession& s) {
     for (const auto& r :
-         s.query("SELECT id, name, role, sites, created_at FROM users ORDER BY name"))
-      users.push_back(
-          {text_of(r, 0), text_of(r, 1), text_of(r, 2), split_sites(text_of(r, 3)), text_of(r, 4)});
+         s.query("SELECT id, name, role, sites, created_at, expires_at FROM users ORDER BY name"))
+      users.push_back({text_of(r, 0), text_of(r, 1), text_of(r, 2), split_sites(text_of(r, 3)),
+                       text_of(r, 4), text_of(r, 5)});
   });
   return users;
 }
@@ -864,16 +902,23 @@ std::optional<User> SlideStore::authenticate(const std::string& token) {
   std::optional<User> user;
   db_->read([&](SqlSession& s) {
     const SqlRows rows = s.query(
-        "SELECT id, name, role, sites, created_at, salt, token_hash FROM users WHERE id = $1",
+        "SELECT id, name, role, sites, created_at, expires_at, salt, token_hash FROM users "
+        "WHERE id = $1",
         {SqlValue::text(id)});
     if (rows.empty()) return;
-    const std::string expected = text_of(rows[0], 6),
-                      actual = token_hash(secret, text_of(rows[0], 5));
+    const std::string expected = text_of(rows[0], 7),
+                      actual = token_hash(secret, text_of(rows[0], 6));
     if (expected.size() == actual.size() &&
         sodium_memcmp(expected.data(), actual.data(), expected.size()) == 0)
-      user = User{text_of(rows[0], 0), text_of(rows[0], 1), text_of(rows[0], 2),
-                  split_sites(text_of(rows[0], 3)), text_of(rows[0], 4)};
+      user = User{text_of(rows[0], 0), text_of(rows[0], 1),
+                  text_of(rows[0], 2), split_sites(text_of(rows[0], 3)),
+                  text_of(rows[0], 4), text_of(rows[0], 5)};
   });
+  // Only the holder of the real token learns that it expired.
+  if (user && !user->expires_at.empty() && user->expires_at <= now_iso8601())
+    throw StoreError(401, "this token expired at " + user->expires_at +
+                              ": an admin issues a new one (malaria users rotate " + user->name +
+                              ")");
   return user;
 }
 

@@ -30,6 +30,7 @@ struct User {
   std::string id, name, role;
   std::vector<std::string> sites;  // empty: every site
   std::string created_at;
+  std::string expires_at;  // of the token; empty: never
   bool may_see_site(const std::string& site) const;
   bool may_review() const { return role == kRoleReviewer || role == kRoleAdmin; }
   bool may_manage_users() const { return role == kRoleAdmin; }
@@ -143,9 +144,14 @@ class SlideStore {
   // in review keeps them); returns how many.
   size_t purge_images_older_than(double days, const std::string& actor = "cli");
 
-  // Users. The token is returned once; only a salted hash is stored.
+  // Users. The token is returned once; only a salted hash is stored. It stops working after
+  // `valid_days` (0: never).
   std::string add_user(const std::string& name, const std::string& role,
-                       const std::vector<std::string>& sites, const std::string& actor = "cli");
+                       const std::vector<std::string>& sites, const std::string& actor = "cli",
+                       double valid_days = 0);
+  // A new token for the user, valid for `valid_days` (0: never); the old one stops at once.
+  std::string rotate_token(const std::string& name, const std::string& actor = "cli",
+                           double valid_days = 0);
   // An admin's grant: the sites whose slides the user sees from now on (empty: every site).
   void set_sites(const std::string& name, const std::vector<std::string>& sites,
                  const std::string& actor = "cli");
@@ -156,6 +162,7 @@ class SlideStore {
   std::vector<AuditEvent> admin_audit();
   std::vector<User> users();
   size_t user_count();
+  // The token's user; nullopt for a wrong token; StoreError(401) for an expired one.
   std::optional<User> authenticate(const std::string& token);
 
  private:

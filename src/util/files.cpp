@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -76,8 +77,12 @@ std::string read_regular_file(const std::string& path, size_t max_bytes) {
   return bytes;
 }
 
-std::string now_iso8601() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+std::string now_iso8601() { return iso8601_from_now(0); }
+
+std::string iso8601_from_now(double days) {
+  const auto when = std::chrono::system_clock::now() +
+                    std::chrono::seconds(static_cast<long long>(std::llround(days * 86400)));
+  const std::time_t t = std::chrono::system_clock::to_time_t(when);
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[32];

@@ -24,5 +24,7 @@ std::string read_text(const std::string& path, size_t max_bytes = kMaxTextFileBy
 // larger file is a FileError naming the path; nothing blocks.
 std::string read_regular_file(const std::string& path, size_t max_bytes);
 std::string now_iso8601();
+// UTC, YYYY-MM-DDTHH:MM:SSZ (so that text order is time order), `days` from now (negative: ago).
+std::string iso8601_from_now(double days);
 
 }  // namespace malaria
