@@ -368,6 +368,8 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   const std::string nina_week = json::parse(rotated->body)["token"];
   EXPECT_EQ(c.Get("/api/v1/me", auth(nina_token))->status, 401);
   EXPECT_EQ(get(c, "/api/v1/me", nina_week)["name"], "nina");
+  EXPECT_TRUE(get(c, "/api/v1/me", nina_week)["token_expires_at"].is_string());
+  EXPECT_TRUE(get(c, "/api/v1/me", tech)["token_expires_at"].is_null());
   const json users = get(c, "/api/v1/users", "k3y")["users"];
   bool listed = false;
   for (const auto& u : users)

@@ -47,7 +47,8 @@
     if (!me.records) { $("slides-off").hidden = false; return; }
     $("slides-off").hidden = true;
     $("slides-on").hidden = false;
-    $("whoami").textContent = `Signed in as ${me.name} (${me.role})` + (me.sites.length ? `, sites ${me.sites.join(", ")}` : "");
+    $("whoami").textContent = `Signed in as ${me.name} (${me.role})` + (me.sites.length ? `, sites ${me.sites.join(", ")}` : "") +
+      (me.token_expires_at ? `; token valid until ${me.token_expires_at.replace("T", " ").replace("Z", " UTC")}` : "");
     await listSlides();
     const wanted = location.hash.match(/^#slide=(\w+)/);
     if (wanted) await openSlide(wanted[1]);

@@ -196,7 +196,9 @@ void SlideApi::add_user_routes(Router& router) {
                           {"name", by.name},
                           {"role", by.role},
                           {"sites", sites},
-                          {"may_review", by.may_review()}});
+                          {"may_review", by.may_review()},
+                          {"token_expires_at",
+                           by.expires_at.empty() ? json(nullptr) : json(by.expires_at)}});
              }));
   router.add("GET", "/api/v1/users", guarded([this](auto&, auto& res, auto&, auto& by) {
                if (!by.may_manage_users() || !by.sites.empty())
