@@ -220,7 +220,7 @@ struct UsersOptions {
 
 CLI::Option* add_valid_days_option(CLI::App* app, double& days) {
   return add_number(app, "--valid-days", days, 0, 3650,
-                    "the token stops working after this many days (0: never)");
+                    "the token stops working after this many days, 1 or more (0: never)");
 }
 
 // The commands that print a token: once, on the last line (only a hash is kept).
@@ -299,11 +299,12 @@ void add_users(CLI::App& app, std::vector<Command>& leaves) {
                       for (const auto& u : store.users()) {
                         std::string sites;
                         for (const auto& s : u.sites) sites += (sites.empty() ? "" : ",") + s;
+                        const std::string token = u.expires_at.empty() ? "token never expires"
+                                                  : u.expires_at <= now_iso8601()
+                                                      ? "token expired " + u.expires_at
+                                                      : "token expires " + u.expires_at;
                         std::printf("%-20s %-11s %-24s %s\n", u.name.c_str(), u.role.c_str(),
-                                    sites.empty() ? "all sites" : sites.c_str(),
-                                    u.expires_at.empty()
-                                        ? "token never expires"
-                                        : ("token expires " + u.expires_at).c_str());
+                                    sites.empty() ? "all sites" : sites.c_str(), token.c_str());
                       }
                       return 0;
                     }});

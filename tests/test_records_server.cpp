@@ -357,8 +357,21 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   EXPECT_EQ(get(c, "/api/v1/audit", "k3y")["events"], admin_events);
   // An admin issues a new token, valid for a week; the old one stops at once.
   const json week = {{"valid_days", 7}};
-  EXPECT_EQ(c.Post("/api/v1/users/nina/token", auth(rev), week.dump(), "application/json")->status,
-            403);
+  for (const std::string& not_allowed : {rev, north_admin})
+    EXPECT_EQ(c.Post("/api/v1/users/nina/token", auth(not_allowed), week.dump(), "application/json")
+                  ->status,
+              403);
+  for (const json& bad : {json{{"valid_days", "7"}}, json{{"valid_days", -1}},
+                          json{{"valid_days", 0.5}}, json{{"valid_days", 5000}}})
+    EXPECT_EQ(
+        c.Post("/api/v1/users/nina/token", auth("k3y"), bad.dump(), "application/json")->status,
+        400)
+        << bad.dump();
+  EXPECT_EQ(c.Post("/api/v1/users", auth("k3y"),
+                   json{{"name", "ola"}, {"role", "technician"}, {"valid_days", 9999}}.dump(),
+                   "application/json")
+                ->status,
+            400);
   EXPECT_EQ(
       c.Post("/api/v1/users/nobody/token", auth("k3y"), week.dump(), "application/json")->status,
       404);
@@ -382,6 +395,7 @@ TEST_F(Records, RolesAndSitesAreEnforced) {
   const auto expired = c.Get("/api/v1/me", auth(nina_week));
   EXPECT_EQ(expired->status, 401);
   EXPECT_NE(expired->body.find("expired"), std::string::npos) << expired->body;
+  EXPECT_EQ(expired->get_header_value("WWW-Authenticate"), "Bearer error=\"invalid_token\"");
   EXPECT_EQ(c.Get("/api/v1/audit", auth(north_admin))->status, 403);
   EXPECT_EQ(c.Get("/api/v1/audit", auth(rev))->status, 403);
 }

@@ -160,7 +160,7 @@ TEST_P(StoreTest, TokensExpireAndRotate) {
   EXPECT_GT(user->expires_at, now_iso8601());
   EXPECT_LT(user->expires_at, iso8601_from_now(31));
   EXPECT_EQ(store_->users().at(0).expires_at, user->expires_at);
-  for (double bad : {-1.0, 3651.0, std::nan("")})
+  for (double bad : {-1.0, 0.5, 3651.0, std::nan(""), HUGE_VAL})
     expect_status([&] { store_->add_user("bob", kRoleAdmin, {}, "ada", bad); }, 400);
   // Past its date the token is refused with a reason; a wrong token still learns nothing.
   store_->database().transaction([](SqlSession& s) {
@@ -411,10 +411,12 @@ TEST_P(StoreTest, TokensAreStoredHashedAndChecked) {
   EXPECT_FALSE(store_->authenticate("Bearer " + token));
   EXPECT_THROW(store_->add_user("rita", kRoleAdmin, {}), StoreError);
   EXPECT_THROW(store_->add_user("bob", "owner", {}), StoreError);
-  EXPECT_THROW(store_->add_user("two words", kRoleAdmin, {}), StoreError);
+  for (const char* bad : {"two words", "a/b", "a,b", "a%2F", "", "\xc3\xa9"})
+    EXPECT_THROW(store_->add_user(bad, kRoleAdmin, {}), StoreError) << bad;
+  EXPECT_NO_THROW(store_->add_user("dr.o-neil_2@lab", kRoleTechnician, {}));
   for (const char* reserved : {"local", "api-key", "cli"})
     EXPECT_THROW(store_->add_user(reserved, kRoleAdmin, {}), StoreError) << reserved;
-  EXPECT_EQ(store_->user_count(), 1u);
+  EXPECT_EQ(store_->user_count(), 2u);
   const std::string gone = store_->add_user("gone", kRoleTechnician, {});
   ASSERT_TRUE(store_->authenticate(gone));
   store_->remove_user("gone");
@@ -426,8 +428,8 @@ TEST_P(StoreTest, TokensAreStoredHashedAndChecked) {
     actions.push_back(e.action + ":" + e.user);
     EXPECT_TRUE(e.slide_id.empty());
   }
-  EXPECT_EQ(actions, (std::vector<std::string>{"user_add:cli", "user_add:cli", "user_remove:cli",
-                                               "user_sites:ada"}));
+  EXPECT_EQ(actions, (std::vector<std::string>{"user_add:cli", "user_add:cli", "user_add:cli",
+                                               "user_remove:cli", "user_sites:ada"}));
   EXPECT_EQ(store_->admin_audit().back().before["sites"],
             (std::vector<std::string>{"north", "south"}));
   // Only the hash is kept: the secret part of the token appears nowhere in the table.

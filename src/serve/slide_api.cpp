@@ -104,6 +104,7 @@ Router::ParamHandler SlideApi::guarded(Handler handler) {
       handler(req, res, params, *user);
     } catch (const StoreError& e) {
       res = HttpResponse{};
+      if (e.status == 401) res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
       on_error_(req, res, e.status, e.what());
     } catch (const SqlUnavailable& e) {
       spdlog::error("records: {}", e.what());
@@ -223,7 +224,8 @@ void SlideApi::add_user_routes(Router& router) {
                const std::string token = store_.rotate_token(p.at("name"), by.name, days);
                send_json(res, 201, {{"name", p.at("name")}, {"token", token}});
              }));
-  // Events that belong to no slide: users added, granted sites or removed, purges.
+  // Events that belong to no slide: users added, granted sites, given a new token or removed;
+  // purges.
   router.add("GET", "/api/v1/audit", guarded([this](auto&, auto& res, auto&, auto& by) {
                if (!by.may_manage_users() || !by.sites.empty())
                  throw StoreError(403,

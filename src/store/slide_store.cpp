@@ -783,7 +783,7 @@ namespace {
 // Empty (never) for 0 days; refuses what is not a positive number of days up to ten years.
 std::string expiry_after(double valid_days) {
   if (valid_days == 0) return "";
-  if (!(valid_days > 0 && valid_days <= 3650))
+  if (!(valid_days >= 1 && valid_days <= 3650))
     throw StoreError(400, "a token is valid for 1 to 3650 days, or 0 for no expiry");
   return iso8601_from_now(valid_days);
 }
@@ -797,9 +797,12 @@ SqlValue text_or_null(const std::string& text) {
 std::string SlideStore::add_user(const std::string& name, const std::string& role,
                                  const std::vector<std::string>& sites, const std::string& actor,
                                  double valid_days) {
-  if (name.empty() || name.size() > 64 || printable(name, 64) != name ||
-      name.find_first_of(" ,") != std::string::npos)
-    throw StoreError(400, "a user name is 1-64 printable characters without spaces or commas");
+  // Names go into URLs (/api/v1/users/{name}/token) and the comma-joined audit: a safe alphabet.
+  if (name.empty() || name.size() > 64 ||
+      name.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-") !=
+          std::string::npos)
+    throw StoreError(400, "a user name is 1-64 letters, digits, '.', '_', '@' or '-'");
   for (const char* reserved : {"local", "api-key", "cli"})
     if (name == reserved)
       throw StoreError(400, "'" + name + "' is reserved: the audit trail uses it for " +

@@ -80,6 +80,7 @@ std::string read_regular_file(const std::string& path, size_t max_bytes) {
 std::string now_iso8601() { return iso8601_from_now(0); }
 
 std::string iso8601_from_now(double days) {
+  if (!(std::abs(days) <= 1e6)) throw std::invalid_argument("a time more than 1e6 days away");
   const auto when = std::chrono::system_clock::now() +
                     std::chrono::seconds(static_cast<long long>(std::llround(days * 86400)));
   const std::time_t t = std::chrono::system_clock::to_time_t(when);

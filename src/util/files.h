@@ -24,7 +24,8 @@ std::string read_text(const std::string& path, size_t max_bytes = kMaxTextFileBy
 // larger file is a FileError naming the path; nothing blocks.
 std::string read_regular_file(const std::string& path, size_t max_bytes);
 std::string now_iso8601();
-// UTC, YYYY-MM-DDTHH:MM:SSZ (so that text order is time order), `days` from now (negative: ago).
+// UTC, YYYY-MM-DDTHH:MM:SSZ (so that text order is time order), `days` from now (negative: ago;
+// at most 1e6 days either way, else std::invalid_argument).
 std::string iso8601_from_now(double days);
 
 }  // namespace malaria

@@ -6,7 +6,7 @@ const SwaggerParser = require("@apidevtools/swagger-parser");
 try {
   const api = await SwaggerParser.validate(webDir + "/openapi.json");
   const paths = Object.keys(api.paths);
-  for (const p of ["/api/v1/predict", "/api/v1/model", "/api/v1/slides", "/api/v1/slides/{id}", "/api/v1/slides/{id}/fields", "/api/v1/cells/{id}/review", "/api/v1/slides/{id}/sign", "/api/v1/slides/{id}/audit", "/api/v1/audit", "/api/v1/slides/{id}/report", "/api/v1/slides/{id}/annotations.csv", "/predict/", "/health", "/ready", "/metrics", "/openapi.json", "/docs", "/"])
+  for (const p of ["/api/v1/predict", "/api/v1/model", "/api/v1/slides", "/api/v1/slides/{id}", "/api/v1/slides/{id}/fields", "/api/v1/cells/{id}/review", "/api/v1/slides/{id}/sign", "/api/v1/slides/{id}/audit", "/api/v1/audit", "/api/v1/users/{name}/token", "/api/v1/slides/{id}/report", "/api/v1/slides/{id}/annotations.csv", "/predict/", "/health", "/ready", "/metrics", "/openapi.json", "/docs", "/"])
     if (!paths.includes(p)) throw new Error("route missing from the document: " + p);
   console.log(`ok - ${api.info.title} ${api.info.version}: valid OpenAPI ${api.openapi}, ${paths.length} paths`);
   console.log("1 passed, 0 failed");
