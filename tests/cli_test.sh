@@ -317,7 +317,7 @@ if "$bin" users rotate rita --valid-days 5000 --store "$store" >"$work/out" 2>&1
 "$bin" store audit --store "$store" | python3 -c '
 import json, sys
 actions = [e["action"] for e in json.load(sys.stdin)]
-assert actions == ["user_add", "purge", "user_sites", "user_remove"], actions' || fail "store audit"
+assert actions == ["user_add", "purge", "user_sites", "user_token", "user_remove"], actions' || fail "store audit"
 if "$bin" slides list --store "mysql://x" >"$work/out" 2>&1; then fail "an unknown store was taken"; fi
 grep -q "sqlite:PATH or postgresql://" "$work/out" || fail "no hint for a bad store: $(cat "$work/out")"
 
