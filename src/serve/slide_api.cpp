@@ -202,7 +202,7 @@ void SlideApi::add_user_routes(Router& router) {
                            by.expires_at.empty() ? json(nullptr) : json(by.expires_at)}});
              }));
   router.add("GET", "/api/v1/users", guarded([this](auto&, auto& res, auto&, auto& by) {
-               if (!by.may_manage_users() || !by.sites.empty())
+               if (!by.manages_every_site())
                  throw StoreError(403, "only an admin of every site lists users");
                json users = json::array();
                for (const auto& u : store_.users())
@@ -218,7 +218,7 @@ void SlideApi::add_user_routes(Router& router) {
              guarded([this](auto& req, auto& res, auto&, auto& by) { add_user(req, res, by); }));
   router.add("POST", "/api/v1/users/{name}/token",
              guarded([this](auto& req, auto& res, auto& p, auto& by) {
-               if (!by.may_manage_users() || !by.sites.empty())
+               if (!by.manages_every_site())
                  throw StoreError(403, "only an admin of every site issues tokens");
                const double days = valid_days(parse_body(req));
                const std::string token = store_.rotate_token(p.at("name"), by.name, days);
@@ -227,7 +227,7 @@ void SlideApi::add_user_routes(Router& router) {
   // Events that belong to no slide: users added, granted sites, given a new token or removed;
   // purges.
   router.add("GET", "/api/v1/audit", guarded([this](auto&, auto& res, auto&, auto& by) {
-               if (!by.may_manage_users() || !by.sites.empty())
+               if (!by.manages_every_site())
                  throw StoreError(403,
                                   "only an admin of every site reads the administrative audit");
                json events = json::array();
@@ -243,8 +243,7 @@ void SlideApi::sign(HttpResponse& res, const std::string& id, const User& by) {
 
 // The token is shown once, in this answer; only its hash is kept.
 void SlideApi::add_user(const HttpRequest& req, HttpResponse& res, const User& by) {
-  if (!by.may_manage_users() || !by.sites.empty())
-    throw StoreError(403, "only an admin of every site adds users");
+  if (!by.manages_every_site()) throw StoreError(403, "only an admin of every site adds users");
   const json body = parse_body(req);
   std::vector<std::string> sites;
   if (body.contains("sites")) {

@@ -59,6 +59,10 @@ const std::vector<std::vector<std::string>> kMigrations = {
     },
 };
 
+SqlValue text_or_null(const std::string& text) {
+  return text.empty() ? SqlValue{} : SqlValue::text(text);
+}
+
 // The statements one migration entry stands for in this dialect.
 std::vector<std::string> dialect_sql(std::string sql, Database::Dialect dialect) {
   const bool pg = dialect == Database::Dialect::postgres;
@@ -214,12 +218,10 @@ void append_audit(SqlSession& s, const std::string& slide_id, const std::string&
   s.query(
       "INSERT INTO audit (slide_id, cell_id, at, user_name, action, before_state, after_state, "
       "model_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-      {slide_id.empty() ? SqlValue{} : SqlValue::text(slide_id),
-       cell_id.empty() ? SqlValue{} : SqlValue::text(cell_id), SqlValue::text(now_iso8601()),
+      {text_or_null(slide_id), text_or_null(cell_id), SqlValue::text(now_iso8601()),
        SqlValue::text(user), SqlValue::text(action),
        before.is_null() ? SqlValue{} : SqlValue::text(before.dump()),
-       after.is_null() ? SqlValue{} : SqlValue::text(after.dump()),
-       model_id.empty() ? SqlValue{} : SqlValue::text(model_id)});
+       after.is_null() ? SqlValue{} : SqlValue::text(after.dump()), text_or_null(model_id)});
 }
 
 }  // namespace
@@ -786,10 +788,6 @@ std::string expiry_after(double valid_days) {
   if (!(valid_days >= 1 && valid_days <= 3650))
     throw StoreError(400, "a token is valid for 1 to 3650 days, or 0 for no expiry");
   return iso8601_from_now(valid_days);
-}
-
-SqlValue text_or_null(const std::string& text) {
-  return text.empty() ? SqlValue{} : SqlValue::text(text);
 }
 
 }  // namespace

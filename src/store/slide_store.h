@@ -34,6 +34,8 @@ struct User {
   bool may_see_site(const std::string& site) const;
   bool may_review() const { return role == kRoleReviewer || role == kRoleAdmin; }
   bool may_manage_users() const { return role == kRoleAdmin; }
+  // Users, tokens and the administrative audit belong to an admin of every site.
+  bool manages_every_site() const { return may_manage_users() && sites.empty(); }
 };
 
 struct SlideInfo {  // what the lab enters; sample ids only, never a patient's name
