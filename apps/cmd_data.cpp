@@ -57,7 +57,7 @@ Command add_download(CLI::App& app) {
   sub->add_option("--url", o->url, "source of the archive")->capture_default_str();
   sub->add_option("--sha256", o->expected_sha256, "expected SHA-256 (empty: skip)")
       ->capture_default_str();
-  sub->add_option("--bytes", o->expected_bytes, "expected size (0: skip)")->capture_default_str();
+  add_number(sub, "--bytes", o->expected_bytes, 0, 1e15, "expected size (0: skip)");
   sub->add_flag("--keep-archive", o->keep_archive, "keep cell_images.zip after unpacking");
   return {sub, [o] {
             const std::string dir = download_dataset(*o);

@@ -206,8 +206,7 @@ Command add_rejection_test(CLI::App& app, const GlobalOptions& global) {
                   "real cells to damage: a dataset folder, or a split.csv's test part")
       ->capture_default_str();
   add_number(sub, "--damaged", o->damaged, 0, 100000, "cells damaged per kind of damage");
-  sub->add_option("--seed", o->seed, "seed of the set (cells, cuts, blur, crops)")
-      ->capture_default_str();
+  add_number(sub, "--seed", o->seed, 0, kMaxSeed, "seed of the set (cells, cuts, blur, crops)");
   sub->add_option("--out", o->out, "folder for non_cells.json and a sheet of those accepted");
   return {sub, [o, &global] { return run_rejection_test(*o, global); }};
 }

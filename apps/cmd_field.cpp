@@ -376,7 +376,7 @@ Command add_train_detector(CLI::App& app, const GlobalOptions& global) {
   sub->add_flag("!--no-ignore", o->ignore_unboxed,
                 "teach unboxed cell-like regions as background (default: leave them out of the "
                 "loss)");
-  sub->add_option("--seed", o->seed, "random seed")->capture_default_str();
+  add_number(sub, "--seed", o->seed, 0, kMaxSeed, "random seed");
   auto quiet = std::make_shared<bool>(false);
   sub->add_flag("--quiet", *quiet, "no progress bars");
   return {sub, [o, quiet, &global] {

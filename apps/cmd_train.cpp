@@ -54,8 +54,8 @@ void add_schedule_options(CLI::App* sub, TrainOptions& t) {
       ->capture_default_str();
   add_number(sub, "--patience", t.patience, 1, 10000,
              "early stopping: epochs without a better validation loss");
-  sub->add_option("--seed", t.seed, "seed for split, shuffling, augmentation and weights")
-      ->capture_default_str();
+  add_number(sub, "--seed", t.seed, 0, kMaxSeed,
+             "seed for split, shuffling, augmentation and weights");
   add_number(sub, "--time-limit", t.time_limit_minutes, 0, 1e6,
              "minutes; stop after the epoch that crosses it (0: none)");
   add_number(sub, "--max-steps", t.max_steps, 0, 1e9,
@@ -146,10 +146,8 @@ Command add_cv(CLI::App& app, const GlobalOptions& global) {
              "share of each fold's training patients kept for validation (0: none; every fold "
              "trains on all its patients for the fixed schedule, and temperature and operating "
              "points come from the other folds' out-of-fold predictions)");
-  sub->add_option("--fold-seed", o->train.fold_seed,
-                  "seed of the patient folds (keep it to compare recipes or seeds on the same "
-                  "folds)")
-      ->capture_default_str();
+  add_number(sub, "--fold-seed", o->train.fold_seed, 0, kMaxSeed,
+             "seed of the patient folds (keep it to compare recipes or seeds on the same folds)");
   sub->add_flag("--final", *final_model,
                 "then train OUT/final on every patient with the same recipe, its model file "
                 "carrying the cross-validated figures");

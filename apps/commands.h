@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace malaria::cli {
@@ -20,13 +21,18 @@ struct Command {
   std::function<int()> run;  // its exit code
 };
 
-// A number within [lo, hi]; NaN and infinities are refused, and bounds print readably.
-CLI::Validator number_in(double lo, double hi);
+// A number within [lo, hi] (a whole one if `whole`); NaN and infinities are refused, and bounds
+// print readably.
+CLI::Validator number_in(double lo, double hi, bool whole = false);
+// The largest seed an option takes (any seed fits every generator it feeds).
+constexpr double kMaxSeed = 4294967295.0;
 // A numeric option checked with number_in(lo, hi), its default shown in --help.
 template <typename T>
 CLI::Option* add_number(CLI::App* app, const std::string& name, T& value, double lo, double hi,
                         const std::string& help = "") {
-  return app->add_option(name, value, help)->check(number_in(lo, hi))->capture_default_str();
+  return app->add_option(name, value, help)
+      ->check(number_in(lo, hi, std::is_integral_v<T>))
+      ->capture_default_str();
 }
 
 // --operating-point NAME: the model file's decision rule to use; `fallback` says which one the

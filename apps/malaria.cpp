@@ -26,16 +26,18 @@ std::string default_data_dir() {
   return MALARIA_DEFAULT_DATA;
 }
 
-CLI::Validator number_in(double lo, double hi) {
+CLI::Validator number_in(double lo, double hi, bool whole) {
   char range[96];
-  std::snprintf(range, sizeof range, "%g to %g", lo, hi);
+  std::snprintf(range, sizeof range, "%.10g to %.10g", lo, hi);
   const std::string bounds = range;
+  const std::string kind = whole ? "a whole number" : "a number";
   return CLI::Validator(
-      [lo, hi, bounds](std::string& text) -> std::string {
+      [lo, hi, bounds, kind, whole](std::string& text) -> std::string {
         char* end = nullptr;
         const double v = std::strtod(text.c_str(), &end);
-        if (end == text.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi)
-          return "must be a number from " + bounds + " (got '" + text + "')";
+        if (end == text.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi ||
+            (whole && v != std::floor(v)))
+          return "must be " + kind + " from " + bounds + " (got '" + text + "')";
         return {};
       },
       "NUMBER in " + bounds);

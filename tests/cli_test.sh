@@ -48,10 +48,11 @@ set +e; "$bin" predict --model "$work/run/model.pt" --csv "$work/data/Parasitize
 [ "$(grep -c -E ',(Parasitized|Uninfected),' "$work/pred.csv")" -eq 120 ] || fail "predict rows: $(head -3 "$work/pred.csv")"
 grep -q "bad.png" "$work/pred.csv" || fail "bad file not reported"
 # Numeric options are validated, with readable bounds.
-for bad in "--rotation nan" "--zoom 5" "--color-jitter -5" "--epochs 0" "--lr 1e30"; do
+for bad in "--rotation nan" "--zoom 5" "--color-jitter -5" "--epochs 0" "--lr 1e30" "--seed abc" \
+  "--epochs 2.5" "--seed -1"; do
   # shellcheck disable=SC2086
   if "$bin" train --data "$work/data" --out "$work/x" $bad >"$work/out" 2>&1; then fail "train accepted $bad"; fi
-  grep -q "must be a number from" "$work/out" || fail "unclear error for $bad: $(cat "$work/out")"
+  grep -q -E "must be a (whole )?number from" "$work/out" || fail "unclear error for $bad: $(cat "$work/out")"
   [ "$(wc -c <"$work/out")" -lt 400 ] || fail "error for $bad is too long: $(cat "$work/out")"
 done
 
