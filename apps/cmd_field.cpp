@@ -343,36 +343,18 @@ Command add_train_detector(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--split", o->split_csv,
                   "a cell run's split.csv: hold out the same field groups (default: dealt by "
                   "--seed)");
-  sub->add_option("--val-groups", o->val_groups, "validation field groups without --split")
-      ->check(number_in(1, 1000))
-      ->capture_default_str();
-  sub->add_option("--test-groups", o->test_groups, "test field groups without --split")
-      ->check(number_in(0, 1000))
-      ->capture_default_str();
-  sub->add_option("--steps", o->steps, "optimizer steps")
-      ->check(number_in(1, 10000000))
-      ->capture_default_str();
-  sub->add_option("--batch", o->batch, "windows per step")
-      ->check(number_in(1, 256))
-      ->capture_default_str();
-  sub->add_option("--window", o->window, "window side in detector pixels (multiple of 16)")
-      ->check(number_in(64, 1024))
-      ->capture_default_str();
-  sub->add_option("--width", o->width, "network width (channels at stride 4)")
-      ->check(number_in(8, 256))
-      ->capture_default_str();
-  sub->add_option("--input-scale", o->input_scale, "field pixels to detector pixels")
-      ->check(number_in(0.05, 1.0))
-      ->capture_default_str();
-  sub->add_option("--scale-jitter", o->scale_jitter, "random rescaling, +- this share")
-      ->check(number_in(0.0, 0.6))
-      ->capture_default_str();
-  sub->add_option("--augment", o->augment, "photometric damage strength (0: none)")
-      ->check(number_in(0.0, 2.0))
-      ->capture_default_str();
-  sub->add_option("--lr", o->learning_rate, "peak learning rate")
-      ->check(number_in(1e-6, 1.0))
-      ->capture_default_str();
+  add_number(sub, "--val-groups", o->val_groups, 1, 1000,
+             "validation field groups without --split");
+  add_number(sub, "--test-groups", o->test_groups, 0, 1000, "test field groups without --split");
+  add_number(sub, "--steps", o->steps, 1, 10000000, "optimizer steps");
+  add_number(sub, "--batch", o->batch, 1, 256, "windows per step");
+  add_number(sub, "--window", o->window, 64, 1024,
+             "window side in detector pixels (multiple of 16)");
+  add_number(sub, "--width", o->width, 8, 256, "network width (channels at stride 4)");
+  add_number(sub, "--input-scale", o->input_scale, 0.05, 1.0, "field pixels to detector pixels");
+  add_number(sub, "--scale-jitter", o->scale_jitter, 0.0, 0.6, "random rescaling, +- this share");
+  add_number(sub, "--augment", o->augment, 0.0, 2.0, "photometric damage strength (0: none)");
+  add_number(sub, "--lr", o->learning_rate, 1e-6, 1.0, "peak learning rate");
   sub->add_flag("!--no-ignore", o->ignore_unboxed,
                 "teach unboxed cell-like regions as background (default: leave them out of the "
                 "loss)");

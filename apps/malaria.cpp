@@ -30,14 +30,14 @@ CLI::Validator number_in(double lo, double hi, bool whole) {
   char range[96];
   std::snprintf(range, sizeof range, "%.10g to %.10g", lo, hi);
   const std::string bounds = range;
-  const std::string kind = whole ? "a whole number" : "a number";
   return CLI::Validator(
-      [lo, hi, bounds, kind, whole](std::string& text) -> std::string {
+      [lo, hi, bounds, whole](std::string& text) -> std::string {
         char* end = nullptr;
         const double v = std::strtod(text.c_str(), &end);
         if (end == text.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi ||
             (whole && v != std::floor(v)))
-          return "must be " + kind + " from " + bounds + " (got '" + text + "')";
+          return std::string("must be ") + (whole ? "a whole number" : "a number") + " from " +
+                 bounds + " (got '" + text + "')";
         return {};
       },
       "NUMBER in " + bounds);
