@@ -33,9 +33,20 @@ std::vector<Sample> synthetic(int patients, int cells) {
 }  // namespace
 
 TEST(PatientId, IsThePartBeforeImg) {
-  EXPECT_EQ(patient_id("C33P1thinF_IMG_20150619_114756a_cell_181.png"), "C33P1thinF");
-  EXPECT_EQ(patient_id("/a/b/C100P61ThinF_IMG_20150918_144104_cell_162.png"), "C100P61ThinF");
+  EXPECT_EQ(patient_id("/a/b/P7_IMG_20150918_144104_cell_162.png"), "P7");
+  EXPECT_EQ(patient_id("fields-002_IMG_x_1.png"), "fields-002");
+  EXPECT_EQ(patient_id("Cthin_IMG_1.png"), "Cthin");
   EXPECT_EQ(patient_id("no_marker_here.png"), "no_marker_here");
+}
+
+TEST(PatientId, IsTheSlideCodeOfNihNames) {
+  EXPECT_EQ(patient_id("C33P1thinF_IMG_20150619_114756a_cell_181.png"), "C33P1");
+  EXPECT_EQ(patient_id("/a/b/C100P61ThinF_IMG_20150918_144104_cell_162.png"), "C100P61");
+  EXPECT_EQ(patient_id("C61P22N_ThinF_IMG_1.png"), "C61P22N");
+  EXPECT_EQ(patient_id("C1_thinF_IMG_1.png"), "C1");
+  // One patient under two microscopes.
+  EXPECT_EQ(patient_id("C47P8thinOriginalOlympusCX21_IMG_20150717_172748_cell_158.png"), "C47P8");
+  EXPECT_EQ(patient_id("C47P8thin_Original_Motic_IMG_20150714_093512_cell_169.png"), "C47P8");
 }
 
 TEST(ImageFiles, AcceptsImageExtensionsAndIgnoresJunk) {

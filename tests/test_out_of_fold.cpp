@@ -5,10 +5,12 @@
 #include <random>
 
 #include "eval/out_of_fold.h"
+#include "test_helpers.h"
 
 namespace {
 
 using namespace malaria;
+using namespace testing_support;
 
 // Folds of cells whose logits separate the classes with noise; `scale` stretches the logits
 // (an overconfident model) without changing their order.
@@ -40,6 +42,8 @@ TEST(OutOfFold, CrossFittedFiguresAndTheTemperatureChoice) {
   EXPECT_EQ(overconfident.at("temperature_choice"), "temperature scaling");
   EXPECT_LT(overconfident["metrics"]["ece"]["mean"].get<double>(),
             overconfident["metrics"]["ece_uncalibrated"]["mean"].get<double>());
+  EXPECT_LT(overconfident["metrics"]["loss"]["mean"].get<double>(),
+            overconfident["metrics"]["loss_uncalibrated"]["mean"].get<double>());
   // The logits' best temperature here is 5 / (2 * 1.5 / 1.2^2) = 2.4.
   EXPECT_NEAR(overconfident["metrics"]["temperature"]["mean"].get<double>(), 2.4, 0.4);
   EXPECT_FALSE(format_cross_fitted(overconfident).empty());
@@ -75,6 +79,28 @@ TEST(OutOfFold, ContradictedLabelsMostConfidentFirst) {
   EXPECT_EQ(s[0].cell.sample.path, "d");
   EXPECT_EQ(s[0].fold, 2);
   EXPECT_EQ(s[1].cell.sample.path, "a");
+}
+
+TEST(OutOfFold, ReadsEveryFoldAndRefusesAnUnfinishedRun) {
+  TempDir run;
+  const std::string header =
+      "path,patient,label,probability_parasitized,predicted,decision,logit\n";
+  for (int k = 1; k <= 2; ++k)
+    write_bytes(run / ("fold-" + std::to_string(k) + "/test_predictions.csv"),
+                header + "a" + std::to_string(k) + ".png,P" + std::to_string(k) +
+                    ",Parasitized,0.9,Parasitized,Parasitized,2.2\n");
+  write_bytes(run / "cv_config.json", R"({"cv_folds": 2})");
+  const auto oof = read_out_of_fold(run.str());
+  ASSERT_EQ(oof.size(), 2u);
+  EXPECT_EQ(oof[1][0].sample.patient, "P2");
+  EXPECT_FLOAT_EQ(oof[1][0].logit, 2.2f);
+  write_bytes(run / "cv_config.json", R"({"cv_folds": 3})");
+  try {
+    read_out_of_fold(run.str());
+    FAIL() << "a run with fold 3 missing was read";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("fold-3"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -34,7 +35,17 @@ std::string patient_id(const std::string& filename) {
   const std::string name = fs::path(filename).filename().string();
   const auto pos = name.find("_IMG");
   if (pos == std::string::npos || pos == 0) return fs::path(name).stem().string();
-  return name.substr(0, pos);
+  std::string prefix = name.substr(0, pos);
+  // NIH slide codes ("C47P8") come with an acquisition tag ("thinOriginalOlympusCX21",
+  // "thin_Original_Motic"): one patient imaged under two microscopes must stay in one fold.
+  std::string lower = prefix;
+  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  const auto thin = lower.find("thin");
+  const bool slide_code = prefix.size() > 1 && prefix[0] == 'C' && std::isdigit(prefix[1]);
+  if (!slide_code || thin == std::string::npos || thin < 2) return prefix;
+  prefix.resize(thin);
+  while (prefix.back() == '_') prefix.pop_back();
+  return prefix;
 }
 
 bool is_image_file(const fs::path& path) {

@@ -47,8 +47,10 @@ struct ScanOptions {
   int threads = 0;      // decoding threads for the readability check; 0: all cores
 };
 
-// "C33P1thinF_IMG_20150619_114756a_cell_181.png" -> "C33P1thinF". Names without "_IMG" fall
-// back to the file stem, so every file is its own patient.
+// "C33P1thinF_IMG_20150619_114756a_cell_181.png" -> "C33P1": the part before "_IMG", and of
+// an NIH name ("C" and a number) only the slide code before "thin", so the same patient imaged
+// under two microscopes is one patient. Names without "_IMG" fall back to the file stem, so
+// every file is its own patient.
 std::string patient_id(const std::string& filename);
 
 bool is_image_file(const std::filesystem::path& path);

@@ -37,7 +37,7 @@ double threshold_for_sensitivity(const std::vector<float>& probabilities,
 double youden_threshold(const std::vector<float>& probabilities, const std::vector<int>& labels);
 
 struct InconclusiveBand {
-  double low = 0, high = 0;  // low <= P < high is Inconclusive; low <= threshold <= high
+  double low = 0, high = 0;  // low <= P <= high is Inconclusive; low <= threshold <= high
   long flagged = 0;          // cells inside
   long errors_held = 0;      // of those, cells the threshold would have got wrong
   long errors = 0;           // errors at the threshold, in all

@@ -43,6 +43,14 @@ OutOfFold read_out_of_fold(const std::string& cv_dir, bool raw_weights) {
   if (oof.size() < 2)
     throw std::runtime_error(cv_dir + " holds no finished cross-validation (no fold-K/" + file +
                              ")");
+  // A run stopped part-way would otherwise be cross-fitted on its first folds without a word.
+  const std::string config = cv_dir + "/cv_config.json";
+  if (fs::exists(config)) {
+    const auto folds = json::parse(read_text(config)).value("cv_folds", 0);
+    if (folds > 0 && static_cast<int>(oof.size()) != folds)
+      throw std::runtime_error(cv_dir + " is unfinished: fold-" + std::to_string(oof.size() + 1) +
+                               "/" + file + " is missing (" + std::to_string(folds) + " folds)");
+  }
   return oof;
 }
 
@@ -134,8 +142,9 @@ FoldFigures judge_fold(const OutOfFold& oof, size_t fold) {
   FoldFigures f;
   f.values["temperature"] = fitted.temperature;
   f.values["ece"] = expected_calibration_error(prob, labels);
-  f.values["ece_uncalibrated"] =
-      expected_calibration_error(apply_temperature(logits_of(cells), 1.0), labels);
+  const auto uncalibrated = apply_temperature(logits_of(cells), 1.0);
+  f.values["ece_uncalibrated"] = expected_calibration_error(uncalibrated, labels);
+  f.values["loss_uncalibrated"] = compute_metrics(uncalibrated, labels, 0.5).loss;
   f.values["roc_auc"] = roc_auc(prob, labels);
   for (const char* name : {"balanced", "screening"}) {
     const OperatingPoint& p = fitted.operating_points.at(name);
