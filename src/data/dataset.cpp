@@ -31,6 +31,15 @@ nlohmann::json DatasetSummary::to_json() const {
           {"unreadable", unreadable}};
 }
 
+namespace {
+
+std::string lowercase(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+}  // namespace
+
 std::string patient_id(const std::string& filename) {
   const std::string name = fs::path(filename).filename().string();
   const auto pos = name.find("_IMG");
@@ -38,10 +47,9 @@ std::string patient_id(const std::string& filename) {
   std::string prefix = name.substr(0, pos);
   // NIH slide codes ("C47P8") come with an acquisition tag ("thinOriginalOlympusCX21",
   // "thin_Original_Motic"): one patient imaged under two microscopes must stay in one fold.
-  std::string lower = prefix;
-  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-  const auto thin = lower.find("thin");
-  const bool slide_code = prefix.size() > 1 && prefix[0] == 'C' && std::isdigit(prefix[1]);
+  const auto thin = lowercase(prefix).find("thin");
+  const bool slide_code =
+      prefix.size() > 1 && prefix[0] == 'C' && std::isdigit(static_cast<unsigned char>(prefix[1]));
   if (!slide_code || thin == std::string::npos || thin < 2) return prefix;
   prefix.resize(thin);
   while (prefix.back() == '_') prefix.pop_back();
@@ -51,8 +59,7 @@ std::string patient_id(const std::string& filename) {
 bool is_image_file(const fs::path& path) {
   const std::string name = path.filename().string();
   if (name.empty() || name[0] == '.') return false;
-  std::string ext = path.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  const std::string ext = lowercase(path.extension().string());
   static const std::set<std::string> kExtensions = {".png", ".jpg", ".jpeg",
                                                     ".bmp", ".tif", ".tiff"};
   return kExtensions.count(ext) > 0;
