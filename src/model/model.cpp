@@ -21,7 +21,9 @@ torch::Tensor CellClassifierImpl::forward(torch::Tensor x) {
   return head->forward(features->forward(x));
 }
 
-std::vector<std::string> architecture_names() { return {"cellnet", "cellnet-wide", "seed"}; }
+std::vector<std::string> architecture_names() {
+  return {"cellnet", "cellnet-24", "cellnet-wide", "seed"};
+}
 std::string default_architecture() { return "cellnet"; }
 
 namespace {
@@ -57,8 +59,8 @@ CellClassifier seed_network(int image_size) {
   return CellClassifier(f, h);
 }
 
-// Ours: Conv-BN-ReLU stages that double the width (16 to 128, or 32 to 256 when wide) as they
-// halve the side, two convolutions in the two smallest stages, then global average pooling, so
+// Ours: Conv-BN-ReLU stages that double the width (16 to 128; 24 to 192; 32 to 256 when wide) as
+// they halve the side, two convolutions in the two smallest stages, then global average pooling, so
 // the head has one weight per channel and the parameter count does not grow with the image size.
 CellClassifier cellnet(int base_width) {
   nn::Sequential f;
@@ -93,6 +95,7 @@ CellClassifier build_model(const std::string& arch, int image_size) {
                                 std::to_string(image_size));
   if (arch == "seed") return seed_network(image_size);
   if (arch == "cellnet") return cellnet(16);
+  if (arch == "cellnet-24") return cellnet(24);
   if (arch == "cellnet-wide") return cellnet(32);
   std::string names;
   for (const auto& a : architecture_names()) names += (names.empty() ? "" : ", ") + a;
