@@ -8,7 +8,8 @@
 namespace malaria {
 
 // "seed": the original Keras network. "cellnet": ours, BatchNorm throughout and global average
-// pooling: far fewer parameters, faster, and more accurate on unseen patients.
+// pooling: far fewer parameters, faster, and more accurate on unseen patients. "cellnet-24" and
+// "cellnet-wide": the same stages at 1.5 and 2 times the width (2.25 and 4 times the computation).
 std::vector<std::string> architecture_names();
 std::string default_architecture();
 
