@@ -21,8 +21,19 @@ torch::Tensor CellClassifierImpl::forward(torch::Tensor x) {
   return head->forward(features->forward(x));
 }
 
+namespace {
+
+// The cellnet variants by name and base width: the one list that names them and builds them.
+const std::vector<std::pair<std::string, int>> kCellnetWidths = {
+    {"cellnet", 16}, {"cellnet-24", 24}, {"cellnet-wide", 32}};
+
+}  // namespace
+
 std::vector<std::string> architecture_names() {
-  return {"cellnet", "cellnet-24", "cellnet-wide", "seed"};
+  std::vector<std::string> names;
+  for (const auto& [name, width] : kCellnetWidths) names.push_back(name);
+  names.push_back("seed");
+  return names;
 }
 std::string default_architecture() { return "cellnet"; }
 
@@ -94,9 +105,8 @@ CellClassifier build_model(const std::string& arch, int image_size) {
     throw std::invalid_argument("image size must be a multiple of 8 between 16 and 512, got " +
                                 std::to_string(image_size));
   if (arch == "seed") return seed_network(image_size);
-  if (arch == "cellnet") return cellnet(16);
-  if (arch == "cellnet-24") return cellnet(24);
-  if (arch == "cellnet-wide") return cellnet(32);
+  for (const auto& [name, width] : kCellnetWidths)
+    if (arch == name) return cellnet(width);
   std::string names;
   for (const auto& a : architecture_names()) names += (names.empty() ? "" : ", ") + a;
   throw std::invalid_argument("unknown architecture '" + arch + "' (available: " + names + ")");
